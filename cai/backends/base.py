@@ -1,0 +1,73 @@
+"""The Backend protocol: one batched `generate` call, order in = order out."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    n: int = 1
+    # When set, generate exactly one token and return the log-probabilities of these single-token
+    # strings (the option letters of a multiple-choice question) from the model's own distribution.
+    options: tuple[str, ...] = ()
+    # The last message is an assistant turn to continue (an answer prefix such as "The answer is: (").
+    continue_final: bool = False
+    ignore_eos: bool = False  # benchmarks only: makes token counts equal across the compared runs
+    label: str = ""  # shown on the progress bar
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    tokens: int = 0  # output tokens
+    finish_reason: str = "stop"  # "stop" | "length" | "error"
+    option_logprobs: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # why this request produced nothing; the caller records it, never drops it
+    prompt_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def failed(reason: str, n: int = 1) -> list[Completion]:
+    return [Completion(finish_reason="error", error=reason) for _ in range(n)]
+
+
+def option_probability(logprobs: dict[str, float], first: str = "A", second: str = "B") -> float:
+    """P(first) / (P(first) + P(second)), computed stably from log-probabilities."""
+    return 1.0 / (1.0 + math.exp(logprobs[second] - logprobs[first]))
+
+
+class Backend:
+    """An engine. Subclasses implement `generate`; everything else has a working default.
+
+    `generate(chats, sampling, seeds)` takes a whole stage round at once so the engine can schedule it
+    (continuous batching); it returns, for every chat, `sampling.n` completions. A request that fails
+    comes back as a Completion with `error` set, so one bad prompt never sinks the rest of the round.
+    `seeds` (one per chat) make sampling reproducible whatever the batch it lands in.
+    """
+
+    name = "backend"
+    model = ""
+
+    @classmethod
+    def from_config(cls, config) -> "Backend":
+        raise NotImplementedError
+
+    def generate(self, chats: list[list[dict]], sampling: Sampling, seeds: list[int] | None = None) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,153 @@
+"""The `cai` command line: each command parses flags, calls one library function, prints a summary."""
+
+from __future__ import annotations
+
+import sys
+import typing
+from dataclasses import fields
+
+import click
+
+from cai.errors import CaiError
+
+HELP = {
+    "constitution": "Constitution YAML file (principles).",
+    "prompts": "Prompts: .jsonl ({'prompt'} or {'messages'}), .txt (one per line), .parquet, or a datasets path/name.",
+    "out": "Run folder; rerunning the same command resumes it.",
+    "stage": "sl (critique-revision), rl (AI preference labels) or all (both, one engine).",
+    "prompt_column": "Column holding the prompt (text or messages) in parquet/datasets input.",
+    "limit": "Use only the first N prompts.",
+    "model": "smollm2-135m (embedded), a local Hugging Face folder, or a Hub id.",
+    "backend": "Engine backend (registered under the 'cai.backends' entry points).",
+    "templates": "Folder of Jinja templates that override the shipped ones.",
+    "seed": "Seed for principle sampling and generation.",
+    "force": "Allow writing into a non-empty folder that is not a cai run.",
+    "rounds": "Critique-revision rounds (a principle is sampled per round).",
+    "max_tokens": "Max tokens per generated turn.",
+    "temperature": "Sampling temperature for answers, critiques and revisions.",
+    "top_p": "Nucleus sampling.",
+    "chunk_size": "Prompts per chunk; each finished chunk is one shard (the unit of resume).",
+    "pairs": "Candidates for RL: sampled (2 answers), revision (initial vs final revision), file.",
+    "pairs_from": "With --pairs revision: an SL run folder; with --pairs file: the pairs file.",
+    "pair_temperature": "Temperature for the two sampled candidates.",
+    "judge": "logprob (read P(A)/P(B) in one pass) or cot (reason first, labels clamped).",
+    "principles_per_pair": "Principles sampled to judge each pair (an ensemble).",
+    "cot_clamp": "CoT labels are clamped into [c, 1-c].",
+    "cot_max_tokens": "Max tokens of chain-of-thought reasoning.",
+    "dtype": "Engine dtype (auto: float32 on CPU).",
+    "max_model_len": "Context length; longer requests are skipped, with the reason recorded.",
+    "gpu_memory_utilization": "GPU memory fraction for vLLM.",
+    "kv_cache_gb": "CPU only: KV cache size in GiB.",
+    "tensor_parallel_size": "vLLM tensor parallelism (GPUs per model replica).",
+    "data_parallel_size": "vLLM data parallelism (model replicas).",
+    "enforce_eager": "Skip torch.compile/CUDA graphs (default: on for CPU).",
+    "prefix_caching": "Reuse the KV cache of shared prefixes (system, few-shot turns).",
+    "max_num_seqs": "Max sequences the engine runs at once.",
+}
+_TYPES = {int: int, float: float, str: str}
+
+
+def _config_options(func):
+    from cai.config import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    for f in reversed(fields(RunConfig)):
+        flag = f.name.replace("_", "-")
+        base = next(t for t in (typing.get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None))
+        help_text = f"{HELP[f.name]} [default: {f.default}]"
+        if base is bool:
+            func = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)(func)
+        else:
+            func = click.option(f"--{flag}", f.name, type=_TYPES[base], default=None, help=help_text)(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="cai")
+def cli():
+    """cai: Constitutional AI data generation (SL-CAI critique-revision and RLAIF preference labels)."""
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_config_options
+def generate(config_file, **flags):
+    """Generate SFT data (critique and revision) and/or AI preference labels from a constitution.
+
+    \b
+    Example:
+      cai generate --stage sl --constitution constitution/harmless.yaml \\
+        --prompts data/prompts/red_team.jsonl --out data/runs/mine --rounds 2 --seed 1
+    """
+    from cai import config as config_mod
+    from cai.generate import generate as run
+
+    config = config_mod.load(config_file, **flags)
+    summary = run(config, log=lambda m: click.echo(m, err=True))
+    _print_summary(summary)
+
+
+def _print_summary(s) -> None:
+    click.echo("")
+    click.echo(f"run folder     {s.out}")
+    click.echo(f"prompts        {s.prompts}" + (f" ({s.duplicates} duplicates dropped)" if s.duplicates else ""))
+    for split in ("sft", "prefs"):
+        if s.rows.get(split) or split in s.new_rows:
+            click.echo(f"{split + ' rows':<15}{s.rows.get(split, 0)} ({s.new_rows.get(split, 0)} new)")
+    for stage, n in s.skipped.items():
+        if n:
+            click.echo(f"skipped ({stage})   {n}  (reasons in {s.out}/skipped.jsonl)")
+    if s.output_tokens:
+        click.echo(f"tokens         {s.prompt_tokens} in, {s.output_tokens} out, {s.truncated} turns hit max-tokens")
+        click.echo(f"speed          {s.tokens_per_second:.1f} output tokens/s over {s.engine_seconds:.1f}s of generation")
+    if s.prefs:
+        p = s.prefs
+        click.echo(f"labels         mean p_chosen {p['mean_p_chosen']:.3f}, ties {p['ties']}, "
+                   f"position-consistent votes {100 * p['position_consistent']:.1f}%, failed votes {p['failed_votes']}")
+        click.echo("p_chosen       " + "  ".join(f"{k}: {v}" for k, v in p["histogram"].items()))
+    click.echo(f"time           {s.seconds:.1f}s")
+
+
+@cli.group()
+def constitution():
+    """Inspect and check constitution files."""
+
+
+@constitution.command("check")
+@click.argument("file", type=click.Path())
+def constitution_check(file):
+    """Validate FILE and print a one-screen summary (exit 2 with the error otherwise)."""
+    from cai.constitution import load
+
+    c = load(file)
+    click.echo(f"{file}: ok")
+    click.echo(f"name        {c.name}")
+    if c.description:
+        click.echo(f"description {c.description[:100]}")
+    click.echo(f"principles  {len(c.principles)} ({len(c.comparable)} with a compare question for the RL stage)")
+    click.echo(f"few-shot    {len(c.few_shot)} demonstration(s)")
+    click.echo(f"system      {'yes' if c.system else 'no'}")
+    click.echo(f"sha256      {c.sha256[:16]}")
+    for p in c.principles:
+        click.echo(f"  - {p.id:<24} w={p.weight:g} {'compare ' if p.compare else '        '}{', '.join(p.tags)}")
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="cai", standalone_mode=False)
+    except CaiError as e:
+        click.echo(f"cai: error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("cai: interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("cai: interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

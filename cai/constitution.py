@@ -1,0 +1,225 @@
+"""Principle / Constitution: load a constitution YAML file and validate it, naming file, line and key."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cai.errors import CaiError
+
+MAX_BYTES = 1 << 20  # a constitution is a page of text; anything bigger is a mistake (or an attack)
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Principle:
+    id: str
+    critique: str  # the critique request: what to look for in the answer
+    revision: str  # the revision request: how to rewrite the answer
+    compare: str | None = None  # the multiple-choice question for the RL stage
+    tags: tuple[str, ...] = ()
+    weight: float = 1.0  # relative chance of being sampled
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """A few-shot example of one critique-and-revision round, shown before every real request."""
+
+    prompt: str
+    answer: str
+    principle: str  # id of the principle whose requests the demonstration answers
+    critique: str
+    revision: str
+
+
+@dataclass(frozen=True)
+class Constitution:
+    name: str
+    principles: tuple[Principle, ...]
+    description: str = ""
+    system: str | None = None
+    few_shot: tuple[Demonstration, ...] = ()
+    license: str | None = None
+    path: str = ""
+    sha256: str = ""
+
+    def principle(self, pid: str) -> Principle:
+        for p in self.principles:
+            if p.id == pid:
+                return p
+        raise KeyError(pid)
+
+    @property
+    def comparable(self) -> tuple[Principle, ...]:
+        """Principles that carry a `compare` question, the ones the RL stage can sample."""
+        return tuple(p for p in self.principles if p.compare)
+
+
+_TOP = {"name": True, "principles": True, "description": False, "system": False, "few_shot": False, "license": False}
+_PRINCIPLE = {"id": True, "critique": True, "revision": True, "compare": False, "tags": False, "weight": False}
+_DEMO = {"prompt": True, "answer": True, "principle": True, "critique": True, "revision": True}
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases: a constitution never needs them, and refusing them
+    at composition time stops 'billion laughs' alias bombs before anything is expanded."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused("YAML aliases (*name) are not allowed in a constitution", event.start_mark)
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise _Refused("YAML anchors (&name) are not allowed in a constitution", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+class _Refused(Exception):
+    def __init__(self, message, mark):
+        super().__init__(message)
+        self.mark = mark
+
+
+def load(path: str | Path) -> Constitution:
+    """Read and validate a constitution file; every problem raises CaiError naming file:line and key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CaiError(f"{path}: constitution file not found") from None
+    except IsADirectoryError:
+        raise CaiError(f"{path}: is a folder, expected a constitution YAML file") from None
+    except OSError as e:
+        raise CaiError(f"{path}: cannot read: {e.strerror}") from None
+    if len(raw) > MAX_BYTES:
+        raise CaiError(f"{path}: {len(raw)} bytes is too large for a constitution (limit {MAX_BYTES})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise CaiError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+    try:
+        node = yaml.compose(text, Loader=_NoAliasLoader)
+    except _Refused as e:
+        raise CaiError(f"{path}:{e.mark.line + 1}: {e}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise CaiError(f"{path}{line}: invalid YAML: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise CaiError(f"{path}: invalid YAML: {e}") from None
+    if node is None:
+        raise CaiError(f"{path}: empty file, expected a mapping with 'name' and 'principles'")
+    return _Builder(str(path)).constitution(node, hashlib.sha256(raw).hexdigest())
+
+
+class _Builder:
+    """Turns the composed YAML node tree into dataclasses, keeping node line numbers for errors."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, node, message):
+        raise CaiError(f"{self.path}:{node.start_mark.line + 1}: {message}")
+
+    def mapping(self, node, spec, where):
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, f"{where} must be a mapping, got {_kind(node)}")
+        out = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key not in spec:
+                allowed = ", ".join(spec)
+                self.fail(key_node, f"{where}: unknown key {key!r} (allowed: {allowed})")
+            if key in out:
+                self.fail(key_node, f"{where}: key {key!r} given twice")
+            out[key] = value_node
+        for key, required in spec.items():
+            if required and key not in out:
+                self.fail(node, f"{where}: missing required key {key!r}")
+        return out
+
+    def text(self, node, where, *, blank_ok=False):
+        if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:str":
+            self.fail(node, f"{where} must be text, got {_kind(node)}")
+        if not blank_ok and not node.value.strip():
+            self.fail(node, f"{where} is blank")
+        return node.value.strip()
+
+    def principle(self, node, index):
+        m = self.mapping(node, _PRINCIPLE, f"principles[{index}]")
+        pid = self.text(m["id"], f"principles[{index}].id")
+        if not _ID.match(pid):
+            self.fail(m["id"], f"principle id {pid!r}: use letters, digits, '_', '-' and '.' only")
+        where = f"principle {pid!r}"
+        tags: tuple[str, ...] = ()
+        if "tags" in m:
+            if not isinstance(m["tags"], yaml.SequenceNode):
+                self.fail(m["tags"], f"{where}: 'tags' must be a list of text, got {_kind(m['tags'])}")
+            tags = tuple(self.text(t, f"{where}: tag") for t in m["tags"].value)
+        weight = 1.0
+        if "weight" in m:
+            w = m["weight"]
+            if not isinstance(w, yaml.ScalarNode) or w.tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+                self.fail(w, f"{where}: 'weight' must be a number, got {_kind(w)}")
+            weight = float(w.value)
+            if not weight > 0 or weight == float("inf"):
+                self.fail(w, f"{where}: 'weight' must be a positive number, got {w.value}")
+        return Principle(
+            id=pid,
+            critique=self.text(m["critique"], f"{where}: 'critique'"),
+            revision=self.text(m["revision"], f"{where}: 'revision'"),
+            compare=self.text(m["compare"], f"{where}: 'compare'") if "compare" in m else None,
+            tags=tags,
+            weight=weight,
+        )
+
+    def constitution(self, node, sha256):
+        m = self.mapping(node, _TOP, "constitution")
+        seq = m["principles"]
+        if not isinstance(seq, yaml.SequenceNode):
+            self.fail(seq, f"'principles' must be a list, got {_kind(seq)}")
+        if not seq.value:
+            self.fail(seq, "'principles' is empty: a constitution needs at least one principle")
+        principles, seen = [], {}
+        for i, item in enumerate(seq.value):
+            p = self.principle(item, i)
+            if p.id in seen:
+                self.fail(item, f"duplicate principle id {p.id!r} (first defined on line {seen[p.id]})")
+            seen[p.id] = item.start_mark.line + 1
+            principles.append(p)
+        demos = []
+        if "few_shot" in m:
+            if not isinstance(m["few_shot"], yaml.SequenceNode):
+                self.fail(m["few_shot"], f"'few_shot' must be a list, got {_kind(m['few_shot'])}")
+            for i, item in enumerate(m["few_shot"].value):
+                d = self.mapping(item, _DEMO, f"few_shot[{i}]")
+                values = {k: self.text(v, f"few_shot[{i}].{k}") for k, v in d.items()}
+                if values["principle"] not in seen:
+                    self.fail(d["principle"], f"few_shot[{i}]: unknown principle id {values['principle']!r}")
+                demos.append(Demonstration(**values))
+        return Constitution(
+            name=self.text(m["name"], "'name'"),
+            principles=tuple(principles),
+            description=self.text(m["description"], "'description'", blank_ok=True) if "description" in m else "",
+            system=self.text(m["system"], "'system'") if "system" in m else None,
+            few_shot=tuple(demos),
+            license=self.text(m["license"], "'license'") if "license" in m else None,
+            path=self.path,
+            sha256=sha256,
+        )
+
+
+def _kind(node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    tag = node.tag.rsplit(":", 1)[-1]
+    return {"str": "text", "int": "a number", "float": "a number", "bool": "true/false", "null": "nothing"}.get(
+        tag, tag
+    ) + (f" ({node.value!r})" if tag != "null" else "")
