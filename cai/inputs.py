@@ -41,10 +41,10 @@ def load(source: str, prompt_column: str | None = None, limit: int | None = None
             records = _parquet(path)
         else:
             records = _text(path)
-    elif path.is_dir() or "/" in source or not path.suffix:
-        records = _dataset(source)
-    else:
+    elif path.suffix.lower() in (".jsonl", ".json", ".txt", ".parquet", ".csv"):
         raise CaiError(f"{source}: prompt file not found")
+    else:
+        records = _dataset(source)
     prompts, seen, duplicates = [], set(), 0
     for where, record in records:
         messages = _messages(record, where, prompt_column)
