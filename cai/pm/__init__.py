@@ -1,0 +1,6 @@
+"""The bundled preference-model trainer: soft-label Bradley-Terry on RLAIF data, evaluation, scoring."""
+
+from cai.pm.score import score
+from cai.pm.trainer import train
+
+__all__ = ["train", "score"]

@@ -1,0 +1,64 @@
+"""Score (prompt, response) pairs with a trained preference model, batched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cai.errors import CaiError
+
+
+def _items(source: str) -> tuple[list[dict], bool]:
+    """(items, is_preference). Items: {id, prompt, response, side}."""
+    from cai.pm.data import load_rows
+
+    path = Path(source)
+
+    if (path / "sft").is_dir() and not (path / "prefs").is_dir():
+        import pyarrow.parquet as pq
+
+        rows = [r for f in sorted((path / "sft").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+        return [{"id": r["id"], "prompt": r["prompt"], "response": r["completion"][-1]["content"], "side": "completion"}
+                for r in rows], False
+    rows = load_rows(source)
+    items = []
+    for r in rows:
+        for side in ("chosen", "rejected"):
+            items.append({"id": r["id"], "prompt": r["prompt"], "response": r[side], "side": side, "p": r["p"]})
+    return items, True
+
+
+def score(pm: str, data: str, out: str, batch_size: int = 16, max_length: int = 512) -> dict:
+    """Write one JSONL line per (prompt, response) with its `score` (normalised reward); on preference
+    data, also report how often chosen outscores rejected."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from cai.pm.data import Collator, Encoder
+
+    if not (Path(pm) / "config.json").is_file():
+        raise CaiError(f"--pm {pm}: not a trained preference model folder (no config.json)")
+    items, is_pref = _items(data)
+    tokenizer = AutoTokenizer.from_pretrained(pm)
+    model = AutoModelForSequenceClassification.from_pretrained(pm).eval()
+    mean = getattr(model.config, "cai_reward_mean", 0.0)
+    encode = Encoder(tokenizer, max_length)
+    collate = Collator(tokenizer.pad_token_id)
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            batch = collate([{"input_ids": [encode(it["prompt"], it["response"])], "comparisons": []} for it in chunk])
+            r = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+            scores += (r - mean).tolist()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as f:
+        for it, s in zip(items, scores):
+            f.write(json.dumps({"id": it["id"], "side": it["side"], "prompt": it["prompt"], "response": it["response"],
+                                "score": s}, ensure_ascii=False) + "\n")
+    report = {"scored": len(items), "out": out, "truncated": encode.truncated}
+    if is_pref:
+        pairs = [(scores[i], scores[i + 1], items[i]["p"]) for i in range(0, len(items), 2)]
+        decided = [(c, r) for c, r, p in pairs if p != 0.5]
+        report["accuracy"] = sum(c > r for c, r in decided) / len(decided) if decided else None
+    return report

@@ -1,0 +1,174 @@
+"""Train a preference model (transformer + scalar head) on soft labels with transformers' Trainer."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cai.errors import CaiError
+from cai.pm import data as pmdata
+
+
+@dataclass
+class TrainConfig:
+    source: str
+    out: str
+    backbone: str = "all-minilm-l6-v2"
+    epochs: float = 1.0
+    lr: float = 5e-5
+    batch_size: int = 4  # prompts (batch elements) per step; each carries all its comparisons
+    max_length: int = 512
+    seed: int = 0
+    eval_fraction: float = 0.1
+    group_by_prompt: bool = True  # InstructGPT: all C(K,2) comparisons of a prompt in one batch element
+    center_rewards: float = 0.0  # coefficient of mean(r^2), keeps rewards centred near 0 (TRL's option)
+    save_steps: int = 50
+    threads: int | None = None
+
+    def validate(self):
+        if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.max_length < 8:
+            raise CaiError("--epochs, --lr must be positive; --batch-size >= 1; --max-length >= 8")
+        if not 0 <= self.eval_fraction < 1:
+            raise CaiError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+def load_backbone(spec: str):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from cai.models import resolve_backbone
+
+    path = resolve_backbone(spec)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        # A decoder pools its last real token, found as the last token that is not padding; a pad token
+        # shared with EOS would hide a real final EOS, so padding gets a token of its own.
+        tokenizer.add_special_tokens({"pad_token": "<|cai_pad|>"})
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.padding_side = "right"
+    return model, tokenizer
+
+
+def rewards_of(model, batch) -> "torch.Tensor":  # noqa: F821
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    from cai.pm.loss import grouped
+
+    class PMTrainer(Trainer):
+        center = 0.0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            r = rewards_of(model, inputs)
+            loss = grouped(r, inputs["first"], inputs["second"], inputs["p"], inputs["group"], inputs["n_groups"])
+            if self.center:
+                loss = loss + self.center * (r ** 2).mean()
+            return (loss, {"rewards": r}) if return_outputs else loss
+
+    return PMTrainer
+
+
+def evaluate(model, feats: list[dict], groups: list[pmdata.Group], collate, batch_size: int = 16) -> dict:
+    """Accuracy (agreement with the label's side), ECE of σ(r_a - r_b) against p (10 bins), mean margin,
+    accuracy per principle, and the rewards' mean/std (for normalisation)."""
+    import torch
+
+    model.eval()
+    preds, labels, margins, principles, all_rewards = [], [], [], [], []
+    with torch.no_grad():
+        for start in range(0, len(feats), batch_size):
+            batch = collate(feats[start:start + batch_size])
+            r = rewards_of(model, batch)
+            all_rewards += r.tolist()
+            m = (r[batch["first"]] - r[batch["second"]]).tolist()
+            margins += m
+            labels += batch["p"].tolist()
+            preds += [1 / (1 + math.exp(-x)) for x in m]
+        for g in groups:
+            principles += [c[3] for c in g.comparisons]
+    decided = [(pr, p, ps) for pr, p, ps in zip(preds, labels, principles) if p != 0.5]
+    correct = [(pr > 0.5) == (p > 0.5) for pr, p, _ in decided]
+    bins = [[] for _ in range(10)]
+    for pr, p in zip(preds, labels):
+        bins[min(int(pr * 10), 9)].append((pr, p))
+    ece = sum(len(b) / len(preds) * abs(sum(x for x, _ in b) / len(b) - sum(y for _, y in b) / len(b))
+              for b in bins if b) if preds else 0.0
+    per_principle: dict[str, list[bool]] = {}
+    for ok, (_, _, ps) in zip(correct, decided):
+        for name in ps:
+            per_principle.setdefault(name, []).append(ok)
+    mean = sum(all_rewards) / len(all_rewards) if all_rewards else 0.0
+    std = (sum((x - mean) ** 2 for x in all_rewards) / len(all_rewards)) ** 0.5 if all_rewards else 1.0
+    return {
+        "eval_accuracy": sum(correct) / len(correct) if correct else None,
+        "eval_ece": ece,
+        "eval_mean_margin": sum(m if p >= 0.5 else -m for m, p in zip(margins, labels)) / len(margins) if margins else 0.0,
+        "eval_accuracy_per_principle": {k: sum(v) / len(v) for k, v in sorted(per_principle.items())},
+        "eval_comparisons": len(preds),
+        "reward_mean": mean,
+        "reward_std": std or 1.0,
+    }
+
+
+def train(source: str, out: str, log=print, **settings) -> dict:
+    """Train on `source` (a run, a preference file or dataset) into `out`; returns the metrics."""
+    config = TrainConfig(source=source, out=out, **settings)
+    config.validate()
+    rows = pmdata.load_rows(source)  # input problems surface before any model loads
+    import torch
+    from transformers import TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    started = time.monotonic()
+    groups = pmdata.group(rows, config.group_by_prompt)
+    train_groups, eval_groups = pmdata.split(groups, config.eval_fraction, config.seed)
+    model, tokenizer = load_backbone(config.backbone)
+    encode = pmdata.Encoder(tokenizer, config.max_length)
+    train_feats = pmdata.features(train_groups, encode)
+    eval_feats = pmdata.features(eval_groups, encode)
+    collate = pmdata.Collator(tokenizer.pad_token_id)
+    log(f"train-pm: {len(rows)} pairs in {len(groups)} batch elements ({len(train_groups)} train, "
+        f"{len(eval_groups)} eval); {encode.truncated} responses truncated to {config.max_length} tokens")
+
+    out_dir = Path(out)
+    ckpt_dir = out_dir / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), num_train_epochs=config.epochs, learning_rate=config.lr,
+        per_device_train_batch_size=config.batch_size, seed=config.seed, data_seed=config.seed,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=2, logging_steps=10,
+        report_to=[], remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0, disable_tqdm=False,
+    )
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_feats, data_collator=collate)
+    trainer.center = config.center_rewards
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last:
+        log(f"train-pm: resuming from {last}")
+    result = trainer.train(resume_from_checkpoint=last)
+    model = trainer.model
+
+    metrics = evaluate(model, eval_feats or train_feats, eval_groups or train_groups, collate)
+    # InstructGPT normalises the reward model so the mean reward is 0; the offset and scale live in the
+    # model's config, and `cai score` applies them.
+    model.config.cai_reward_mean = metrics["reward_mean"]
+    model.config.cai_reward_std = metrics["reward_std"]
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    metrics.update({
+        "train_loss": result.training_loss, "train_steps": result.global_step, "pairs": len(rows),
+        "train_groups": len(train_groups), "eval_groups": len(eval_groups), "truncated": encode.truncated,
+        "seconds": round(time.monotonic() - started, 2), "config": asdict(config),
+    })
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
