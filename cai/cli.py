@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import typing
 from dataclasses import fields
+from pathlib import Path
 
 import click
 
@@ -155,6 +156,55 @@ def score(pm, data, out, batch_size):
         click.echo(f"accuracy (chosen scores above rejected): {report['accuracy']:.3f}")
 
 
+@cli.command()
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plot", type=click.Path(), help="Write a PNG: p_chosen histogram and per-principle consistency.")
+def stats(run, as_json, plot):
+    """Summarise RUN: rows, skips, principle usage, lengths, label distribution, position consistency."""
+    from cai import stats as stats_mod
+
+    s = stats_mod.compute(run)
+    click.echo(stats_mod.to_json(s) if as_json else stats_mod.render(s))
+    if plot:
+        stats_mod.plot(s, plot)
+        click.echo(f"plot written to {plot}", err=True)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--repo", required=True, help="The Hub dataset repo, OWNER/NAME.")
+@click.option("--private", is_flag=True, help="Create the repo private.")
+@click.option("--dry-run", "dry_run", type=click.Path(), help="Only build the folder here; upload nothing.")
+@click.option("--test-fraction", type=float, default=0.05, show_default=True, help="Share of prompts in test.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
+@click.option("--license", "license_", help="Dataset license [default: the constitution's, else cc-by-4.0].")
+@click.option("--attempts", type=int, default=5, show_default=True, help="Upload attempts on transient errors.")
+def publish(run, repo, private, dry_run, test_fraction, seed, license_, attempts):
+    """Publish RUN as a Hub dataset: sft/ and prefs/ configs (train/test split by prompt), the
+    constitution and a dataset card. Token from HF_TOKEN or `hf auth login`."""
+    import tempfile
+
+    from cai import publish as publish_mod
+
+    if "/" not in repo or repo.count("/") != 1:
+        raise CaiError(f"--repo {repo!r}: expected OWNER/NAME")
+    if dry_run:
+        built = publish_mod.build(run, dry_run, repo, test_fraction, seed, license_)
+        click.echo(f"dataset folder written to {built['folder']} (nothing uploaded)")
+    else:
+        from huggingface_hub import get_token
+
+        if not get_token():  # before any work: one clear line
+            raise CaiError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run DIR)")
+        with tempfile.TemporaryDirectory() as tmp:
+            built = publish_mod.build(run, str(Path(tmp) / "dataset"), repo, test_fraction, seed, license_)
+            url = publish_mod.upload(built["folder"], repo, private=private, attempts=attempts)
+        click.echo(f"published {url}")
+    for k, v in built["counts"].items():
+        click.echo(f"  {k:<14}{v} rows")
+
+
 @cli.group()
 def constitution():
     """Inspect and check constitution files."""
@@ -177,6 +227,77 @@ def constitution_check(file):
     click.echo(f"sha256      {c.sha256[:16]}")
     for p in c.principles:
         click.echo(f"  - {p.id:<24} w={p.weight:g} {'compare ' if p.compare else '        '}{', '.join(p.tags)}")
+
+
+@constitution.command("show")
+@click.argument("file", type=click.Path())
+def constitution_show(file):
+    """Print FILE's principles as a table."""
+    from cai.constitution import load
+
+    c = load(file)
+    click.echo(f"{c.name}: {len(c.principles)} principles")
+    for p in c.principles:
+        click.echo(f"\n[{p.id}] weight {p.weight:g}" + (f"  tags: {', '.join(p.tags)}" if p.tags else ""))
+        click.echo(f"  critique: {p.critique}")
+        click.echo(f"  revision: {p.revision}")
+        if p.compare:
+            click.echo(f"  compare:  {p.compare}")
+
+
+STARTER = """# A cai constitution. Check it with: cai constitution check {file}
+name: {name}
+description: What these principles are for.
+# license: cc-by-4.0
+# system: An optional system prompt placed first in every chat.
+
+principles:
+  - id: example-principle          # unique: letters, digits, _ - .
+    critique: >                    # the critique request
+      Point out anything in the answer that ...
+    revision: >                    # the revision request
+      Rewrite the answer so that ...
+    compare: Which answer is ...?  # optional: the question for the RL stage
+    tags: [example]                # optional
+    weight: 1.0                    # optional: relative chance of being sampled
+
+# few_shot:                        # optional demonstrations of one critique and revision
+#   - prompt: ...
+#     answer: ...
+#     principle: example-principle
+#     critique: ...
+#     revision: ...
+"""
+
+
+@constitution.command("new")
+@click.argument("name")
+@click.option("--out", type=click.Path(), help="File to write [default: constitution/NAME.yaml].")
+def constitution_new(name, out):
+    """Write a commented starter constitution."""
+    path = Path(out or f"constitution/{name}.yaml")
+    if path.exists():
+        raise CaiError(f"{path}: already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STARTER.format(name=name, file=path))
+    click.echo(f"wrote {path}")
+
+
+@constitution.command("diff")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+def constitution_diff(a, b):
+    """Principles added, removed and changed from A to B (exit 1 if they differ)."""
+    from cai.constitution import load
+
+    old, new = {p.id: p for p in load(a).principles}, {p.id: p for p in load(b).principles}
+    changes = [f"+ {i}" for i in new if i not in old] + [f"- {i}" for i in old if i not in new]
+    for i in (i for i in old if i in new and old[i] != new[i]):
+        fields = [f for f in ("critique", "revision", "compare", "tags", "weight")
+                  if getattr(old[i], f) != getattr(new[i], f)]
+        changes.append(f"~ {i} ({', '.join(fields)})")
+    click.echo("\n".join(changes) if changes else "no differences in principles")
+    sys.exit(1 if changes else 0)
 
 
 def main(argv=None):
