@@ -24,10 +24,10 @@ def main():
     ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--principles-per-pair", type=int, default=2)
-    ap.add_argument("--cot-max-tokens", type=int, default=128)
+    ap.add_argument("--cot-max-tokens", type=int, default=256)
     args = ap.parse_args()
     if args.quick:
-        args.pairs, args.cot_max_tokens = 8, 64
+        args.pairs, args.cot_max_tokens = 8, 128
 
     from cai import rl
     from cai.backends.vllm import VLLMBackend, on_gpu
@@ -54,17 +54,20 @@ def main():
         results = {}
         for judge in ("logprob", "cot"):
             config = RunConfig(prompts=str(path), out=tmp, stage="rl", pairs="file", judge=judge, **base)
+            # Each judge starts from a cold prefix cache: the two templates share most of their text, so
+            # whichever ran second would otherwise get its prefill nearly free.
+            engine.llm.reset_prefix_cache()
             t0 = time.perf_counter()
             out = rl.run(engine, kept, const, templates, config)
             seconds = time.perf_counter() - t0
-            results[judge] = (len(out.rows), seconds, out.output_tokens)
+            results[judge] = (len(out.rows), seconds, out.output_tokens, len(out.skips))
     engine.close()
 
     print(f"model: {args.model}  device: {device}  pairs: {len(pairs)}  principles_per_pair: "
           f"{args.principles_per_pair}  requests per pair: {2 * args.principles_per_pair}")
-    for judge, (rows, seconds, tokens) in results.items():
-        print(f"judge_{judge}: {rows} labelled pairs in {seconds:.2f}s = {len(pairs) / seconds:.3f} pairs/s "
-              f"({tokens} generated tokens)")
+    for judge, (rows, seconds, tokens, skipped) in results.items():
+        print(f"judge_{judge}: {len(pairs)} pairs judged in {seconds:.2f}s = {len(pairs) / seconds:.3f} pairs/s "
+              f"({rows} labelled, {skipped} without any complete vote; {tokens} generated tokens)")
     ratio = results["cot"][1] / results["logprob"][1]
     print(f"logprob_vs_cot: {ratio:.2f}")
 

@@ -44,6 +44,11 @@ HELP = {
     "enforce_eager": "Skip torch.compile/CUDA graphs (default: on for CPU).",
     "prefix_caching": "Reuse the KV cache of shared prefixes (system, few-shot turns).",
     "max_num_seqs": "Max sequences the engine runs at once.",
+    "base_url": "--backend openai: server URL(s), comma-separated (e.g. http://127.0.0.1:8000).",
+    "api_key": "--backend openai: API key, if the server wants one.",
+    "concurrency": "--backend openai: requests in flight across all servers.",
+    "max_attempts": "--backend openai: tries per request on transient errors.",
+    "retry_seconds": "--backend openai: stop retrying a request after this many seconds.",
 }
 _TYPES = {int: int, float: float, str: str}
 

@@ -58,6 +58,13 @@ class RunConfig:
     prefix_caching: bool = True  # few-shot and system turns are shared by every request of a round
     max_num_seqs: int = 256
 
+    # server backend (--backend openai)
+    base_url: str | None = None  # one or more comma-separated URLs of OpenAI-compatible servers
+    api_key: str | None = None
+    concurrency: int = 64  # requests in flight across all servers
+    max_attempts: int = 6  # tries per request on transient errors (connection, timeout, 429, 5xx)
+    retry_seconds: float = 300.0  # and no retrying past this long per request
+
     def __post_init__(self):
         self.validate()
 
@@ -74,7 +81,7 @@ class RunConfig:
             if getattr(self, key) not in choices:
                 bad(key, f"must be one of {', '.join(choices)}, got {getattr(self, key)!r}")
         for key in ("rounds", "max_tokens", "chunk_size", "principles_per_pair", "cot_max_tokens", "max_model_len",
-                    "tensor_parallel_size", "data_parallel_size", "max_num_seqs"):
+                    "tensor_parallel_size", "data_parallel_size", "max_num_seqs", "concurrency", "max_attempts"):
             if getattr(self, key) < 1:
                 bad(key, f"must be at least 1, got {getattr(self, key)}")
         if self.limit is not None and self.limit < 1:

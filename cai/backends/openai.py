@@ -1,0 +1,169 @@
+"""A backend for OpenAI-compatible servers (`vllm serve` first): many URLs, bounded concurrency, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from cai.backends.base import Backend, Completion, Sampling, failed
+from cai.errors import CaiError
+
+log = logging.getLogger(__name__)
+
+
+class _Transient(Exception):
+    """A failure a retry can fix: connection trouble, timeout, 429, 5xx."""
+
+
+class OpenAIBackend(Backend):
+    """Spreads each round's requests over `base_urls` with at most `concurrency` in flight; results come
+    back in input order. Transient failures are retried with exponential backoff and jitter, up to
+    `attempts` tries or `retry_seconds`; a request that still fails comes back with its reason (the run
+    records it in skipped.jsonl, and a rerun retries exactly those)."""
+
+    name = "openai"
+
+    def __init__(self, base_urls: list[str], model: str | None = None, *, api_key: str | None = None,
+                 concurrency: int = 64, attempts: int = 6, retry_seconds: float = 300.0,
+                 request_timeout: float = 600.0, progress: bool = True):
+        import httpx
+
+        if not base_urls:
+            raise CaiError("--backend openai needs --base-url URL[,URL...]")
+        self.base_urls = [u.rstrip("/").removesuffix("/v1") for u in base_urls]
+        self.concurrency, self.attempts, self.retry_seconds = concurrency, attempts, retry_seconds
+        self.timeout = request_timeout
+        self.progress = progress
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._httpx = httpx
+        self.model = self._served_model(model)
+        self._option_ids: dict[str, int] | None = None
+
+    @classmethod
+    def from_config(cls, config) -> "OpenAIBackend":
+        urls = [u.strip() for u in (config.base_url or "").split(",") if u.strip()]
+        return cls(urls, config.model, api_key=config.api_key, concurrency=config.concurrency,
+                   attempts=config.max_attempts, retry_seconds=config.retry_seconds)
+
+    def _served_model(self, wanted: str | None) -> str:
+        """The served model name: `wanted` if the server lists it, else the server's only model."""
+        try:
+            r = self._httpx.get(f"{self.base_urls[0]}/v1/models", headers=self.headers, timeout=30)
+            r.raise_for_status()
+            ids = [m["id"] for m in r.json().get("data", [])]
+        except Exception as e:
+            raise CaiError(f"--base-url {self.base_urls[0]}: no OpenAI-compatible server answers "
+                           f"({type(e).__name__}); start one with `vllm serve MODEL`") from None
+        if wanted in ids:
+            return wanted
+        if len(ids) == 1:
+            return ids[0]
+        raise CaiError(f"--model {wanted!r}: the server serves {', '.join(ids) or 'nothing'}; name one of them")
+
+    def _options(self, options) -> dict[str, int] | None:
+        """Token ids of the option letters from vLLM's /tokenize, so their log-probs are requested
+        exactly (logprob_token_ids). Servers without it fall back to the top-20 log-probs."""
+        if self._option_ids is None:
+            self._option_ids = {}
+            for opt in options:
+                try:
+                    r = self._httpx.post(f"{self.base_urls[0]}/tokenize", headers=self.headers, timeout=30,
+                                         json={"model": self.model, "prompt": opt, "add_special_tokens": False})
+                    r.raise_for_status()
+                    tokens = r.json()["tokens"]
+                except Exception:
+                    self._option_ids = {}
+                    break
+                if len(tokens) != 1:
+                    raise CaiError(f"option {opt!r} is {len(tokens)} tokens for {self.model}; options must be one token")
+                self._option_ids[opt] = tokens[0]
+        return self._option_ids or None
+
+    def _body(self, chat, sampling: Sampling, seed):
+        body = {"model": self.model, "messages": chat, "max_tokens": sampling.max_tokens,
+                "temperature": sampling.temperature, "top_p": sampling.top_p, "n": sampling.n}
+        if seed is not None:
+            body["seed"] = seed
+        if sampling.continue_final:
+            body.update(add_generation_prompt=False, continue_final_message=True)
+        if sampling.ignore_eos:
+            body["ignore_eos"] = True
+        if sampling.options:
+            ids = self._options(sampling.options)
+            body.update(max_tokens=1, temperature=1.0, n=1, logprobs=True, top_logprobs=20)
+            if ids:
+                body.update(logprob_token_ids=list(ids.values()), allowed_token_ids=list(ids.values()))
+        return body
+
+    def generate(self, chats, sampling: Sampling, seeds=None):
+        if not chats:
+            return []
+        bodies = [self._body(c, sampling, None if seeds is None else seeds[i]) for i, c in enumerate(chats)]
+        return asyncio.run(self._all(bodies, sampling))
+
+    async def _all(self, bodies, sampling):
+        from tqdm.auto import tqdm
+
+        limits = self._httpx.Limits(max_connections=self.concurrency)
+        gate = asyncio.Semaphore(self.concurrency)
+        bar = tqdm(total=len(bodies), desc=sampling.label, disable=not (self.progress and sampling.label))
+        async with self._httpx.AsyncClient(timeout=self.timeout, limits=limits, headers=self.headers) as client:
+            async def one(i, body):
+                async with gate:
+                    url = self.base_urls[i % len(self.base_urls)]  # spread the round over the servers
+                    out = await self._request(client, url, body, sampling)
+                    bar.update(1)
+                    return out
+            results = await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
+        bar.close()
+        return list(results)
+
+    async def _request(self, client, url, body, sampling) -> list[Completion]:
+        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+        from tenacity import wait_random_exponential
+
+        try:
+            async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(_Transient), reraise=True,
+                    stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_seconds),
+                    wait=wait_random_exponential(multiplier=0.5, max=30)):
+                with attempt:
+                    data = await self._post(client, url, body)
+        except _Transient as e:
+            n = attempt.retry_state.attempt_number
+            return failed(f"server: {e} (gave up after {n} attempt(s))", max(1, body["n"]))
+        except _Refused as e:
+            return failed(f"server: {e}", max(1, body["n"]))
+        prompt_tokens = (data.get("usage") or {}).get("prompt_tokens", 0)
+        out = []
+        for choice in data["choices"]:
+            lp = {}
+            content = (choice.get("logprobs") or {}).get("content") or []
+            if sampling.options and content:
+                lp = {t["token"].strip(): t["logprob"] for t in content[0].get("top_logprobs", [])
+                      if t["token"].strip() in sampling.options}
+            text = choice["message"].get("content") or ""
+            out.append(Completion(text=text, tokens=(data.get("usage") or {}).get("completion_tokens", 0) // len(data["choices"]),
+                                  finish_reason=choice.get("finish_reason") or "stop", option_logprobs=lp,
+                                  prompt_tokens=prompt_tokens))
+        return out
+
+    async def _post(self, client, url, body) -> dict:
+        httpx = self._httpx
+        try:
+            r = await client.post(f"{url}/v1/chat/completions", json=body)
+        except (httpx.TransportError, httpx.TimeoutException) as e:
+            raise _Transient(f"{url}: {type(e).__name__}") from None
+        if r.status_code == 429 or r.status_code >= 500:
+            raise _Transient(f"{url}: HTTP {r.status_code}")
+        if r.status_code >= 400:
+            try:
+                message = r.json().get("error", {}).get("message") or r.text
+            except ValueError:
+                message = r.text
+            raise _Refused(f"HTTP {r.status_code}: {str(message).splitlines()[0][:300]}")
+        return r.json()
+
+
+class _Refused(Exception):
+    """The server refused the request itself (4xx): retrying would not help."""
