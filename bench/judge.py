@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--principles-per-pair", type=int, default=2)
     ap.add_argument("--cot-max-tokens", type=int, default=256)
+    ap.add_argument("--no-reset", action="store_true", help="keep the prefix cache between the two judges")
     args = ap.parse_args()
     if args.quick:
         args.pairs, args.cot_max_tokens = 8, 128
@@ -56,11 +57,14 @@ def main():
             config = RunConfig(prompts=str(path), out=tmp, stage="rl", pairs="file", judge=judge, **base)
             # Each judge starts from a cold prefix cache: the two templates share most of their text, so
             # whichever ran second would otherwise get its prefill nearly free.
-            engine.llm.reset_prefix_cache()
+            if not args.no_reset:
+                engine.llm.reset_prefix_cache()
             t0 = time.perf_counter()
             out = rl.run(engine, kept, const, templates, config)
             seconds = time.perf_counter() - t0
             results[judge] = (len(out.rows), seconds, out.output_tokens, len(out.skips))
+            for skip in out.skips[:2]:
+                print(f"  {judge}: skipped {skip['id']}: {skip['reason'][:300]}")
     engine.close()
 
     print(f"model: {args.model}  device: {device}  pairs: {len(pairs)}  principles_per_pair: "

@@ -64,27 +64,31 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log=pri
     const, templates, prompts, duplicates = prepare(config)
     backend_cls = backends.get(config.backend) if backend is None else None
     store = RunStore(config.out)
-    store.open(config.identity(const.sha256, templates.sha256()), config.to_dict(), force=config.force)
+    identity = config.identity(const.sha256, templates.sha256())
+    store.check(identity, force=config.force)
     summary = Summary(out=str(store.root), prompts=len(prompts), duplicates=duplicates)
-    try:
-        plan = [(name, split, fn, schema, [p for p in prompts if p.id not in store.done_ids(split)])
-                for name, split, fn, schema in stages(config)]
-        if any(todo for *_, todo in plan):
-            own = backend is None
-            if own:
-                log(f"starting the {config.backend} engine with {config.model} ...")
-                backend = backend_cls.from_config(config)
-            try:
-                for name, split, fn, schema, todo in plan:
-                    _run_stage(store, summary, backend, name, split, fn, schema, todo, const, templates, config, log)
-            finally:
-                if own:
-                    backend.close()
-        else:
-            log("nothing to do: every prompt is already in the run")
-    finally:
+    plan = [(name, split, fn, schema, [p for p in prompts if p.id not in store.done_ids(split)])
+            for name, split, fn, schema in stages(config)]
+    if not any(todo for *_, todo in plan):
+        log("nothing to do: every prompt is already in the run")
+        _summarise(store, summary)
         summary.seconds = time.monotonic() - started
-        _finish(store, summary, config, const)
+        return summary
+    own = backend is None
+    if own:
+        log(f"starting the {config.backend} engine with {config.model} ...")
+        backend = backend_cls.from_config(config)  # before the folder is claimed: a failed start writes nothing
+    try:
+        store.open(identity, config.to_dict(), force=config.force)
+        for name, split, fn, schema, todo in plan:
+            _run_stage(store, summary, backend, name, split, fn, schema, todo, const, templates, config, log)
+    finally:
+        if own:
+            backend.close()
+        if store.manifest() is not None:
+            _finish(store, config, const)
+            _summarise(store, summary)
+        summary.seconds = time.monotonic() - started
         store.close()
     return summary
 
@@ -128,15 +132,19 @@ def _counts(store: RunStore, manifest: dict) -> dict:
     return manifest
 
 
-def _finish(store: RunStore, summary: Summary, config: RunConfig, const) -> None:
+def _finish(store: RunStore, config: RunConfig, const) -> None:
     manifest = store.manifest() or {}
     manifest.update(model=config.model, seed=config.seed, constitution={"name": const.name, "path": const.path,
                                                                          "sha256": const.sha256})
     store.write_manifest(_counts(store, manifest))
-    counts = manifest["counts"]
-    summary.rows = {"sft": counts["sft"], "prefs": counts["prefs"]}
-    summary.skipped = counts["skipped"]
-    if counts["prefs"]:
+
+
+def _summarise(store: RunStore, summary: Summary) -> None:
+    """Row and skip counts come from the data on disk, not from what this invocation believes it did."""
+    skipped = store.skipped()
+    summary.rows = {"sft": store.count("sft"), "prefs": store.count("prefs")}
+    summary.skipped = {stage: sum(s["stage"] == stage for s in skipped) for stage in ("sl", "rl")}
+    if summary.rows["prefs"]:
         from cai import rl
 
         summary.prefs = rl.label_stats(store.read("prefs"))

@@ -55,9 +55,9 @@ class RunStore:
         self._lock = None
 
     # -- opening ------------------------------------------------------------------------------------
-    def open(self, identity: dict, config: dict, *, force: bool = False) -> dict | None:
-        """Claim the folder for a run of `identity`. Returns the previous manifest, if any. Refuses a
-        non-empty folder that is not a cai run (unless force) and a run of a different identity."""
+    def check(self, identity: dict, *, force: bool = False) -> dict | None:
+        """Read-only: may a run of `identity` use this folder? Returns the previous manifest, if any.
+        Refuses a non-empty folder that is not a cai run (unless force) and a run of another identity."""
         previous = self.manifest()
         if previous is None and self.root.exists():
             if not self.root.is_dir():
@@ -73,6 +73,11 @@ class RunStore:
                 k = diff[0]
                 raise CaiError(f"--out {self.root}: holds a run with a different {k} ({old.get(k)!r}, now "
                                f"{identity.get(k)!r}); mixing them would corrupt the data. Use a new --out folder")
+        return previous
+
+    def open(self, identity: dict, config: dict, *, force: bool = False) -> dict | None:
+        """Claim the folder for a run of `identity` (checked again), lock it, write the manifest."""
+        previous = self.check(identity, force=force)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.root / ".lock", "w")
         try:

@@ -90,3 +90,15 @@ def test_cli_run_killed_mid_way_resumes_without_loss(tmp_path):
     assert "sft rows       3" in done.stdout
     ids = [r["id"] for r in RunStore(out).read("sft")]
     assert sorted(ids) == sorted(p.id for p in load(str(RED_TEAM), limit=3)[0])
+
+
+def test_engine_start_failure_is_one_actionable_line(tmp_path, cli):
+    broken = tmp_path / "model"
+    write(broken / "config.json", '{"model_type": "no-such-architecture"}')
+    r = cli("generate", "--prompts", RED_TEAM, "--out", tmp_path / "run", "--model", broken, "--limit", "1",
+            timeout=600)
+    assert r.returncode == 2, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("cai: error: ") and str(broken) in last and "Traceback" not in r.stderr
+    r = cli("generate", "--prompts", RED_TEAM, "--out", tmp_path / "run2", "--model", "no-such-model")
+    assert r.returncode == 2 and "no such folder, not a Hub id" in r.stderr and not (tmp_path / "run2").exists()
