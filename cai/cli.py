@@ -31,7 +31,10 @@ HELP = {
     "pairs": "Candidates for RL: sampled (2 answers), revision (initial vs final revision), file.",
     "pairs_from": "With --pairs revision: an SL run folder; with --pairs file: the pairs file.",
     "pair_temperature": "Temperature for the two sampled candidates.",
-    "judge": "logprob (read P(A)/P(B) in one pass) or cot (reason first, labels clamped).",
+    "judge": "logprob (read P(A)/P(B) in one pass), cot (reason first, labels clamped) or grm (sampled 1-10 scores).",
+    "grm_samples": "--judge grm: judgements sampled per pair, votes summed.",
+    "grm_meta": "--judge grm: keep the half of the samples the model rates most likely correct.",
+    "grm_seed_principles": "--judge grm: show the constitution's principles as a starting point.",
     "principles_per_pair": "Principles sampled to judge each pair (an ensemble).",
     "cot_clamp": "CoT labels are clamped into [c, 1-c].",
     "cot_max_tokens": "Max tokens of chain-of-thought reasoning.",
@@ -108,8 +111,9 @@ def _print_summary(s) -> None:
         click.echo(f"speed          {s.tokens_per_second:.1f} output tokens/s over {s.engine_seconds:.1f}s of generation")
     if s.prefs:
         p = s.prefs
+        share = "n/a" if p["position_consistent"] is None else f"{100 * p['position_consistent']:.1f}%"
         click.echo(f"labels         mean p_chosen {p['mean_p_chosen']:.3f}, ties {p['ties']}, "
-                   f"position-consistent votes {100 * p['position_consistent']:.1f}%, failed votes {p['failed_votes']}")
+                   f"position-consistent votes {share}, failed votes {p['failed_votes']}")
         click.echo("p_chosen       " + "  ".join(f"{k}: {v}" for k, v in p["histogram"].items()))
     click.echo(f"time           {s.seconds:.1f}s")
 

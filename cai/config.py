@@ -13,7 +13,7 @@ from cai.errors import CaiError
 
 STAGES = ("sl", "rl", "all")
 PAIRS = ("sampled", "revision", "file")
-JUDGES = ("logprob", "cot")
+JUDGES = ("logprob", "cot", "grm")
 
 
 @dataclass
@@ -45,7 +45,10 @@ class RunConfig:
     judge: str = "logprob"  # logprob: read P(A), P(B) in one forward pass; cot: reason first, then read
     principles_per_pair: int = 4  # an ensemble of principles judges each pair (Bai et al. ensembled over 16)
     cot_clamp: float = 0.4  # chain-of-thought labels are clamped into [cot_clamp, 1 - cot_clamp] (Bai et al.)
-    cot_max_tokens: int = 256
+    cot_max_tokens: int = 256  # also the budget of a GRM judgement's principles and critiques
+    grm_samples: int = 4  # GRM: judgements sampled per pair (inference-time scaling); votes are summed
+    grm_meta: bool = False  # GRM: keep the half of the samples the model itself rates most likely correct
+    grm_seed_principles: bool = True  # GRM: show the constitution's principles as a starting point
 
     # engine (vLLM)
     dtype: str = "auto"  # auto: float32 on CPU (no bf16 units on common CPUs), the model's dtype on GPU
@@ -81,7 +84,7 @@ class RunConfig:
             if getattr(self, key) not in choices:
                 bad(key, f"must be one of {', '.join(choices)}, got {getattr(self, key)!r}")
         for key in ("rounds", "max_tokens", "chunk_size", "principles_per_pair", "cot_max_tokens", "max_model_len",
-                    "tensor_parallel_size", "data_parallel_size", "max_num_seqs", "concurrency", "max_attempts"):
+                    "tensor_parallel_size", "data_parallel_size", "max_num_seqs", "concurrency", "max_attempts", "grm_samples"):
             if getattr(self, key) < 1:
                 bad(key, f"must be at least 1, got {getattr(self, key)}")
         if self.limit is not None and self.limit < 1:
@@ -101,7 +104,8 @@ class RunConfig:
         """The settings that decide what a row contains. A run folder holds rows of one identity only:
         resuming with a different one would mix incompatible data, so it is refused."""
         keep = ("model", "seed", "rounds", "max_tokens", "temperature", "top_p", "pairs", "pair_temperature",
-                "judge", "principles_per_pair", "cot_clamp", "cot_max_tokens")
+                "judge", "principles_per_pair", "cot_clamp", "cot_max_tokens", "grm_samples", "grm_meta",
+                "grm_seed_principles")
         return {"constitution_sha256": constitution_sha, "templates_sha256": templates_sha,
                 **{k: getattr(self, k) for k in keep}}
 

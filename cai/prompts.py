@@ -24,6 +24,11 @@ TEMPLATES = {
     "compare_cot.j2": {"conversation": _CONVERSATION, "principle": _SAMPLE_PRINCIPLE, "response_a": "a", "response_b": "b"},
     "compare_cot_reasoning.j2": {},
     "compare_cot_answer.j2": {"reasoning": "r"},
+    "grm.j2": {"conversation": _CONVERSATION, "principles": ["p"], "response_1": "a", "response_2": "b"},
+    "grm_reasoning.j2": {},
+    "grm_scores.j2": {"reasoning": "r"},
+    "grm_meta.j2": {"judgement": "j"},
+    "grm_meta_prefix.j2": {},
 }
 
 
@@ -76,6 +81,8 @@ class Templates:
             text = self.render(name, **TEMPLATES[name])
             if name.endswith("_answer.j2") and not text.endswith("("):
                 raise CaiError(f"{self.path(name)}: must end with '(' so the next token is the option letter")
+            if name == "grm_scores.j2" and not text.endswith("[["):
+                raise CaiError(f"{self.path(name)}: must end with '[[' so the scores follow in a fixed format")
 
     def sha256(self) -> str:
         """One hash over the effective text of every template, recorded in the run manifest."""

@@ -112,7 +112,8 @@ def card(repo, manifest, const, counts, summary, license) -> str:
     if "p_chosen" in summary:
         lines += ["", "## Label statistics", "",
                   f"- mean p_chosen {summary['p_chosen']['mean']:.3f}, median {summary['p_chosen']['median']:.3f}",
-                  f"- position-consistent votes: {100 * (summary['position_consistent'] or 0):.1f}%",
+                  "- position-consistent votes: " + ("n/a" if summary["position_consistent"] is None
+                                                     else f"{100 * summary['position_consistent']:.1f}%"),
                   f"- ties: {summary['ties']}, failed chain-of-thought votes: {summary['failed_votes']}"]
     lines += ["", "## Use", "", "```python", "from datasets import load_dataset", "",
               f'sft = load_dataset("{repo}", "sft")      # TRL SFTTrainer reads prompt/completion as is',

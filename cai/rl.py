@@ -31,6 +31,11 @@ PREFS_SCHEMA = pa.schema([
                                          ("reason", pa.string())]))),
     ("reasoning", pa.list_(pa.struct([("principle", pa.string()), ("order", pa.string()),
                                       ("text", pa.string())]))),
+    # --judge grm: every sampled judgement, its scores seen from chosen/rejected, the meta judge's
+    # P(correct) (null when the meta filter is off) and whether it counted in the vote.
+    ("grm", pa.list_(pa.struct([("sample", pa.int32()), ("chosen_first", pa.bool_()), ("text", pa.string()),
+                                ("score_chosen", pa.int32()), ("score_rejected", pa.int32()),
+                                ("meta", pa.float64()), ("kept", pa.bool_())]))),
     ("judge", pa.string()),
     ("model", pa.string()),
 ])
@@ -84,7 +89,7 @@ def label_stats(rows: list[dict]) -> dict:
         "pairs": len(rows),
         "ties": sum(r["tie"] for r in rows),
         "mean_p_chosen": sum(r["p_chosen"] for r in rows) / len(rows) if rows else 0.0,
-        "position_consistent": sum(map(consistent, votes)) / len(votes) if votes else 0.0,
+        "position_consistent": sum(map(consistent, votes)) / len(votes) if votes else None,  # GRM rows have none
         "failed_votes": sum(len(r["failed_votes"]) for r in rows),
         "histogram": {f"{0.5 + i / 10:.1f}-{0.6 + i / 10:.1f}": n for i, n in enumerate(bins)},
     }
@@ -140,6 +145,8 @@ def candidates_from_file(source: str) -> dict[str, tuple[str, str]]:
 def run(backend: Backend, prompts, const: Constitution, templates: Templates, config, store=None) -> ChunkResult:
     result = ChunkResult()
     pairs = _candidates(backend, prompts, const, config, store, result)
+    if config.judge == "grm":
+        return _grm_rows(backend, pairs, const, templates, config, result)
 
     # Every (pair, principle, order) is one request; the whole chunk goes to the engine in one call.
     requests = []
@@ -182,8 +189,36 @@ def run(backend: Backend, prompts, const: Constitution, templates: Templates, co
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
             "p_chosen": label.p_chosen, "votes": label.votes, "tie": label.tie,
-            "failed_votes": slot["failed"], "reasoning": slot["reasoning"],
+            "failed_votes": slot["failed"], "reasoning": slot["reasoning"], "grm": [],
             "judge": config.judge, "model": config.model,
+        })
+    return result
+
+
+def _grm_rows(backend, pairs, const, templates, config, result) -> ChunkResult:
+    from cai import grm
+
+    judged = grm.label(backend, pairs, const, templates, config, result)
+    for p, (x, y) in pairs:
+        slot = judged[p.id]
+        if not slot["kept"]:
+            reasons = "; ".join(sorted({f["reason"][:80] for f in slot["failed"]})) or "no judgement"
+            result.skips.append({"id": p.id, "reason": f"judge: no parseable GRM judgement ({reasons})"})
+            continue
+        q = slot["q"]
+        first_wins = q >= 0.5
+        chosen, rejected = (x, y) if first_wins else (y, x)
+        samples = [{"sample": s["sample"], "chosen_first": s["x_first"] == first_wins, "text": s["text"],
+                    "score_chosen": s["score_x"] if first_wins else s["score_y"],
+                    "score_rejected": s["score_y"] if first_wins else s["score_x"],
+                    "meta": s["meta"], "kept": s["kept"]} for s in slot["samples"]]
+        result.rows.append({
+            "id": p.id, "prompt": list(p.messages),
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "p_chosen": q if first_wins else 1 - q, "votes": [], "tie": q == 0.5,
+            "failed_votes": slot["failed"], "reasoning": [], "grm": samples,
+            "judge": "grm", "model": config.model,
         })
     return result
 

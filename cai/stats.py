@@ -84,7 +84,9 @@ def render(s: dict) -> str:
     if "p_chosen" in s:
         lines += ["", f"{'p_chosen mean / median':<28}{s['p_chosen']['mean']:.3f} / {s['p_chosen']['median']:.3f}",
                   f"{'ties':<28}{s['ties']}", f"{'failed CoT votes':<28}{s['failed_votes']}",
-                  f"{'position-consistent votes':<28}{100 * (s['position_consistent'] or 0):.1f}%", "p_chosen histogram:"]
+                  f"{'position-consistent votes':<28}" + ("n/a (no pairwise votes)" if s["position_consistent"] is None
+                                                   else f"{100 * s['position_consistent']:.1f}%"),
+                  "p_chosen histogram:"]
         top = max([r["len"] for r in s["p_chosen_histogram"]] or [1])
         for r in s["p_chosen_histogram"]:
             lines.append(f"  [{r['bin']:.1f}, {r['bin'] + 0.1:.1f})  {'#' * max(1, round(30 * r['len'] / top))} {r['len']}")

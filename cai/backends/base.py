@@ -17,6 +17,7 @@ class Sampling:
     options: tuple[str, ...] = ()
     # The last message is an assistant turn to continue (an answer prefix such as "The answer is: (").
     continue_final: bool = False
+    stop: tuple[str, ...] = ()  # stop generating at any of these strings (not included in the text)
     ignore_eos: bool = False  # benchmarks only: makes token counts equal across the compared runs
     label: str = ""  # shown on the progress bar
 

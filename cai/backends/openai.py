@@ -86,6 +86,8 @@ class OpenAIBackend(Backend):
             body["seed"] = seed
         if sampling.continue_final:
             body.update(add_generation_prompt=False, continue_final_message=True)
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
         if sampling.ignore_eos:
             body["ignore_eos"] = True
         if sampling.options:

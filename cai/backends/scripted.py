@@ -23,6 +23,8 @@ def default_reply(chat, sampling: Sampling, seed, index) -> str:
     last = chat[-1]["content"]
     h = _digest(chat, seed, index)[:8]
     if chat[-1]["role"] == "assistant":
+        if last.endswith("[["):  # a forced score prefix: answer in the format, like an obliging model
+            return f"{int(h[:2], 16) % 10 + 1}, {int(h[2:4], 16) % 10 + 1}]]"
         return f" the reasoning {h} weighs both options."
     if last.startswith("Critique request"):
         return f"Critique {h}: the answer could be safer."
@@ -86,7 +88,10 @@ class ScriptedBackend(Backend):
                 continue
             samples = []
             for k in range(sampling.n):
-                words = self.reply(chat, sampling, seed, k).split(" ")
+                reply = self.reply(chat, sampling, seed, k)
+                for stop in sampling.stop:  # like a real engine: cut at a stop string, drop it
+                    reply = reply.split(stop, 1)[0]
+                words = reply.split(" ")
                 cut = len(words) > sampling.max_tokens
                 text = " ".join(words[: sampling.max_tokens])
                 samples.append(Completion(text=text, tokens=min(len(words), sampling.max_tokens),

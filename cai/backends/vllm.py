@@ -98,7 +98,8 @@ class VLLMBackend(Backend):
             return SamplingParams(max_tokens=1, temperature=1.0, allowed_token_ids=ids, logprob_token_ids=ids,
                                   seed=seed)
         return SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                              top_p=sampling.top_p, n=sampling.n, seed=seed, ignore_eos=sampling.ignore_eos)
+                              top_p=sampling.top_p, n=sampling.n, seed=seed, ignore_eos=sampling.ignore_eos,
+                              stop=list(sampling.stop) or None)
 
     def generate(self, chats, sampling: Sampling, seeds=None):
         from vllm.inputs import TokensPrompt

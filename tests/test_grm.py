@@ -1,0 +1,96 @@
+"""The GRM judge: score parsing, order shuffling mapped back, vote arithmetic, failures, meta filter."""
+
+import math
+
+import pytest
+
+from cai import backends, grm, rl
+from cai.config import RunConfig
+from cai.constitution import load
+from cai.inputs import Prompt, prompt_id
+from cai.prompts import Templates
+from conftest import HARMLESS
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("7, 3]]", (7, 3)), (" 10,1]] because", (10, 1)), ("7 and 3", None), ("0, 5]]", None), ("11, 2]]", None)])
+def test_parse_scores(text, expected):
+    got = grm.parse_scores(text)
+    assert got == expected if expected else isinstance(got, str)
+
+
+def test_vote_share_counts_ties_half():
+    samples = [{"score_x": 8, "score_y": 3, "kept": True}, {"score_x": 5, "score_y": 5, "kept": True},
+               {"score_x": 2, "score_y": 9, "kept": True}, {"score_x": 9, "score_y": 1, "kept": False}]
+    assert grm.vote(samples) == (pytest.approx(0.5), 3)
+
+
+def _reply(scores):
+    """A judge that scores by content, whatever position the answer is shown in; `scores` maps a
+    response text to its score, or None to write something unparseable."""
+    def reply(chat, sampling, seed, index):
+        last = chat[-1]["content"]
+        if not last.endswith("[["):
+            return " principles and critiques."
+        question = chat[0]["content"]
+        r1 = question.split("[Response 1]\n", 1)[1].split("\n", 1)[0]
+        r2 = question.split("[Response 2]\n", 1)[1].split("\n", 1)[0]
+        if scores.get(r1) is None or scores.get(r2) is None:
+            return "I cannot decide."
+        return f"{scores[r1]}, {scores[r2]}]]"
+    return reply
+
+
+def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good")):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(f'{{"prompt": "q1", "responses": ["{pair[0]}", "{pair[1]}"]}}\n')
+    config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file", judge="grm",
+                       grm_samples=k, grm_meta=meta)
+    prompt = Prompt(prompt_id([{"role": "user", "content": "q1"}]), ({"role": "user", "content": "q1"},))
+    return rl.run(engine, [prompt], load(HARMLESS), Templates(), config)
+
+
+def test_scores_are_mapped_back_through_the_shuffle(tmp_path):
+    engine = backends.get("scripted")(reply=_reply({"good": 9, "bad": 2}))
+    (row,) = _run(tmp_path, engine, k=8).rows
+    assert row["chosen"][0]["content"] == "good" and row["p_chosen"] == 1.0 and row["judge"] == "grm"
+    assert len(row["grm"]) == 8 and all(s["score_chosen"] == 9 and s["score_rejected"] == 2 for s in row["grm"])
+    assert {s["chosen_first"] for s in row["grm"]} == {True, False}  # both orders were drawn
+    assert [n for n, s in engine.calls if s.stop] == [8]  # all k samples in one engine call
+
+
+def test_unparseable_samples_are_recorded_and_excluded(tmp_path):
+    calls = {"n": 0}
+    base = _reply({"good": 6, "bad": 6})
+
+    def flaky(chat, sampling, seed, index):
+        if chat[-1]["content"].endswith("[["):
+            calls["n"] += 1
+            if calls["n"] % 2:
+                return "no scores here"
+        return base(chat, sampling, seed, index)
+    (row,) = _run(tmp_path, backends.get("scripted")(reply=flaky), k=4).rows
+    assert len(row["grm"]) == 2 and len(row["failed_votes"]) == 2
+    assert all(f["reason"].startswith("scores: not in the form") for f in row["failed_votes"])
+    assert row["tie"] and row["p_chosen"] == 0.5
+
+
+def test_no_parseable_sample_skips_the_pair_with_reasons(tmp_path):
+    result = _run(tmp_path, backends.get("scripted")(reply=_reply({})), k=3)
+    assert result.rows == [] and "no parseable GRM judgement" in result.skips[0]["reason"]
+
+
+def test_meta_filter_keeps_the_top_half(tmp_path):
+    def judge(chat, options):  # this meta judge trusts judgements that show "good" first, and no others
+        trusted = "[Response 1]\ngood" in chat[0]["content"]
+        p = 0.9 if trusted else 0.2
+        return {options[0]: math.log(p), options[1]: math.log(1 - p)}
+
+    engine = backends.get("scripted")(reply=_reply({"good": 9, "bad": 2}), judge=judge)
+    (row,) = _run(tmp_path, engine, k=6, meta=True).rows
+    kept = [s for s in row["grm"] if s["kept"]]
+    dropped = [s for s in row["grm"] if not s["kept"]]
+    assert len(kept) == 3 and len(dropped) == 3
+    assert min(s["meta"] for s in kept) >= max(s["meta"] for s in dropped)
+    shown_first = sum(s["chosen_first"] for s in row["grm"])  # "good" is chosen
+    assert sum(s["chosen_first"] for s in kept) == min(3, shown_first)
