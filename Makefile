@@ -32,6 +32,7 @@ test: setup
 	$(PY) -m pytest -q -ra
 
 bench: setup
+	$(PY) bench/generate.py --quick
 	$(PY) bench/judge.py --quick
 
 clean:

@@ -1,9 +1,11 @@
-"""Benchmark: pairs/s of the log-prob judge vs the chain-of-thought judge, on the same pairs, one run.
+"""Benchmark: the judges on the same pairs in one run: pairs/s of the log-prob judge vs the
+chain-of-thought judge, and the GRM judge's inference-time scaling table (k = 1, 2, 4, 8 samples:
+pairs/s and agreement with the log-prob judge).
 
-    python bench/judge.py [--quick] [--pairs N] [--model SPEC] [--principles-per-pair K]
+    python bench/judge.py [--quick] [--pairs N] [--model SPEC] [--principles-per-pair K] [--grm-k 1,2,4,8]
 
-Candidates are sampled once; then both judges label exactly those pairs with the same engine.
-Prints `logprob_vs_cot: X` (goal >= 5).
+Candidates are sampled once; every judge then labels exactly those pairs with the same engine, each
+from a cold prefix cache. Prints `logprob_vs_cot: X` (goal >= 5) and the GRM table.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def main():
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--principles-per-pair", type=int, default=2)
     ap.add_argument("--cot-max-tokens", type=int, default=256)
-    ap.add_argument("--no-reset", action="store_true", help="keep the prefix cache between the two judges")
+    ap.add_argument("--no-reset", action="store_true", help="keep the prefix cache between the judges")
+    ap.add_argument("--grm-k", default="1,2,4,8", help="GRM sample counts to measure ('' to skip)")
     args = ap.parse_args()
     if args.quick:
         args.pairs, args.cot_max_tokens = 8, 128
@@ -52,9 +55,12 @@ def main():
         path.write_text("".join(json.dumps({"messages": list(p.messages), "responses": list(xy)}) + "\n"
                                 for p, xy in pairs))
         kept = [p for p, _ in pairs]
-        results = {}
-        for judge in ("logprob", "cot"):
-            config = RunConfig(prompts=str(path), out=tmp, stage="rl", pairs="file", judge=judge, **base)
+        results, chosen = {}, {}
+        runs = [("logprob", {}), ("cot", {})] + [(f"grm k={k}", {"grm_samples": int(k)})
+                                                 for k in args.grm_k.split(",") if k.strip()]
+        for judge, extra in runs:
+            config = RunConfig(prompts=str(path), out=tmp, stage="rl", pairs="file", judge=judge.split()[0],
+                               **base, **extra)
             # Each judge starts from a cold prefix cache: the two templates share most of their text, so
             # whichever ran second would otherwise get its prefill nearly free.
             if not args.no_reset:
@@ -63,17 +69,29 @@ def main():
             out = rl.run(engine, kept, const, templates, config)
             seconds = time.perf_counter() - t0
             results[judge] = (len(out.rows), seconds, out.output_tokens, len(out.skips))
+            chosen[judge] = {r["id"]: r["chosen"][0]["content"] for r in out.rows if not r["tie"]}
             for skip in out.skips[:2]:
                 print(f"  {judge}: skipped {skip['id']}: {skip['reason'][:300]}")
     engine.close()
 
     print(f"model: {args.model}  device: {device}  pairs: {len(pairs)}  principles_per_pair: "
           f"{args.principles_per_pair}  requests per pair: {2 * args.principles_per_pair}")
-    for judge, (rows, seconds, tokens, skipped) in results.items():
+    for judge in ("logprob", "cot"):
+        rows, seconds, tokens, skipped = results[judge]
         print(f"judge_{judge}: {len(pairs)} pairs judged in {seconds:.2f}s = {len(pairs) / seconds:.3f} pairs/s "
               f"({rows} labelled, {skipped} without any complete vote; {tokens} generated tokens)")
     ratio = results["cot"][1] / results["logprob"][1]
     print(f"logprob_vs_cot: {ratio:.2f}")
+    grm_runs = [j for j in results if j.startswith("grm")]
+    if grm_runs:
+        print("\nGRM inference-time scaling (same pairs; agreement = same chosen answer as the log-prob judge,")
+        print("over pairs both labelled without a tie):")
+        print(f"{'k':>3} {'pairs/s':>9} {'labelled':>9} {'agreement':>10} {'tokens':>8}")
+        for judge in grm_runs:
+            rows, seconds, tokens, _ = results[judge]
+            both = [i for i in chosen[judge] if i in chosen["logprob"]]
+            agree = sum(chosen[judge][i] == chosen["logprob"][i] for i in both) / len(both) if both else float("nan")
+            print(f"{judge.split('=')[1]:>3} {len(pairs) / seconds:>9.3f} {rows:>9} {agree:>10.2f} {tokens:>8}")
 
 
 if __name__ == "__main__":

