@@ -65,10 +65,9 @@ def label(backend, pairs, const, templates, config, result) -> dict[str, dict]:
         result.tally(c)
         if not c.ok:
             r["error"] = f"judgement: {c.error}"
-        elif c.finish_reason == "length":
-            r["error"] = f"judgement: stopped at {config.cot_max_tokens} tokens before the scores"
-            r["text"] = c.text.strip()
         else:
+            # A judgement cut by the token budget still gets its scores: the forced prefix asks the
+            # model to write them now, and a reply that is not two scores is recorded as unparseable.
             r["text"] = c.text.strip()
             closing = templates.render("grm_scores.j2", reasoning=r["text"])
             follow.append([{"role": "user", "content": r["question"]}, {"role": "assistant", "content": closing}])

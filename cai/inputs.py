@@ -36,9 +36,9 @@ def load(source: str, prompt_column: str | None = None, limit: int | None = None
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".json"):
-            records = _jsonl(path)
+            records = read_jsonl(path)
         elif suffix == ".parquet":
-            records = _parquet(path)
+            records = read_parquet(path)
         else:
             records = _text(path)
     elif path.suffix.lower() in (".jsonl", ".json", ".txt", ".parquet", ".csv"):
@@ -47,7 +47,7 @@ def load(source: str, prompt_column: str | None = None, limit: int | None = None
         records = _dataset(source)
     prompts, seen, duplicates = [], set(), 0
     for where, record in records:
-        messages = _messages(record, where, prompt_column)
+        messages = to_messages(record, where, prompt_column)
         pid = prompt_id(messages)
         if pid in seen:
             duplicates += 1
@@ -72,7 +72,7 @@ def _decode(path: Path) -> str:
         raise CaiError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
 
 
-def _jsonl(path: Path):
+def read_jsonl(path: Path):
     out = []
     for n, line in enumerate(_decode(path).splitlines(), 1):
         if not line.strip():
@@ -90,7 +90,7 @@ def _text(path: Path):
     return [(f"{path}:{n}", {"prompt": line}) for n, line in enumerate(lines, 1) if line.strip()]
 
 
-def _parquet(path: Path):
+def read_parquet(path: Path):
     import pyarrow.parquet as pq
 
     try:
@@ -119,7 +119,7 @@ def _dataset(source: str):
     return [(f"{source}: row {i}", r) for i, r in enumerate(ds)]
 
 
-def _messages(record, where: str, column: str | None) -> tuple[dict, ...]:
+def to_messages(record, where: str, column: str | None) -> tuple[dict, ...]:
     if not isinstance(record, dict):
         raise CaiError(f"{where}: expected an object with 'prompt' or 'messages', got {type(record).__name__}")
     if column is not None:

@@ -14,15 +14,14 @@ from cai.constitution import Constitution
 from cai.errors import CaiError
 from cai.prompts import Templates
 from cai.sampling import request_seed, sample_principles
-from cai.sl import ChunkResult, with_system
+from cai.sl import MESSAGES, ChunkResult, with_system
 
-_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 # TRL's explicit-prompt conversational preference format, plus the soft label and its evidence.
 PREFS_SCHEMA = pa.schema([
     ("id", pa.string()),
-    ("prompt", _MESSAGES),
-    ("chosen", _MESSAGES),
-    ("rejected", _MESSAGES),
+    ("prompt", MESSAGES),
+    ("chosen", MESSAGES),
+    ("rejected", MESSAGES),
     ("p_chosen", pa.float64()),
     ("votes", pa.list_(pa.struct([("principle", pa.string()), ("p_chosen_ab", pa.float64()),
                                   ("p_chosen_ba", pa.float64())]))),
@@ -118,10 +117,10 @@ def candidates_from_file(source: str) -> dict[str, tuple[str, str]]:
     path = Path(source)
     if not path.is_file():
         raise CaiError(f"--pairs file: {source}: file not found")
-    records = inputs._parquet(path) if path.suffix == ".parquet" else inputs._jsonl(path)
+    records = inputs.read_parquet(path) if path.suffix == ".parquet" else inputs.read_jsonl(path)
     out = {}
     for where, record in records:
-        messages = inputs._messages(record, where, None)
+        messages = inputs.to_messages(record, where, None)
         if "responses" in record:
             pair = record["responses"]
             if not isinstance(pair, list) or len(pair) != 2:

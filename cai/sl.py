@@ -12,14 +12,14 @@ from cai.inputs import Prompt
 from cai.prompts import Templates
 from cai.sampling import request_seed, sample_principles
 
-_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 # TRL's conversational prompt-completion format, plus the trace. `prompt` is a message list: a plain
 # string column would make TRL's SFTTrainer treat the data as non-conversational.
 SFT_SCHEMA = pa.schema([
     ("id", pa.string()),
-    ("prompt", _MESSAGES),
-    ("completion", _MESSAGES),
-    ("messages", _MESSAGES),
+    ("prompt", MESSAGES),
+    ("completion", MESSAGES),
+    ("messages", MESSAGES),
     ("initial", pa.string()),
     ("revisions", pa.list_(pa.struct([("round", pa.int32()), ("principle", pa.string()),
                                       ("critique", pa.string()), ("revision", pa.string())]))),

@@ -112,3 +112,17 @@ def test_wide_seeded_batch_of_long_chats_keeps_the_engine_alive(engine):
     assert all(c.ok and c.tokens >= 1 for (c,) in outs)
     (c,), = engine.generate([chats[0]], Sampling(max_tokens=2))
     assert c.ok
+
+
+def test_grm_judge_writes_a_valid_preference_split(engine, tmp_path):
+    config = RunConfig(constitution=str(HARMLESS), prompts=str(RED_TEAM), out=str(tmp_path / "run"), stage="rl",
+                       judge="grm", grm_samples=2, grm_meta=True, limit=2, max_tokens=24, cot_max_tokens=32,
+                       max_model_len=2048)
+    generate(config, backend=engine, log=lambda *_: None)
+    store = RunStore(tmp_path / "run")
+    rows, skipped = store.read("prefs"), store.skipped()
+    assert len(rows) + len(skipped) == 2 and all(s["reason"] for s in skipped)
+    for row in rows:
+        assert row["judge"] == "grm" and 0.5 <= row["p_chosen"] <= 1
+        assert len(row["grm"]) + len(row["failed_votes"]) == 2
+        assert all(1 <= s["score_chosen"] <= 10 and s["meta"] is not None for s in row["grm"])

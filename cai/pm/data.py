@@ -27,9 +27,9 @@ def load_rows(source: str) -> list[dict]:
 
         rows = pq.read_table(path).to_pylist()
     elif path.is_file():
-        from cai.inputs import _jsonl
+        from cai.inputs import read_jsonl
 
-        rows = [r for _, r in _jsonl(path)]
+        rows = [r for _, r in read_jsonl(path)]
     else:
         import datasets
 
