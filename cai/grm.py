@@ -17,7 +17,7 @@ from cai.backends import Sampling
 from cai.backends.base import option_probability
 from cai.sampling import request_seed, stable_int
 
-_SCORES = re.compile(r"^\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\]\]")
+_SCORES = re.compile(r"^\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\]")  # after the forced "Scores: [["
 META = (" Yes", " No")
 
 
@@ -25,7 +25,7 @@ def parse_scores(text: str) -> tuple[int, int] | str:
     """The two scores after the forced `Scores: [[`, or the reason they cannot be read."""
     m = _SCORES.match(text)
     if not m:
-        return f"scores: not in the form 'x, y]]': {text[:40]!r}"
+        return f"scores: not two integers 'x, y]]': {text[:40]!r}"
     a, b = int(m.group(1)), int(m.group(2))
     if not (1 <= a <= 10 and 1 <= b <= 10):
         return f"scores: out of range 1-10: {a}, {b}"

@@ -13,7 +13,8 @@ from conftest import HARMLESS
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("7, 3]]", (7, 3)), (" 10,1]] because", (10, 1)), ("7 and 3", None), ("0, 5]]", None), ("11, 2]]", None)])
+    ("7, 3]]", (7, 3)), (" 10,1]] because", (10, 1)), ("1, 10], [1", (1, 10)), ("7 and 3", None),
+    ("10, 10, ", None), ("0, 5]]", None), ("11, 2]]", None)])
 def test_parse_scores(text, expected):
     got = grm.parse_scores(text)
     assert got == expected if expected else isinstance(got, str)
@@ -71,7 +72,7 @@ def test_unparseable_samples_are_recorded_and_excluded(tmp_path):
         return base(chat, sampling, seed, index)
     (row,) = _run(tmp_path, backends.get("scripted")(reply=flaky), k=4).rows
     assert len(row["grm"]) == 2 and len(row["failed_votes"]) == 2
-    assert all(f["reason"].startswith("scores: not in the form") for f in row["failed_votes"])
+    assert all(f["reason"].startswith("scores: not two integers") for f in row["failed_votes"])
     assert row["tie"] and row["p_chosen"] == 0.5
 
 
