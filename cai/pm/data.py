@@ -125,9 +125,10 @@ class Encoder:
 
     def __call__(self, prompt, response) -> list[int]:
         text = self.text(prompt, response)
-        full = len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
-        if full > self.max_length:
-            self.truncated += 1
+        ids = self.tokenizer(text)["input_ids"]
+        if len(ids) <= self.max_length:
+            return ids
+        self.truncated += 1  # rare: only these pay a second, truncating pass
         return self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
 
 
