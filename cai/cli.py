@@ -54,6 +54,7 @@ HELP = {
     "retry_seconds": "--backend openai: stop retrying a request after this many seconds.",
 }
 _TYPES = {int: int, float: float, str: str}
+ALIASES = {"pairs_from": ("--from",)}  # extra flag names for a setting
 
 
 def _config_options(func):
@@ -67,7 +68,8 @@ def _config_options(func):
         if base is bool:
             func = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)(func)
         else:
-            func = click.option(f"--{flag}", f.name, type=_TYPES[base], default=None, help=help_text)(func)
+            func = click.option(f"--{flag}", *ALIASES.get(f.name, ()), f.name, type=_TYPES[base], default=None,
+                                help=help_text)(func)
     return func
 
 

@@ -4,7 +4,8 @@ For each pair the model writes k judgements: principles for this query, a critiq
 an integer score from 1 to 10 per answer. The candidates' order is drawn afresh for every sample, all
 k samples of all pairs go to the engine in one call, and the scores are read after a forced
 `Scores: [[` prefix so their format is fixed. Unparseable samples are recorded and excluded, never
-guessed. An optional meta judge keeps the better half of the samples before the vote.
+guessed. An optional meta judge keeps the better half of the samples before the vote, which sums
+each answer's scores over the kept samples.
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ def parse_scores(text: str) -> tuple[int, int] | str:
 
 
 def vote(samples: list[dict]) -> tuple[float, int]:
-    """Share of kept samples that prefer the first candidate (a tie counts half), and their count."""
+    """The first candidate's share of the kept samples' summed scores, and how many samples were kept.
+
+    DeepSeek-GRM votes by summing each answer's pointwise scores over the samples: the higher sum wins,
+    equal sums are a tie (exactly 0.5), and a sample that scores 9 vs 2 weighs more than one that scores
+    6 vs 5. The share of the summed score points is that vote as a probability in (0, 1)."""
     kept = [s for s in samples if s["kept"]]
     if not kept:
         return 0.5, 0
-    wins = sum(1.0 if s["score_x"] > s["score_y"] else 0.5 if s["score_x"] == s["score_y"] else 0.0 for s in kept)
-    return wins / len(kept), len(kept)
+    x, y = sum(s["score_x"] for s in kept), sum(s["score_y"] for s in kept)
+    return x / (x + y), len(kept)
 
 
 def label(backend, pairs, const, templates, config, result) -> dict[str, dict]:

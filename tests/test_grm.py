@@ -20,10 +20,13 @@ def test_parse_scores(text, expected):
     assert got == expected if expected else isinstance(got, str)
 
 
-def test_vote_share_counts_ties_half():
+def test_vote_sums_the_kept_samples_scores():
     samples = [{"score_x": 8, "score_y": 3, "kept": True}, {"score_x": 5, "score_y": 5, "kept": True},
                {"score_x": 2, "score_y": 9, "kept": True}, {"score_x": 9, "score_y": 1, "kept": False}]
-    assert grm.vote(samples) == (pytest.approx(0.5), 3)
+    # sums 15 vs 17 over the kept three: the second wins although the first won more samples
+    assert grm.vote(samples) == (pytest.approx(15 / 32), 3)
+    assert grm.vote([{"score_x": 6, "score_y": 4, "kept": True}, {"score_x": 4, "score_y": 6, "kept": True}]) == (0.5, 2)
+    assert grm.vote([{"score_x": 6, "score_y": 4, "kept": False}]) == (0.5, 0)
 
 
 def _reply(scores):
@@ -54,7 +57,8 @@ def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good")):
 def test_scores_are_mapped_back_through_the_shuffle(tmp_path):
     engine = backends.get("scripted")(reply=_reply({"good": 9, "bad": 2}))
     (row,) = _run(tmp_path, engine, k=8).rows
-    assert row["chosen"][0]["content"] == "good" and row["p_chosen"] == 1.0 and row["judge"] == "grm"
+    assert row["chosen"][0]["content"] == "good" and row["judge"] == "grm"
+    assert row["p_chosen"] == pytest.approx(8 * 9 / (8 * 9 + 8 * 2)) and not row["tie"]
     assert len(row["grm"]) == 8 and all(s["score_chosen"] == 9 and s["score_rejected"] == 2 for s in row["grm"])
     assert {s["chosen_first"] for s in row["grm"]} == {True, False}  # both orders were drawn
     assert [n for n, s in engine.calls if s.stop] == [8]  # all k samples in one engine call

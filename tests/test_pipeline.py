@@ -122,6 +122,20 @@ def test_pairs_revision_compares_initial_and_final(tmp_path):
         assert pair == {sft[row["id"]]["initial"], sft[row["id"]]["completion"][0]["content"]}
 
 
+def test_cli_pairs_revision_from_another_run(tmp_path, cli):
+    sl_run, rl_run = tmp_path / "sl", tmp_path / "rl"
+    common = ("--backend", "scripted", "--prompts", RED_TEAM, "--limit", "3", "--rounds", "1")
+    assert cli("generate", *common, "--stage", "sl", "--out", sl_run).returncode == 0
+    r = cli("generate", *common, "--stage", "rl", "--pairs", "revision", "--from", sl_run, "--out", rl_run)
+    assert r.returncode == 0, r.stderr
+    sft = {row["id"]: row for row in RunStore(sl_run).read("sft")}
+    prefs = RunStore(rl_run).read("prefs")
+    assert len(prefs) == 3 and not RunStore(rl_run).count("sft")
+    for row in prefs:
+        pair = {row["chosen"][0]["content"], row["rejected"][0]["content"]}
+        assert pair == {sft[row["id"]]["initial"], sft[row["id"]]["completion"][0]["content"]}
+
+
 def test_run_of_another_identity_is_refused(tmp_path):
     generate(config(tmp_path, stage="sl", limit=2), backend=scripted(), log=quiet)
     with pytest.raises(CaiError, match=r"different seed \(0, now 5\)"):
