@@ -70,6 +70,7 @@ def main():
     sampling = Sampling(max_tokens=args.max_tokens, temperature=config.temperature, top_p=config.top_p)
     outs, raw_s = timed(lambda: fixed.generate(chats, sampling))
     raw_tokens = sum(c.tokens for (c,) in outs)
+    raw_prompt_tokens = sum(c.prompt_tokens for (c,) in outs)
 
     # 2. the cai SL pipeline: initial answer + one round of critique and revision, three engine calls
     engine.llm.reset_prefix_cache()
@@ -84,11 +85,12 @@ def main():
     pipeline_calls = fixed.calls[first_call:]
     engine.llm.reset_prefix_cache()
     t0 = time.perf_counter()
-    replay_tokens = 0
+    replay_tokens = replay_prompt_tokens = 0
     for chats_, sampling_ in pipeline_calls:
         outs = engine.llm.chat(chats_, SamplingParams(max_tokens=sampling_.max_tokens, temperature=sampling_.temperature,
                                                       top_p=sampling_.top_p, ignore_eos=True), use_tqdm=False)
         replay_tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+        replay_prompt_tokens += sum(len(o.prompt_token_ids) for o in outs)
     replay_s = time.perf_counter() - t0
 
     # 3. the same pipeline, naively: one prompt at a time
@@ -115,14 +117,16 @@ def main():
     raw_tps, pipe_tps, naive_tps = raw_tokens / raw_s, pipe_tokens / pipe_s, naive_tokens / naive_s
     print(f"model: {args.model}  device: {device}  prompts: {len(prompts)}  max_tokens: {args.max_tokens} "
           "(EOS ignored)")
-    print(f"raw_engine: {raw_tokens} tokens in {raw_s:.2f}s = {raw_tps:.1f} tokens/s (one call, {len(prompts)} prompts)")
-    print(f"pipeline:   {pipe_tokens} tokens in {pipe_s:.2f}s = {pipe_tps:.1f} tokens/s (initial + critique + revision)")
+    print(f"raw_engine: {raw_tokens} tokens in {raw_s:.2f}s = {raw_tps:.1f} tokens/s (one call, {len(prompts)} prompts; "
+          f"{raw_prompt_tokens} prompt tokens)")
+    print(f"pipeline:   {pipe_tokens} tokens in {pipe_s:.2f}s = {pipe_tps:.1f} tokens/s (initial + critique + revision; "
+          f"{result.prompt_tokens} prompt tokens)")
     print(f"naive:      {naive_tokens} tokens in {naive_s:.2f}s = {naive_tps:.1f} tokens/s "
           f"(same pipeline, one prompt at a time, {args.naive_prompts} prompts)")
     print(f"prefix_cache: on {on_tokens} tokens in {on_s:.2f}s, off {off_tokens} tokens in {off_s:.2f}s "
           "(one critique step with few-shot turns)")
     print(f"raw_engine_same_requests: {replay_tokens} tokens in {replay_s:.2f}s = {replay_tokens / replay_s:.1f} "
-          "tokens/s (LLM.chat over exactly the pipeline's three calls)")
+          f"tokens/s (LLM.chat over exactly the pipeline's three calls; {replay_prompt_tokens} prompt tokens)")
     print(f"pipeline_vs_engine: {pipe_tps / raw_tps:.2f}")
     print(f"pipeline_vs_engine_same_requests: {pipe_tps / (replay_tokens / replay_s):.2f}")
     print(f"pipeline_vs_naive: {pipe_tps / naive_tps:.2f}")

@@ -34,6 +34,8 @@ HELP = {
     "judge": "logprob (read P(A)/P(B) in one pass), cot (reason first, labels clamped) or grm (sampled 1-10 scores).",
     "grm_samples": "--judge grm: judgements sampled per pair, votes summed.",
     "grm_meta": "--judge grm: keep the half of the samples the model rates most likely correct.",
+    "grm_meta_pm": "--judge grm: a preference model folder (cai train-pm) that ranks the samples for the meta "
+                   "filter: each sample's P(its preferred answer is better); implies the filter.",
     "grm_seed_principles": "--judge grm: show the constitution's principles as a starting point.",
     "principles_per_pair": "Principles sampled to judge each pair (an ensemble).",
     "cot_clamp": "CoT labels are clamped into [c, 1-c].",

@@ -48,6 +48,7 @@ class RunConfig:
     cot_max_tokens: int = 256  # also the budget of a GRM judgement's principles and critiques
     grm_samples: int = 4  # GRM: judgements sampled per pair (inference-time scaling); votes are summed
     grm_meta: bool = False  # GRM: keep the half of the samples the model itself rates most likely correct
+    grm_meta_pm: str | None = None  # GRM: rank the samples with this preference model (cai train-pm) instead
     grm_seed_principles: bool = True  # GRM: show the constitution's principles as a starting point
 
     # engine (vLLM)
@@ -105,7 +106,7 @@ class RunConfig:
         resuming with a different one would mix incompatible data, so it is refused."""
         keep = ("model", "seed", "rounds", "max_tokens", "temperature", "top_p", "pairs", "pair_temperature",
                 "judge", "principles_per_pair", "cot_clamp", "cot_max_tokens", "grm_samples", "grm_meta",
-                "grm_seed_principles")
+                "grm_meta_pm", "grm_seed_principles")
         return {"constitution_sha256": constitution_sha, "templates_sha256": templates_sha,
                 **{k: getattr(self, k) for k in keep}}
 

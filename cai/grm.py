@@ -4,8 +4,9 @@ For each pair the model writes k judgements: principles for this query, a critiq
 an integer score from 1 to 10 per answer. The candidates' order is drawn afresh for every sample, all
 k samples of all pairs go to the engine in one call, and the scores are read after a forced
 `Scores: [[` prefix so their format is fixed. Unparseable samples are recorded and excluded, never
-guessed. An optional meta judge keeps the better half of the samples before the vote, which sums
-each answer's scores over the kept samples.
+guessed. An optional meta judge (the model's own P(Yes) that a judgement is correct, or a trained
+preference model's agreement with its verdict) keeps the better half of the samples before the vote,
+which sums each answer's scores over the kept samples.
 """
 
 from __future__ import annotations
@@ -93,8 +94,12 @@ def label(backend, pairs, const, templates, config, result) -> dict[str, dict]:
     good = [r for r in requests if "score_x" in r]
     for r in good:
         r["kept"], r["meta"] = True, None
-    if config.grm_meta and good:
-        _meta_filter(backend, good, templates, config, result)
+    if good and config.grm_meta_pm:
+        _pm_meta(good, pairs, config)
+        _keep_top_half(good)
+    elif good and config.grm_meta:
+        _self_meta(backend, good, templates, config, result)
+        _keep_top_half(good)
 
     by_pair: dict[str, dict] = {p.id: {"samples": [], "failed": []} for p, _ in pairs}
     for r in requests:
@@ -109,9 +114,8 @@ def label(backend, pairs, const, templates, config, result) -> dict[str, dict]:
     return by_pair
 
 
-def _meta_filter(backend, good, templates, config, result) -> None:
-    """Rank each pair's parseable samples by the model's own P(" Yes") that the judgement is correct and
-    keep the top half (at least one) for the vote."""
+def _self_meta(backend, good, templates, config, result) -> None:
+    """Meta score = the judge model's own P(" Yes") that the judgement is correct, one forward pass each."""
     prefix = templates.render("grm_meta_prefix.j2")
     # The meta judge sees the question with both responses, then the judgement as it was written.
     chats = [[{"role": "user", "content": templates.render(
@@ -123,6 +127,26 @@ def _meta_filter(backend, good, templates, config, result) -> None:
         result.tally(c)
         ok = c.ok and all(o in c.option_logprobs for o in META)
         r["meta"] = option_probability(c.option_logprobs, *META) if ok else 0.0
+
+
+def _pm_meta(good, pairs, config) -> None:
+    """Meta score from a trained preference model: the probability, under its Bradley-Terry rewards, that
+    the answer this sample scored higher is the better one (0.5 for a sample that scored them equal). A
+    sample whose verdict the preference model disagrees with ranks below one it agrees with."""
+    from cai.pm.score import rewards
+
+    texts = {p.id: (list(p.messages), x, y) for p, (x, y) in pairs}
+    ids = sorted({r["pair"] for r in good})
+    items = [(texts[i][0], texts[i][side]) for i in ids for side in (1, 2)]
+    scores = rewards(config.grm_meta_pm, items)["scores"]
+    margin = {i: scores[2 * j] - scores[2 * j + 1] for j, i in enumerate(ids)}  # r(x) - r(y)
+    for r in good:
+        verdict = (r["score_x"] > r["score_y"]) - (r["score_x"] < r["score_y"])  # +1: x, -1: y, 0: tie
+        r["meta"] = 1 / (1 + math.exp(-verdict * margin[r["pair"]]))
+
+
+def _keep_top_half(good) -> None:
+    """Per pair, keep the half of the parseable samples (at least one) with the highest meta score."""
     by_pair: dict[str, list[dict]] = {}
     for r in good:
         by_pair.setdefault(r["pair"], []).append(r)

@@ -109,6 +109,12 @@ def check(config, const: Constitution) -> None:
         raise CaiError(f"--pairs-from {config.pairs_from}: not a cai run with an sft/ split")
     if config.pairs == "file":
         candidates_from_file(config.pairs_from or config.prompts)
+    if config.grm_meta_pm is not None:
+        if config.judge != "grm":
+            raise CaiError(f"--grm-meta-pm is for --judge grm, not --judge {config.judge}")
+        from cai.pm.score import check_pm
+
+        check_pm(config.grm_meta_pm, "--grm-meta-pm")
 
 
 def candidates_from_file(source: str) -> dict[str, tuple[str, str]]:

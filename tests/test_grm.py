@@ -6,6 +6,7 @@ import pytest
 
 from cai import backends, grm, rl
 from cai.config import RunConfig
+from cai.errors import CaiError
 from cai.constitution import load
 from cai.inputs import Prompt, prompt_id
 from cai.prompts import Templates
@@ -45,11 +46,11 @@ def _reply(scores):
     return reply
 
 
-def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good")):
+def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good"), meta_pm=None):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(f'{{"prompt": "q1", "responses": ["{pair[0]}", "{pair[1]}"]}}\n')
     config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file", judge="grm",
-                       grm_samples=k, grm_meta=meta)
+                       grm_samples=k, grm_meta=meta, grm_meta_pm=meta_pm)
     prompt = Prompt(prompt_id([{"role": "user", "content": "q1"}]), ({"role": "user", "content": "q1"},))
     return rl.run(engine, [prompt], load(HARMLESS), Templates(), config)
 
@@ -99,3 +100,42 @@ def test_meta_filter_keeps_the_top_half(tmp_path):
     assert min(s["meta"] for s in kept) >= max(s["meta"] for s in dropped)
     shown_first = sum(s["chosen_first"] for s in row["grm"])  # "good" is chosen
     assert sum(s["chosen_first"] for s in kept) == min(3, shown_first)
+
+
+def test_meta_filter_by_a_trained_preference_model(tmp_path, tiny_backbone):
+    """A position-biased judge: each sample prefers whichever answer it was shown first, so the samples
+    split into two verdicts. The preference model's rewards decide which verdict's samples are kept."""
+    from cai.pm.score import rewards
+
+    def first_wins(chat, sampling, seed, index):
+        if not chat[-1]["content"].endswith("[["):
+            return " principles and critiques."
+        return "8, 3]]"
+
+    (row,) = _run(tmp_path, backends.get("scripted")(reply=first_wins), k=6, meta_pm=tiny_backbone).rows
+    r_bad, r_good = rewards(tiny_backbone, [([{"role": "user", "content": "q1"}], t) for t in ("bad", "good")])["scores"]
+    pm_prefers = "good" if r_good > r_bad else "bad"
+    margin = abs(r_good - r_bad)
+    kept = [s for s in row["grm"] if s["kept"]]
+    assert len(kept) == 3 and len(row["grm"]) == 6
+    agreeing = 0
+    for s in row["grm"]:
+        # a sample scoring `chosen` higher prefers chosen; the PM agrees iff chosen is the PM's favourite
+        prefers = row["chosen"][0]["content"] if s["score_chosen"] > s["score_rejected"] else row["rejected"][0]["content"]
+        agrees = prefers == pm_prefers
+        agreeing += agrees
+        assert s["meta"] == pytest.approx(1 / (1 + math.exp(-margin if agrees else margin)))
+    assert min(s["meta"] for s in kept) >= max(s["meta"] for s in row["grm"] if not s["kept"])
+    assert 3 <= agreeing < 6, "the seeded orders should show each answer first at least once, the PM's 3+ times"
+    # the kept samples all prefer the PM's favourite, so it wins the vote
+    assert row["chosen"][0]["content"] == pm_prefers and row["p_chosen"] == pytest.approx(8 / 11)
+
+
+def test_meta_pm_is_checked_before_the_engine_starts(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "q1", "responses": ["a", "b"]}\n')
+    for judge, message in (("grm", "not a trained preference model folder"), ("logprob", "is for --judge grm")):
+        config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file", judge=judge,
+                           grm_meta_pm=str(tmp_path))
+        with pytest.raises(CaiError, match=message):
+            rl.check(config, load(HARMLESS))

@@ -50,23 +50,6 @@ def _pairs(tmp_path, n=24):
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory):
-    """A tiny BERT built from a config (random weights) with the embedded MiniLM tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from cai.models import resolve_backbone
-
-    folder = tmp_path_factory.mktemp("tiny")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("all-minilm-l6-v2"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=1)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def test_training_learns_a_separable_set_and_resumes(tmp_path, tiny_backbone):
     out = tmp_path / "pm"
     common = dict(backbone=tiny_backbone, lr=3e-3, batch_size=4, eval_fraction=0.25, save_steps=5, max_length=64)

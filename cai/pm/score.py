@@ -28,17 +28,19 @@ def _items(source: str) -> tuple[list[dict], bool]:
     return items, True
 
 
-def score(pm: str, data: str, out: str, batch_size: int = 16, max_length: int = 512) -> dict:
-    """Write one JSONL line per (prompt, response) with its `score` (normalised reward); on preference
-    data, also report how often chosen outscores rejected."""
+def check_pm(pm: str, flag: str = "--pm") -> None:
+    if not (Path(pm) / "config.json").is_file():
+        raise CaiError(f"{flag} {pm}: not a trained preference model folder (no config.json)")
+
+
+def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, max_length: int = 512) -> dict:
+    """Normalised rewards of (prompt messages, response) items, batched: {"scores": [...], "truncated": n}."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from cai.pm.data import Collator, Encoder
 
-    if not (Path(pm) / "config.json").is_file():
-        raise CaiError(f"--pm {pm}: not a trained preference model folder (no config.json)")
-    items, is_pref = _items(data)
+    check_pm(pm)
     tokenizer = AutoTokenizer.from_pretrained(pm)
     model = AutoModelForSequenceClassification.from_pretrained(pm).eval()
     mean = getattr(model.config, "cai_reward_mean", 0.0)
@@ -48,15 +50,25 @@ def score(pm: str, data: str, out: str, batch_size: int = 16, max_length: int = 
     with torch.no_grad():
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            batch = collate([{"input_ids": [encode(it["prompt"], it["response"])], "comparisons": []} for it in chunk])
+            batch = collate([{"input_ids": [encode(prompt, response)], "comparisons": []} for prompt, response in chunk])
             r = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
-            scores += (r - mean).tolist()
+            scores += (r - mean).reshape(-1).tolist()
+    return {"scores": scores, "truncated": encode.truncated}
+
+
+def score(pm: str, data: str, out: str, batch_size: int = 16, max_length: int = 512) -> dict:
+    """Write one JSONL line per (prompt, response) with its `score` (normalised reward); on preference
+    data, also report how often chosen outscores rejected."""
+    check_pm(pm)
+    items, is_pref = _items(data)
+    scored = rewards(pm, [(it["prompt"], it["response"]) for it in items], batch_size, max_length)
+    scores = scored["scores"]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as f:
         for it, s in zip(items, scores):
             f.write(json.dumps({"id": it["id"], "side": it["side"], "prompt": it["prompt"], "response": it["response"],
                                 "score": s}, ensure_ascii=False) + "\n")
-    report = {"scored": len(items), "out": out, "truncated": encode.truncated}
+    report = {"scored": len(items), "out": out, "truncated": scored["truncated"]}
     if is_pref:
         pairs = [(scores[i], scores[i + 1], items[i]["p"]) for i in range(0, len(items), 2)]
         decided = [(c, r) for c, r, p in pairs if p != 0.5]
