@@ -137,6 +137,8 @@ def _print_summary(s) -> None:
 @click.option("--group-by-prompt/--no-group-by-prompt", default=True, show_default=True,
               help="InstructGPT: all comparisons of a prompt in one batch element.")
 @click.option("--center-rewards", type=float, default=0.0, show_default=True, help="Coefficient of mean(r^2).")
+@click.option("--dropout/--no-dropout", default=False, show_default=True,
+              help="Keep the backbone's dropout (off by default: it adds noise to every reward comparison).")
 @click.option("--save-steps", type=int, default=50, show_default=True, help="Checkpoint every N steps (resumable).")
 def train_pm(source, out, **settings):
     """Train a preference model on SOURCE (a run folder, a preference parquet/JSONL file or a dataset)
