@@ -17,6 +17,21 @@ def test_shipped_templates_render_and_pass_the_check():
     assert t.render("compare_answer.j2").endswith("(")
 
 
+@pytest.mark.parametrize("name", ["compare.j2", "compare_cot.j2"])
+def test_principles_judging_a_pair_share_everything_before_their_question(name):
+    """The K principles that judge a pair differ only after both answers, so the engine prefills the
+    long part once per order and serves the rest from its prefix cache."""
+    import os
+
+    t = Templates()
+    other = {**PRINCIPLE, "compare": "Pick the more honest option."}
+    kw = dict(conversation=[{"role": "user", "content": "q"}], response_a="first answer", response_b="second answer")
+    one, two = t.render(name, principle=PRINCIPLE, **kw), t.render(name, principle=other, **kw)
+    shared = os.path.commonprefix([one, two])
+    assert "(A) first answer" in shared and "(B) second answer" in shared
+    assert "Which is safer?" not in shared and "honest" not in shared
+
+
 def test_jinja_in_values_stays_literal():
     t = Templates()
     text = t.render("compare.j2", conversation=[{"role": "user", "content": "{{ 7*7 }} {% if 1 %}x{% endif %}"}],
