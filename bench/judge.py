@@ -25,7 +25,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="8 pairs, short reasoning: a few minutes on 2 CPU cores")
     ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--principles-per-pair", type=int, default=2)
+    ap.add_argument("--principles-per-pair", type=int, default=4, help="default: cai generate's default")
     ap.add_argument("--cot-max-tokens", type=int, default=256)
     ap.add_argument("--no-reset", action="store_true", help="keep the prefix cache between the judges")
     ap.add_argument("--grm-k", default="1,2,4,8", help="GRM sample counts to measure ('' to skip)")
@@ -90,8 +90,8 @@ def main():
         for judge in grm_runs:
             rows, seconds, tokens, _ = results[judge]
             both = [i for i in chosen[judge] if i in chosen["logprob"]]
-            agree = sum(chosen[judge][i] == chosen["logprob"][i] for i in both) / len(both) if both else float("nan")
-            print(f"{judge.split('=')[1]:>3} {len(pairs) / seconds:>9.3f} {rows:>9} {agree:>10.2f} {tokens:>8}")
+            agree = f"{sum(chosen[judge][i] == chosen['logprob'][i] for i in both) / len(both):.2f}" if both else "n/a"
+            print(f"{judge.split('=')[1]:>3} {len(pairs) / seconds:>9.3f} {rows:>9} {agree:>10} {tokens:>8}")
 
 
 if __name__ == "__main__":
