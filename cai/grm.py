@@ -48,7 +48,8 @@ def vote(samples: list[dict]) -> tuple[float, int]:
 
 
 def label(backend, pairs, const, templates, config, result) -> dict[str, dict]:
-    """Judge every pair; returns, per prompt id, {"q": share for the first candidate, "samples", "failed"}."""
+    """Judge every pair; returns, per prompt id, {"q": the first candidate's share of the vote,
+    "n_kept": samples in the vote, "samples": the parseable ones, "failed": the others with reasons}."""
     principles = [p.compare or p.critique for p in const.principles] if config.grm_seed_principles else []
     requests = []
     for p, (x, y) in pairs:
@@ -110,7 +111,7 @@ def label(backend, pairs, const, templates, config, result) -> dict[str, dict]:
         else:
             slot["failed"].append({"principle": f"grm-sample-{r['sample']}", "order": order, "reason": r["error"]})
     for slot in by_pair.values():
-        slot["q"], slot["kept"] = vote(slot["samples"])
+        slot["q"], slot["n_kept"] = vote(slot["samples"])
     return by_pair
 
 

@@ -3,7 +3,6 @@ dataset card), and the bounded-retry upload."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cai.errors import CaiError
+from cai.sampling import stable_unit
 from cai.store import RunStore
 
 SPLITS = {"sft": "sl", "prefs": "rl"}
@@ -18,8 +18,7 @@ SPLITS = {"sft": "sl", "prefs": "rl"}
 
 def _is_test(prompt_id: str, seed: int, fraction: float) -> bool:
     """Split by prompt: the same prompt id lands on the same side in every config."""
-    h = int(hashlib.sha256(f"{seed}/{prompt_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return h < fraction
+    return stable_unit("split", seed, prompt_id) < fraction
 
 
 def build(run: str, folder: str, repo: str = "OWNER/NAME", test_fraction: float = 0.05, seed: int = 0,

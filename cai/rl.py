@@ -188,16 +188,20 @@ def run(backend: Backend, prompts, const: Constitution, templates: Templates, co
             result.skips.append({"id": p.id, "reason": f"judge: no principle was read in both orders ({reasons})"})
             continue
         label = combine(judgements, clamp)
-        chosen, rejected = (x, y) if label.first_wins else (y, x)
-        result.rows.append({
-            "id": p.id, "prompt": list(p.messages),
+        result.rows.append(_row(p, (x, y) if label.first_wins else (y, x), label.p_chosen, config,
+                                votes=label.votes, failed_votes=slot["failed"], reasoning=slot["reasoning"]))
+    return result
+
+
+def _row(p, chosen_rejected: tuple[str, str], p_chosen: float, config, **evidence) -> dict:
+    """One prefs row; `evidence` fills the judge-specific columns, the others stay empty."""
+    chosen, rejected = chosen_rejected
+    return {"id": p.id, "prompt": list(p.messages),
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
-            "p_chosen": label.p_chosen, "votes": label.votes, "tie": label.tie,
-            "failed_votes": slot["failed"], "reasoning": slot["reasoning"], "grm": [],
-            "judge": config.judge, "model": config.model,
-        })
-    return result
+            "p_chosen": p_chosen, "tie": p_chosen == 0.5,
+            "votes": [], "failed_votes": [], "reasoning": [], "grm": [], **evidence,
+            "judge": config.judge, "model": config.model}
 
 
 def _grm_rows(backend, pairs, const, templates, config, result) -> ChunkResult:
@@ -206,25 +210,18 @@ def _grm_rows(backend, pairs, const, templates, config, result) -> ChunkResult:
     judged = grm.label(backend, pairs, const, templates, config, result)
     for p, (x, y) in pairs:
         slot = judged[p.id]
-        if not slot["kept"]:
+        if not slot["n_kept"]:
             reasons = "; ".join(sorted({f["reason"][:80] for f in slot["failed"]})) or "no judgement"
             result.skips.append({"id": p.id, "reason": f"judge: no parseable GRM judgement ({reasons})"})
             continue
         q = slot["q"]
         first_wins = q >= 0.5
-        chosen, rejected = (x, y) if first_wins else (y, x)
         samples = [{"sample": s["sample"], "chosen_first": s["x_first"] == first_wins, "text": s["text"],
                     "score_chosen": s["score_x"] if first_wins else s["score_y"],
                     "score_rejected": s["score_y"] if first_wins else s["score_x"],
                     "meta": s["meta"], "kept": s["kept"]} for s in slot["samples"]]
-        result.rows.append({
-            "id": p.id, "prompt": list(p.messages),
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-            "p_chosen": q if first_wins else 1 - q, "votes": [], "tie": q == 0.5,
-            "failed_votes": slot["failed"], "reasoning": [], "grm": samples,
-            "judge": "grm", "model": config.model,
-        })
+        result.rows.append(_row(p, (x, y) if first_wins else (y, x), q if first_wins else 1 - q, config,
+                                failed_votes=slot["failed"], grm=samples))
     return result
 
 

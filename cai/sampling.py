@@ -17,6 +17,11 @@ def stable_int(*parts) -> int:
     return int.from_bytes(digest[:8], "big") & 0x7FFFFFFF
 
 
+def stable_unit(*parts) -> float:
+    """A number in [0, 1) fixed by `parts`: which side of a seeded split an id falls on."""
+    return stable_int(*parts) / 0x80000000
+
+
 def request_seed(seed: int, prompt_id: str, step: str) -> int:
     return stable_int("request", seed, prompt_id, step)
 

@@ -77,6 +77,11 @@ def test_server_backend_reads_option_logprobs(server):
     (c,), (d,) = backend.generate([chat, chat], Sampling(options=("A", "B"), continue_final=True))
     assert c.ok and set(c.option_logprobs) == {"A", "B"}, c
     assert c.option_logprobs == pytest.approx(d.option_logprobs)
+    # a second option set on the same backend (the GRM meta judge's): its own token ids, not the first set's
+    meta = [{"role": "user", "content": "Is an apple a fruit? Answer Yes or No."},
+            {"role": "assistant", "content": "Answer:"}]
+    ((m,),) = backend.generate([meta], Sampling(options=(" Yes", " No"), continue_final=True))
+    assert m.ok and set(m.option_logprobs) == {" Yes", " No"}, m
     (e,) = backend.generate([[{"role": "user", "content": "word " * 3000}]], Sampling(max_tokens=8))
     assert not e[0].ok and "HTTP 400" in e[0].error  # refused by the server: recorded, not retried
 

@@ -15,6 +15,10 @@ class _Transient(Exception):
     """A failure a retry can fix: connection trouble, timeout, 429, 5xx."""
 
 
+class _Refused(Exception):
+    """The server refused the request itself (4xx): retrying would not help."""
+
+
 class OpenAIBackend(Backend):
     """Spreads each round's requests over `base_urls` with at most `concurrency` in flight; results come
     back in input order. Transient failures are retried with exponential backoff and jitter, up to
@@ -37,7 +41,7 @@ class OpenAIBackend(Backend):
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._httpx = httpx
         self.model = self._served_model(model)
-        self._option_ids: dict[str, int] | None = None
+        self._option_ids: dict[tuple[str, ...], dict[str, int] | None] = {}  # per option set
 
     @classmethod
     def from_config(cls, config) -> "OpenAIBackend":
@@ -60,11 +64,12 @@ class OpenAIBackend(Backend):
             return ids[0]
         raise CaiError(f"--model {wanted!r}: the server serves {', '.join(ids) or 'nothing'}; name one of them")
 
-    def _options(self, options) -> dict[str, int] | None:
-        """Token ids of the option letters from vLLM's /tokenize, so their log-probs are requested
-        exactly (logprob_token_ids). Servers without it fall back to the top-20 log-probs."""
-        if self._option_ids is None:
-            self._option_ids = {}
+    def _options(self, options: tuple[str, ...]) -> dict[str, int] | None:
+        """Token ids of the options (the judge's letters, the meta judge's " Yes"/" No") from vLLM's
+        /tokenize, so their log-probs are requested exactly (logprob_token_ids). Servers without it
+        fall back to the top-20 log-probs. Looked up once per option set."""
+        if options not in self._option_ids:
+            ids: dict[str, int] | None = {}
             for opt in options:
                 try:
                     r = self._httpx.post(f"{self.base_urls[0]}/tokenize", headers=self.headers, timeout=30,
@@ -72,12 +77,13 @@ class OpenAIBackend(Backend):
                     r.raise_for_status()
                     tokens = r.json()["tokens"]
                 except Exception:
-                    self._option_ids = {}
+                    ids = None
                     break
                 if len(tokens) != 1:
                     raise CaiError(f"option {opt!r} is {len(tokens)} tokens for {self.model}; options must be one token")
-                self._option_ids[opt] = tokens[0]
-        return self._option_ids or None
+                ids[opt] = tokens[0]
+            self._option_ids[options] = ids
+        return self._option_ids[options]
 
     def _body(self, chat, sampling: Sampling, seed):
         body = {"model": self.model, "messages": chat, "max_tokens": sampling.max_tokens,
@@ -142,8 +148,7 @@ class OpenAIBackend(Backend):
             lp = {}
             content = (choice.get("logprobs") or {}).get("content") or []
             if sampling.options and content:
-                lp = {t["token"].strip(): t["logprob"] for t in content[0].get("top_logprobs", [])
-                      if t["token"].strip() in sampling.options}
+                lp = _option_logprobs(content[0].get("top_logprobs", []), sampling.options)
             text = choice["message"].get("content") or ""
             out.append(Completion(text=text, tokens=(data.get("usage") or {}).get("completion_tokens", 0) // len(data["choices"]),
                                   finish_reason=choice.get("finish_reason") or "stop", option_logprobs=lp,
@@ -167,5 +172,12 @@ class OpenAIBackend(Backend):
         return r.json()
 
 
-class _Refused(Exception):
-    """The server refused the request itself (4xx): retrying would not help."""
+def _option_logprobs(top: list[dict], options: tuple[str, ...]) -> dict[str, float]:
+    """The options' log-probs among the returned tokens: the exact token, else one equal up to spaces
+    (servers differ in how they print a leading-space token such as " Yes")."""
+    out: dict[str, float] = {}
+    for opt in options:
+        match = [t for t in top if t["token"] == opt] or [t for t in top if t["token"].strip() == opt.strip()]
+        if match:
+            out[opt] = match[0]["logprob"]
+    return out

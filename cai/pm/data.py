@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from cai.errors import CaiError
+from cai.inputs import prompt_id
+from cai.sampling import stable_unit
 
 
 def load_rows(source: str) -> list[dict]:
@@ -61,10 +62,6 @@ def _text(value) -> str:
     return value if isinstance(value, str) else value[-1]["content"]
 
 
-def prompt_key(prompt) -> str:
-    return hashlib.sha256(repr([(m["role"], m["content"]) for m in prompt]).encode()).hexdigest()[:16]
-
-
 @dataclass
 class Group:
     """One prompt, its distinct responses, and every comparison between them (one batch element)."""
@@ -77,11 +74,11 @@ class Group:
 
 def group(rows: list[dict], by_prompt: bool) -> list[Group]:
     if not by_prompt:
-        return [Group(prompt_key(r["prompt"]) + f"/{i}", r["prompt"], [r["chosen"], r["rejected"]],
+        return [Group(prompt_id(r["prompt"]) + f"/{i}", r["prompt"], [r["chosen"], r["rejected"]],
                       [(0, 1, r["p"], r["principles"])]) for i, r in enumerate(rows)]
     groups: dict[str, Group] = {}
     for r in rows:
-        key = prompt_key(r["prompt"])
+        key = prompt_id(r["prompt"])
         g = groups.setdefault(key, Group(key, r["prompt"], [], []))
         idx = []
         for text in (r["chosen"], r["rejected"]):
@@ -97,7 +94,7 @@ def split(groups: list[Group], eval_fraction: float, seed: int) -> tuple[list[Gr
     if eval_fraction <= 0:
         return groups, []
     def bucket(g):
-        return int(hashlib.sha256(f"{seed}/{g.key.split('/')[0]}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        return stable_unit("split", seed, g.key.split("/")[0])
     train = [g for g in groups if bucket(g) >= eval_fraction]
     held = [g for g in groups if bucket(g) < eval_fraction]
     if not held or not train:  # tiny sets: still hold something out, deterministically

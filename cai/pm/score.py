@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -15,9 +16,9 @@ def _items(source: str) -> tuple[list[dict], bool]:
     path = Path(source)
 
     if (path / "sft").is_dir() and not (path / "prefs").is_dir():
-        import pyarrow.parquet as pq
+        from cai.store import RunStore
 
-        rows = [r for f in sorted((path / "sft").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+        rows = RunStore(path).read("sft")
         return [{"id": r["id"], "prompt": r["prompt"], "response": r["completion"][-1]["content"], "side": "completion"}
                 for r in rows], False
     rows = load_rows(source)
@@ -33,16 +34,28 @@ def check_pm(pm: str, flag: str = "--pm") -> None:
         raise CaiError(f"{flag} {pm}: not a trained preference model folder (no config.json)")
 
 
+def _load(pm: str):
+    """The tokenizer and model of a trained PM, loaded once per process while its files are unchanged
+    (the GRM meta filter asks for the same one on every chunk)."""
+    check_pm(pm)
+    return _load_saved(pm, (Path(pm) / "config.json").stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_saved(pm: str, _saved_at: int):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(pm), AutoModelForSequenceClassification.from_pretrained(pm).eval()
+
+
 def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, max_length: int = 512) -> dict:
     """Normalised rewards of (prompt messages, response) items, batched: {"scores": [...], "truncated": n}."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from cai.pm.data import Collator, Encoder
+    from cai.pm.trainer import rewards_of
 
-    check_pm(pm)
-    tokenizer = AutoTokenizer.from_pretrained(pm)
-    model = AutoModelForSequenceClassification.from_pretrained(pm).eval()
+    tokenizer, model = _load(pm)
     mean = getattr(model.config, "cai_reward_mean", 0.0)
     encode = Encoder(tokenizer, max_length)
     collate = Collator(tokenizer.pad_token_id)
@@ -51,8 +64,7 @@ def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, 
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             batch = collate([{"input_ids": [encode(prompt, response)], "comparisons": []} for prompt, response in chunk])
-            r = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
-            scores += (r - mean).reshape(-1).tolist()
+            scores += (rewards_of(model, batch) - mean).reshape(-1).tolist()
     return {"scores": scores, "truncated": encode.truncated}
 
 
