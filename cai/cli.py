@@ -11,68 +11,33 @@ import click
 
 from cai.errors import CaiError
 
-HELP = {
-    "constitution": "Constitution YAML file (principles).",
-    "prompts": "Prompts: .jsonl ({'prompt'} or {'messages'}), .txt (one per line), .parquet, or a datasets path/name.",
-    "out": "Run folder; rerunning the same command resumes it.",
-    "stage": "sl (critique-revision), rl (AI preference labels) or all (both, one engine).",
-    "prompt_column": "Column holding the prompt (text or messages) in parquet/datasets input.",
-    "limit": "Use only the first N prompts.",
-    "model": "smollm2-135m (embedded), a local Hugging Face folder, or a Hub id.",
-    "backend": "Engine backend (registered under the 'cai.backends' entry points).",
-    "templates": "Folder of Jinja templates that override the shipped ones.",
-    "seed": "Seed for principle sampling and generation.",
-    "force": "Allow writing into a non-empty folder that is not a cai run.",
-    "rounds": "Critique-revision rounds (a principle is sampled per round).",
-    "max_tokens": "Max tokens per generated turn.",
-    "temperature": "Sampling temperature for answers, critiques and revisions.",
-    "top_p": "Nucleus sampling.",
-    "chunk_size": "Prompts per chunk; each finished chunk is one shard (the unit of resume).",
-    "pairs": "Candidates for RL: sampled (2 answers), revision (initial vs final revision), file.",
-    "pairs_from": "With --pairs revision: an SL run folder; with --pairs file: the pairs file.",
-    "pair_temperature": "Temperature for the two sampled candidates.",
-    "judge": "logprob (read P(A)/P(B) in one pass), cot (reason first, labels clamped) or grm (sampled 1-10 scores).",
-    "grm_samples": "--judge grm: judgements sampled per pair, votes summed.",
-    "grm_meta": "--judge grm: keep the half of the samples the model rates most likely correct.",
-    "grm_meta_pm": "--judge grm: a preference model folder (cai train-pm) that ranks the samples for the meta "
-                   "filter: each sample's P(its preferred answer is better); implies the filter.",
-    "grm_seed_principles": "--judge grm: show the constitution's principles as a starting point.",
-    "principles_per_pair": "Principles sampled to judge each pair (an ensemble).",
-    "cot_clamp": "CoT labels are clamped into [c, 1-c].",
-    "cot_max_tokens": "Max tokens of chain-of-thought reasoning.",
-    "dtype": "Engine dtype (auto: float32 on CPU).",
-    "max_model_len": "Context length; longer requests are skipped, with the reason recorded.",
-    "gpu_memory_utilization": "GPU memory fraction for vLLM.",
-    "kv_cache_gb": "CPU only: KV cache size in GiB.",
-    "tensor_parallel_size": "vLLM tensor parallelism (GPUs per model replica).",
-    "data_parallel_size": "vLLM data parallelism (model replicas).",
-    "enforce_eager": "Skip torch.compile/CUDA graphs (default: on for CPU).",
-    "prefix_caching": "Reuse the KV cache of shared prefixes (system, few-shot turns).",
-    "max_num_seqs": "Max sequences the engine runs at once.",
-    "base_url": "--backend openai: server URL(s), comma-separated (e.g. http://127.0.0.1:8000).",
-    "api_key": "--backend openai: API key, if the server wants one.",
-    "concurrency": "--backend openai: requests in flight across all servers.",
-    "max_attempts": "--backend openai: tries per request on transient errors.",
-    "retry_seconds": "--backend openai: stop retrying a request after this many seconds.",
-}
 _TYPES = {int: int, float: float, str: str}
-ALIASES = {"pairs_from": ("--from",)}  # extra flag names for a setting
 
 
-def _config_options(func):
-    from cai.config import RunConfig
-
-    hints = typing.get_type_hints(RunConfig)
-    for f in reversed(fields(RunConfig)):
-        flag = f.name.replace("_", "-")
-        base = next(t for t in (typing.get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None))
-        help_text = f"{HELP[f.name]} [default: {f.default}]"
-        if base is bool:
-            func = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)(func)
+def _options(settings, func):
+    """One click option per declared setting, with its help, owner and default taken from the declaration."""
+    for s in reversed(settings):
+        owner = "" if s.owner == "run" else f"[{s.owner}] "
+        help_text = f"{owner}{s.help} [default: {s.default}]"
+        if s.type is bool:
+            func = click.option(f"{s.flag}/--no-{s.flag[2:]}", s.name, default=None, help=help_text)(func)
         else:
-            func = click.option(f"--{flag}", *ALIASES.get(f.name, ()), f.name, type=_TYPES[base], default=None,
+            func = click.option(s.flag, *s.meta.get("aliases", ()), s.name, type=_TYPES[s.type], default=None,
                                 help=help_text)(func)
     return func
+
+
+def _run_options(func):
+    from cai.config import catalogue
+
+    return _options(list(catalogue().settings.values()), func)
+
+
+def _train_options(func):
+    from cai.pm.trainer import TrainConfig
+    from cai.settings import declared
+
+    return _options([s for s in declared(TrainConfig, "run") if s.name not in ("source", "out")], func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -83,7 +48,7 @@ def cli():
 
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
-@_config_options
+@_run_options
 def generate(config_file, **flags):
     """Generate SFT data (critique and revision) and/or AI preference labels from a constitution.
 
@@ -100,52 +65,49 @@ def generate(config_file, **flags):
     _print_summary(summary)
 
 
+@cli.command()
+def plugins():
+    """List the installed stages, judges and backends (entry points cai.stages, cai.judges, cai.backends)."""
+    from cai import plugins as registry
+
+    for kind in ("stage", "judge", "backend"):
+        click.echo(f"{kind}s:")
+        for name, cls in registry.every(kind).items():
+            doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
+            extra = f" -> {cls.split}/" if kind == "stage" else ""
+            click.echo(f"  {name:<10}{extra:<11} {doc}  ({cls.__module__})")
+
+
 def _print_summary(s) -> None:
     click.echo("")
     click.echo(f"run folder     {s.out}")
     click.echo(f"prompts        {s.prompts}" + (f" ({s.duplicates} duplicates dropped)" if s.duplicates else ""))
-    for split in ("sft", "prefs"):
-        if s.rows.get(split) or split in s.new_rows:
-            click.echo(f"{split + ' rows':<15}{s.rows.get(split, 0)} ({s.new_rows.get(split, 0)} new)")
+    for split, n in s.rows.items():
+        if n or split in s.new_rows:
+            click.echo(f"{split + ' rows':<15}{n} ({s.new_rows.get(split, 0)} new)")
     for stage, n in s.skipped.items():
         if n:
             click.echo(f"skipped ({stage})   {n}  (reasons in {s.out}/skipped.jsonl)")
     if s.output_tokens:
         click.echo(f"tokens         {s.prompt_tokens} in, {s.output_tokens} out, {s.truncated} turns hit max-tokens")
-        click.echo(f"speed          {s.tokens_per_second:.1f} output tokens/s over {s.engine_seconds:.1f}s of generation")
-    if s.prefs:
-        p = s.prefs
-        share = "n/a" if p["position_consistent"] is None else f"{100 * p['position_consistent']:.1f}%"
-        click.echo(f"labels         mean p_chosen {p['mean_p_chosen']:.3f}, ties {p['ties']}, "
-                   f"position-consistent votes {share}, failed votes {p['failed_votes']}")
-        click.echo("p_chosen       " + "  ".join(f"{k}: {v}" for k, v in p["histogram"].items()))
+        click.echo(f"speed          {s.tokens_per_second:.1f} output tokens/s over {s.engine_seconds:.1f}s of "
+                   "generation")
+    for line in s.lines:
+        click.echo(line)
     click.echo(f"time           {s.seconds:.1f}s")
 
 
 @cli.command("train-pm")
 @click.argument("source")
 @click.option("--out", required=True, help="Folder for the preference model, checkpoints and metrics.json.")
-@click.option("--backbone", default="all-minilm-l6-v2", show_default=True,
-              help="all-minilm-l6-v2 (embedded encoder), smollm2-135m (embedded decoder), a folder or a Hub id.")
-@click.option("--epochs", type=float, default=1.0, show_default=True)
-@click.option("--lr", type=float, default=5e-5, show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Prompts per step.")
-@click.option("--max-length", type=int, default=512, show_default=True,
-              help="Longer (prompt, response) texts keep their end and are counted.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-fraction", type=float, default=0.1, show_default=True, help="Held out, split by prompt.")
-@click.option("--group-by-prompt/--no-group-by-prompt", default=True, show_default=True,
-              help="InstructGPT: all comparisons of a prompt in one batch element.")
-@click.option("--center-rewards", type=float, default=0.0, show_default=True, help="Coefficient of mean(r^2).")
-@click.option("--dropout/--no-dropout", default=False, show_default=True,
-              help="Keep the backbone's dropout (off by default: it adds noise to every reward comparison).")
-@click.option("--save-steps", type=int, default=50, show_default=True, help="Checkpoint every N steps (resumable).")
+@_train_options
 def train_pm(source, out, **settings):
     """Train a preference model on SOURCE (a run folder, a preference parquet/JSONL file or a dataset)
     with the soft-label Bradley-Terry loss; rerun the same command to resume from the last checkpoint."""
     from cai.pm import train
 
-    m = train(source, out, log=lambda msg: click.echo(msg, err=True), **settings)
+    m = train(source, out, log=lambda msg: click.echo(msg, err=True),
+              **{k: v for k, v in settings.items() if v is not None})
     click.echo("")
     click.echo(f"model          {out}")
     click.echo(f"pairs          {m['pairs']} ({m['train_groups']} train / {m['eval_groups']} eval batch elements)")
@@ -226,13 +188,14 @@ def constitution():
 
 
 @constitution.command("check")
-@click.argument("file", type=click.Path())
+@click.argument("file")
 def constitution_check(file):
-    """Validate FILE and print a one-screen summary (exit 2 with the error otherwise)."""
+    """Validate FILE (a path, or a shipped name: harmless, helpful) and print a one-screen summary (exit 2 with
+    the error otherwise)."""
     from cai.constitution import load
 
     c = load(file)
-    click.echo(f"{file}: ok")
+    click.echo(f"{c.path}: ok")
     click.echo(f"name        {c.name}")
     if c.description:
         click.echo(f"description {c.description[:100]}")
@@ -245,7 +208,7 @@ def constitution_check(file):
 
 
 @constitution.command("show")
-@click.argument("file", type=click.Path())
+@click.argument("file")
 def constitution_show(file):
     """Print FILE's principles as a table."""
     from cai.constitution import load
@@ -267,7 +230,7 @@ description: What these principles are for.
 # system: An optional system prompt placed first in every chat.
 
 principles:
-  - id: example-principle          # unique: letters, digits, _ - .
+  - id: example-principle          # unique: letters and digits (any script), _ - .
     critique: >                    # the critique request
       Point out anything in the answer that ...
     revision: >                    # the revision request
@@ -299,8 +262,8 @@ def constitution_new(name, out):
 
 
 @constitution.command("diff")
-@click.argument("a", type=click.Path())
-@click.argument("b", type=click.Path())
+@click.argument("a")
+@click.argument("b")
 def constitution_diff(a, b):
     """Principles added, removed and changed from A to B (exit 1 if they differ)."""
     from cai.constitution import load

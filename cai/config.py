@@ -1,144 +1,173 @@
-"""RunConfig: every setting of a `cai generate` run, from a YAML file and/or flags; unknown keys fail."""
+"""RunConfig: the settings of one `cai generate`, gathered from the core and from every plug-in.
+
+The core declares what to run on and the shared sampling settings; each stage, judge and backend declares
+its own (cai.settings). A YAML file sets any of them, flags override it, and every value is checked
+against its declaration, naming file:line and key. A setting given for a judge or backend the run does not
+use is an error naming both.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from dataclasses import dataclass, fields
+import functools
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 
+from cai import plugins
 from cai.errors import CaiError
+from cai.settings import Setting, build, check_value, declared, setting
 
-STAGES = ("sl", "rl", "all")
-PAIRS = ("sampled", "revision", "file")
-JUDGES = ("logprob", "cot", "grm")
+T = TypeVar("T")
 
 
-@dataclass
+def _stage_choices() -> list[str]:
+    from cai import stages
+
+    return [*stages.ordered(stages.names()), "all"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    constitution: str = setting("harmless", "Constitution: a YAML file, or the name of a shipped one (harmless, "
+                                             "helpful).")
+    prompts: str = setting("", "Prompts: .jsonl ({'prompt'} or {'messages'}), .txt (one per line), .parquet, or "
+                               "a datasets path/name.")
+    out: str = setting("", "Run folder; rerunning the same command resumes it.")
+    stage: str = setting("all", "Which stage to run, or all of them in the order their inputs need (one engine).",
+                         choices=_stage_choices)
+    prompt_column: str | None = setting(None, "Column holding the prompt (text or messages) in parquet/datasets "
+                                              "input.")
+    limit: int | None = setting(None, "Use only the first N prompts.", minimum=1)
+    model: str = setting("smollm2-135m", "smollm2-135m (embedded), a local Hugging Face folder, or a Hub id.",
+                         identity=True)
+    backend: str = setting("vllm", "Engine backend (registered under the 'cai.backends' entry points).",
+                           choices=lambda: plugins.names("backend"))
+    templates: str | None = setting(None, "Folder of Jinja templates that override the shipped ones.")
+    seed: int = setting(0, "Seed for principle sampling and generation.", identity=True)
+    force: bool = setting(False, "Allow writing into a non-empty folder that is not a cai run.")
+    chunk_size: int = setting(256, "Prompts per chunk; each finished chunk is one shard (the unit of resume). "
+                                   "Wide enough to keep the engine's batch full.", minimum=1)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Shared by every stage that generates text."""
+
+    max_tokens: int = setting(256, "Max tokens per generated turn.", identity=True, minimum=1)
+    temperature: float = setting(0.7, "Sampling temperature for answers, critiques and revisions.", identity=True,
+                                 minimum=0, maximum=5)
+    top_p: float = setting(0.95, "Nucleus sampling.", identity=True, above=0, maximum=1)
+
+
+CORE = (RunOptions, SamplingOptions)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """Every setting, and for each the plug-ins that use it."""
+
+    settings: dict[str, Setting]
+    users: dict[str, list[tuple[str, str]]]  # setting name -> [(kind, plug-in name)]; empty for the core
+    groups: dict[type, list[tuple[str, str]]]
+
+
+@functools.cache
+def catalogue() -> Declared:
+    settings: dict[str, Setting] = {}
+    users: dict[str, list[tuple[str, str]]] = {}
+    groups: dict[type, list[tuple[str, str]]] = {g: [] for g in CORE}
+    for kind in ("stage", "judge", "backend"):
+        for name, cls in plugins.every(kind).items():
+            for group in cls.settings:
+                groups.setdefault(group, []).append((kind, name))
+    for group, owners in groups.items():
+        owner = ", ".join(f"{k} {n}" for k, n in owners) or "run"
+        for s in declared(group, owner):
+            if s.name in settings and settings[s.name].default != s.default:
+                raise CaiError(f"setting {s.name!r} is declared twice, by {settings[s.name].owner} and {owner}")
+            settings.setdefault(s.name, s)
+            users.setdefault(s.name, []).extend(owners)
+    return Declared(settings, users, groups)
+
+
 class RunConfig:
-    # what to run on
-    constitution: str = "constitution/harmless.yaml"
-    prompts: str = ""
-    out: str = ""
-    stage: str = "all"  # sl, rl, or both in one process with one engine
-    prompt_column: str | None = None
-    limit: int | None = None  # use only the first N prompts
-    model: str = "smollm2-135m"  # the embedded default; a local HF folder or a Hub id also work
-    backend: str = "vllm"
-    templates: str | None = None  # a folder whose templates override the shipped ones
-    seed: int = 0
-    force: bool = False  # allow writing into a non-empty folder that is not a cai run
+    """The settings of one run. `RunConfig(rounds=2, judge="cot")`; plug-ins read their own typed group
+    with `config.options(GroupClass)`. `given` holds the names set explicitly (not left at default)."""
 
-    # SL-CAI: critique and revision
-    rounds: int = 4  # Bai et al. revised up to four times, a principle sampled per round
-    max_tokens: int = 256  # per generated turn
-    temperature: float = 0.7
-    top_p: float = 0.95
-    chunk_size: int = 256  # prompts per shard: wide enough to keep the engine's batch full
+    def __init__(self, **values: Any):
+        self._set(values, {})
 
-    # RL-CAI: pairwise AI feedback
-    pairs: str = "sampled"  # sampled: two answers sampled per prompt; revision: initial vs final revision; file
-    pairs_from: str | None = None  # with pairs=revision: another run's folder; with pairs=file: the pairs file
-    pair_temperature: float = 1.0  # sampled candidates need diversity, or the two answers are often identical
-    judge: str = "logprob"  # logprob: read P(A), P(B) in one forward pass; cot: reason first, then read
-    principles_per_pair: int = 4  # an ensemble of principles judges each pair (Bai et al. ensembled over 16)
-    cot_clamp: float = 0.4  # chain-of-thought labels are clamped into [cot_clamp, 1 - cot_clamp] (Bai et al.)
-    cot_max_tokens: int = 256  # also the budget of a GRM judgement's principles and critiques
-    grm_samples: int = 4  # GRM: judgements sampled per pair (inference-time scaling); votes are summed
-    grm_meta: bool = False  # GRM: keep the half of the samples the model itself rates most likely correct
-    grm_meta_pm: str | None = None  # GRM: rank the samples with this preference model (cai train-pm) instead
-    grm_seed_principles: bool = True  # GRM: show the constitution's principles as a starting point
+    def _set(self, values: dict[str, Any], where: dict[str, str]) -> None:
+        known = catalogue().settings
+        for key in values:
+            if key not in known:
+                raise CaiError(f"unknown setting {key!r}")
+        self.given = frozenset(values)
+        for name, s in known.items():
+            setattr(self, name, values.get(name, s.default))
+        for name, s in known.items():
+            check_value(s, getattr(self, name), where.get(name, ""))
+        self._check_used(where)
 
-    # engine (vLLM)
-    dtype: str = "auto"  # auto: float32 on CPU (no bf16 units on common CPUs), the model's dtype on GPU
-    max_model_len: int = 4096
-    gpu_memory_utilization: float = 0.90
-    kv_cache_gb: int = 4  # CPU only: the KV cache size; vLLM's default share of RAM fails on busy hosts
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
-    enforce_eager: bool | None = None  # auto: on for CPU, where compile warm-up costs minutes per start
-    prefix_caching: bool = True  # few-shot and system turns are shared by every request of a round
-    max_num_seqs: int = 256
+    def __getattr__(self, name: str) -> Any:  # every setting is an attribute; this only types them for mypy
+        raise AttributeError(name)
 
-    # server backend (--backend openai)
-    base_url: str | None = None  # one or more comma-separated URLs of OpenAI-compatible servers
-    api_key: str | None = None
-    concurrency: int = 64  # requests in flight across all servers
-    max_attempts: int = 6  # tries per request on transient errors (connection, timeout, 429, 5xx)
-    retry_seconds: float = 300.0  # and no retrying past this long per request
+    def _check_used(self, where: dict[str, str]) -> None:
+        """A judge's or backend's setting given to a run that uses another one was meant for something: refuse
+        it by name rather than ignore it. Stage settings always count: they are part of the run folder's
+        identity even when one stage runs alone."""
+        d = catalogue()
+        chosen = {"judge": self.judge, "backend": self.backend}
+        for name in sorted(self.given):
+            s = d.settings[name]
+            users = d.users[name]
+            for kind in ("judge", "backend"):
+                mine = [n for k, n in users if k == kind]
+                if mine and not [k for k, _ in users if k != kind] and chosen[kind] not in mine:
+                    raise CaiError(f"{where.get(name, '')}{s.flag} is a setting of the {' / '.join(mine)} {kind}, "
+                                   f"but this run uses --{kind} {chosen[kind]}")
+            if s.meta["when"] is not None:
+                key, values = s.meta["when"]
+                if getattr(self, key) not in values and getattr(self, name) != s.default:
+                    raise CaiError(f"{where.get(name, '')}{s.flag} applies to --{key.replace('_', '-')} "
+                                   f"{' or '.join(values)}, but this run uses --{key.replace('_', '-')} "
+                                   f"{getattr(self, key)}")
 
-    def __post_init__(self):
-        self.validate()
+    def options(self, group: type[T]) -> T:
+        """The typed settings group `group` (a plug-in's own dataclass) with this run's values."""
+        return build(group, vars(self))  # type: ignore[no-any-return]
 
-    def validate(self, where: dict[str, str] | None = None) -> None:
-        where = where or {}
-
-        def bad(key, message):
-            raise CaiError(f"{where.get(key, '')}{_flag(key)}: {message}")
-
-        hints = typing.get_type_hints(RunConfig)
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name], bad)
-        for key, choices in (("stage", STAGES), ("pairs", PAIRS), ("judge", JUDGES)):
-            if getattr(self, key) not in choices:
-                bad(key, f"must be one of {', '.join(choices)}, got {getattr(self, key)!r}")
-        for key in ("rounds", "max_tokens", "chunk_size", "principles_per_pair", "cot_max_tokens", "max_model_len",
-                    "tensor_parallel_size", "data_parallel_size", "max_num_seqs", "concurrency", "max_attempts", "grm_samples"):
-            if getattr(self, key) < 1:
-                bad(key, f"must be at least 1, got {getattr(self, key)}")
-        if self.limit is not None and self.limit < 1:
-            bad("limit", f"must be at least 1, got {self.limit}")
-        if not 0 <= self.temperature <= 5 or not 0 <= self.pair_temperature <= 5:
-            bad("temperature", "must be between 0 and 5")
-        if not 0 < self.top_p <= 1:
-            bad("top_p", f"must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.cot_clamp <= 0.5:
-            bad("cot_clamp", f"must be in [0, 0.5], got {self.cot_clamp}")
-        if not 0 < self.gpu_memory_utilization <= 1:
-            bad("gpu_memory_utilization", f"must be in (0, 1], got {self.gpu_memory_utilization}")
-        if not self.kv_cache_gb > 0:
-            bad("kv_cache_gb", f"must be positive, got {self.kv_cache_gb}")
+    def in_play(self) -> list[type]:
+        """The settings groups that shape the rows: the core, every stage's, and the chosen judge's."""
+        return [g for g, owners in catalogue().groups.items()
+                if not owners or any(k == "stage" or (k == "judge" and n == self.judge) for k, n in owners)]
 
     def identity(self, constitution_sha: str, templates_sha: str) -> dict:
         """The settings that decide what a row contains. A run folder holds rows of one identity only:
         resuming with a different one would mix incompatible data, so it is refused."""
-        keep = ("model", "seed", "rounds", "max_tokens", "temperature", "top_p", "pairs", "pair_temperature",
-                "judge", "principles_per_pair", "cot_clamp", "cot_max_tokens", "grm_samples", "grm_meta",
-                "grm_meta_pm", "grm_seed_principles")
-        return {"constitution_sha256": constitution_sha, "templates_sha256": templates_sha,
-                **{k: getattr(self, k) for k in keep}}
+        out: dict[str, Any] = {"constitution_sha256": constitution_sha, "templates_sha256": templates_sha}
+        for group in self.in_play():
+            for s in declared(group, ""):
+                if s.meta["identity"]:
+                    value = getattr(self, s.name)
+                    out[s.name] = str(Path(value).resolve()) if s.meta["path"] and value else value
+        return out
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in catalogue().settings}
 
-
-def _flag(key: str) -> str:
-    return f"'{key}' (--{key.replace('_', '-')})"
-
-
-def _check_type(key, value, hint, bad):
-    allowed = typing.get_args(hint) or (hint,)
-    if value is None:
-        if type(None) not in allowed:
-            bad(key, "is required")
-        return
-    for t in allowed:
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return
-        if t in (str, bool) and type(value) is t:
-            return
-    names = " or ".join("nothing" if t is type(None) else t.__name__ for t in allowed)
-    bad(key, f"must be {names}, got {type(value).__name__} {value!r}")
+    def __repr__(self) -> str:
+        given = ", ".join(f"{k}={getattr(self, k)!r}" for k in sorted(self.given))
+        return f"RunConfig({given})"
 
 
-def load(path: str | Path | None = None, **overrides) -> RunConfig:
+def load(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     """A RunConfig from a YAML file (optional) with flag values on top. Flags given as None are unset."""
-    values, where = {}, {}
-    known = {f.name for f in fields(RunConfig)}
+    values: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    known = catalogue().settings
     if path is not None:
         path = Path(path)
         try:
@@ -169,8 +198,5 @@ def load(path: str | Path | None = None, **overrides) -> RunConfig:
             values[key] = value
             where.pop(key, None)
     config = RunConfig.__new__(RunConfig)
-    for f in fields(RunConfig):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        setattr(config, f.name, values.get(f.name, default))
-    config.validate(where)
+    config._set(values, where)
     return config

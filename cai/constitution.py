@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
@@ -12,7 +13,24 @@ import yaml
 from cai.errors import CaiError
 
 MAX_BYTES = 1 << 20  # a constitution is a page of text; anything bigger is a mistake (or an attack)
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Letters and digits of any script (höflichkeit, вежливость), then also '_', '-' and '.'.
+_ID = re.compile(r"^[^\W_][\w.-]*$")
+SHIPPED = Path(str(files("cai").joinpath("constitutions")))  # package data: found wherever cai is installed
+
+
+def shipped() -> list[str]:
+    """The names of the constitutions that ship with cai."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def resolve(spec: str | Path) -> Path:
+    """A constitution file: `spec` as a path if it exists (or looks like one), else a shipped name."""
+    path = Path(spec)
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        return path
+    if (SHIPPED / f"{spec}.yaml").is_file():
+        return SHIPPED / f"{spec}.yaml"
+    raise CaiError(f"{spec}: no such constitution file, and not a shipped one ({', '.join(shipped())})")
 
 
 @dataclass(frozen=True)
@@ -85,8 +103,9 @@ class _Refused(Exception):
 
 
 def load(path: str | Path) -> Constitution:
-    """Read and validate a constitution file; every problem raises CaiError naming file:line and key."""
-    path = Path(path)
+    """Read and validate a constitution file (or a shipped one by name); every problem raises CaiError naming
+    file:line and key."""
+    path = resolve(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -154,7 +173,8 @@ class _Builder:
         m = self.mapping(node, _PRINCIPLE, f"principles[{index}]")
         pid = self.text(m["id"], f"principles[{index}].id")
         if not _ID.match(pid):
-            self.fail(m["id"], f"principle id {pid!r}: use letters, digits, '_', '-' and '.' only")
+            self.fail(m["id"], f"principle id {pid!r}: use letters, digits (any script), '_', '-' and '.' only, "
+                              "starting with a letter or digit")
         where = f"principle {pid!r}"
         tags: tuple[str, ...] = ()
         if "tags" in m:

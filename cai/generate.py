@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
-from cai import backends, constitution as constitution_mod, inputs, sl
+from cai import backends, constitution as constitution_mod, inputs, stages
 from cai.config import RunConfig
 from cai.errors import CaiError
+from cai.inputs import Prompt
 from cai.prompts import Templates
+from cai.run import RunContext
+from cai.stages import Stage
 from cai.store import RunStore
 
 
@@ -25,23 +29,29 @@ class Summary:
     truncated: int = 0
     seconds: float = 0.0
     engine_seconds: float = 0.0
-    prefs: dict = field(default_factory=dict)  # label statistics of the preference split
+    stats: dict = field(default_factory=dict)  # stage -> its statistics of its split (Stage.stats)
+    lines: list = field(default_factory=list)  # what the stages say of their splits, for the printed summary
 
     @property
     def tokens_per_second(self) -> float:
         return self.output_tokens / self.engine_seconds if self.engine_seconds else 0.0
 
 
-def stages(config: RunConfig):
-    """(stage, split, run function, schema) in the order they run."""
-    from cai import rl
+@dataclass(frozen=True)
+class Plan:
+    ctx: RunContext
+    stages: list[Stage]  # in run order
+    prompts: list[Prompt]
+    duplicates: int
 
-    table = {"sl": ("sft", sl.run, sl.SFT_SCHEMA), "rl": ("prefs", rl.run, rl.PREFS_SCHEMA)}
-    names = ["sl", "rl"] if config.stage == "all" else [config.stage]
-    return [(n, *table[n]) for n in names]
+
+def selected(config: RunConfig, every: bool = False) -> list[Stage]:
+    """The stages `config` runs (or, with `every`, all installed ones), in the order their inputs need."""
+    chosen = stages.names() if every or config.stage == "all" else [config.stage]
+    return [stages.get(name)(config) for name in stages.ordered(chosen)]
 
 
-def prepare(config: RunConfig):
+def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Plan:
     """Everything that can be wrong with the input is found here, before the engine starts."""
     if not config.prompts:
         raise CaiError("--prompts is required")
@@ -49,102 +59,84 @@ def prepare(config: RunConfig):
         raise CaiError("--out is required")
     const = constitution_mod.load(config.constitution)
     templates = Templates(config.templates)
-    templates.check()
+    run = selected(config)
+    # The identity covers every stage's templates, not only this invocation's: running the stages one at a
+    # time into one folder must give that folder one identity.
+    templates.check(spec for stage in run for spec in stage.template_specs())
     prompts, duplicates = inputs.load(config.prompts, config.prompt_column, config.limit)
-    if config.stage in ("rl", "all"):
-        from cai import rl
+    ctx = RunContext(config, const, templates, RunStore(config.out), log=log)
+    for stage in run:
+        stage.check(ctx)
+    return Plan(ctx, run, prompts, duplicates)
 
-        rl.check(config, const)
-    return const, templates, prompts, duplicates
 
-
-def generate(config: RunConfig, backend: backends.Backend | None = None, log=print) -> Summary:
+def generate(config: RunConfig, backend: backends.Backend | None = None, log: Callable[[str], None] = print) -> Summary:
     """Run `config`. Pass `backend` to reuse an engine across calls (it is then not closed here)."""
     started = time.monotonic()
-    const, templates, prompts, duplicates = prepare(config)
-    backend_cls = backends.get(config.backend) if backend is None else None
-    store = RunStore(config.out)
-    identity = config.identity(const.sha256, templates.sha256())
+    plan = prepare(config, log)
+    ctx, store = plan.ctx, plan.ctx.store
+    every = selected(config, every=True)  # the identity and the counts cover all stages
+    specs = [spec for stage in every for spec in stage.template_specs()]
+    identity = config.identity(ctx.constitution.sha256, ctx.templates.sha256(specs))
     store.check(identity, force=config.force)
-    summary = Summary(out=str(store.root), prompts=len(prompts), duplicates=duplicates)
-    plan = [(name, split, fn, schema, [p for p in prompts if p.id not in store.done_ids(split)])
-            for name, split, fn, schema in stages(config)]
-    if not any(todo for *_, todo in plan):
+    backend_cls = backends.get(config.backend) if backend is None else None
+    summary = Summary(out=str(store.root), prompts=len(plan.prompts), duplicates=plan.duplicates)
+    todo = {stage.name: [p for p in plan.prompts if p.id not in store.done_ids(stage.split)] for stage in plan.stages}
+    if not any(todo.values()):
         log("nothing to do: every prompt is already in the run")
-        _summarise(store, summary)
+        _summarise(store, every, summary)
         summary.seconds = time.monotonic() - started
         return summary
-    own = backend is None
+    own = backend is None and any(todo[s.name] and s.needs_engine() for s in plan.stages)
     if own:
+        assert backend_cls is not None
         log(f"starting the {config.backend} engine with {config.model} ...")
         backend = backend_cls.from_config(config)  # before the folder is claimed: a failed start writes nothing
+    ctx = replace(ctx, backend=backend)
     try:
-        store.open(identity, config.to_dict(), force=config.force)
-        for name, split, fn, schema, todo in plan:
-            _run_stage(store, summary, backend, name, split, fn, schema, todo, const, templates, config, log)
+        store.open(identity, config.to_dict(), splits={s.name: s.split for s in every}, force=config.force)
+        c = ctx.constitution
+        store.record_source(config.model, config.seed, {"name": c.name, "path": c.path, "sha256": c.sha256})
+        for stage in plan.stages:
+            _run_stage(ctx, stage, todo[stage.name], summary)
     finally:
-        if own:
+        if own and backend is not None:
             backend.close()
         if store.manifest() is not None:
-            _finish(store, config, const)
-            _summarise(store, summary)
+            _summarise(store, every, summary)
         summary.seconds = time.monotonic() - started
         store.close()
     return summary
 
 
-def _run_stage(store, summary, backend, name, split, fn, schema, todo, const, templates, config, log):
+def _run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summary) -> None:
     if not todo:
         return
-    log(f"{name}: {len(todo)} prompts to do in {-(-len(todo) // config.chunk_size)} chunk(s)")
-    for start in range(0, len(todo), config.chunk_size):
-        chunk = todo[start:start + config.chunk_size]
+    size = ctx.config.chunk_size
+    ctx.log(f"{stage.name}: {len(todo)} prompts to do in {-(-len(todo) // size)} chunk(s)")
+    schema = stage.schema()
+    for start in range(0, len(todo), size):
+        chunk = todo[start:start + size]
         t0 = time.monotonic()
-        if name == "rl":
-            result = fn(backend, chunk, const, templates, config, store=store)
-        else:
-            result = fn(backend, chunk, const, templates, config)
+        result = stage.run(ctx, chunk)
         elapsed = time.monotonic() - t0
-        # The shard first, then the skip list: a kill between the two leaves the skipped ids undone,
-        # so the next run retries them; never the other way round.
-        store.write_shard(split, result.rows, schema)
-        store.record_skips(name, result.skips, {p.id for p in chunk})
-        summary.new_rows[split] = summary.new_rows.get(split, 0) + len(result.rows)
+        ctx.store.write_chunk(stage.name, stage.split, result.rows, schema, result.skips, {p.id for p in chunk},
+                              (result.prompt_tokens, result.output_tokens), elapsed)
+        summary.new_rows[stage.split] = summary.new_rows.get(stage.split, 0) + len(result.rows)
         summary.prompt_tokens += result.prompt_tokens
         summary.output_tokens += result.output_tokens
         summary.truncated += result.truncated
         summary.engine_seconds += elapsed
-        manifest = store.manifest()
-        totals = manifest["totals"]
-        totals["prompt_tokens"] += result.prompt_tokens
-        totals["output_tokens"] += result.output_tokens
-        totals["seconds"] = round(totals["seconds"] + elapsed, 3)
-        store.write_manifest(_counts(store, manifest))
 
 
-def _counts(store: RunStore, manifest: dict) -> dict:
-    skipped = store.skipped()
-    manifest["counts"] = {
-        "sft": store.count("sft"),
-        "prefs": store.count("prefs"),
-        "skipped": {stage: sum(s["stage"] == stage for s in skipped) for stage in ("sl", "rl")},
-    }
-    return manifest
-
-
-def _finish(store: RunStore, config: RunConfig, const) -> None:
+def _summarise(store: RunStore, every: list[Stage], summary: Summary) -> None:
+    """Row and skip counts come from the manifest's running counts, which start from the data on disk."""
     manifest = store.manifest() or {}
-    manifest.update(model=config.model, seed=config.seed, constitution={"name": const.name, "path": const.path,
-                                                                         "sha256": const.sha256})
-    store.write_manifest(_counts(store, manifest))
-
-
-def _summarise(store: RunStore, summary: Summary) -> None:
-    """Row and skip counts come from the data on disk, not from what this invocation believes it did."""
-    skipped = store.skipped()
-    summary.rows = {"sft": store.count("sft"), "prefs": store.count("prefs")}
-    summary.skipped = {stage: sum(s["stage"] == stage for s in skipped) for stage in ("sl", "rl")}
-    if summary.rows["prefs"]:
-        from cai import rl
-
-        summary.prefs = rl.label_stats(store.read("prefs"))
+    counts = manifest.get("counts") or {}
+    summary.rows = {s.split: counts.get(s.split, store.count(s.split)) for s in every}
+    summary.skipped = dict(counts.get("skipped") or {})
+    for stage in every:
+        frame = store.scan(stage.split) if summary.rows.get(stage.split) else None
+        if frame is not None:
+            summary.stats[stage.name] = s = stage.stats(frame)
+            summary.lines += stage.summary_lines(s)

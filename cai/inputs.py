@@ -17,10 +17,6 @@ class Prompt:
     id: str
     messages: tuple[dict, ...]  # OpenAI-style {"role", "content"}, ending with the user turn
 
-    @property
-    def text(self) -> str:
-        return self.messages[-1]["content"]
-
 
 def prompt_id(messages) -> str:
     """A stable id: the hash of the canonical JSON of the messages, so the same prompt always maps to
@@ -104,9 +100,9 @@ def _dataset(source: str):
     import datasets
 
     try:
-        if Path(source).is_dir() and (Path(source) / "dataset_info.json").exists():
-            ds = datasets.load_from_disk(source)
-        elif Path(source).is_dir() and (Path(source) / "state.json").exists():
+        folder = Path(source)
+        if folder.is_dir() and any((folder / f).exists() for f in ("dataset_info.json", "state.json",
+                                                                    "dataset_dict.json")):
             ds = datasets.load_from_disk(source)
         else:
             ds = datasets.load_dataset(source, split="train")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import jinja2
@@ -10,26 +13,22 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from cai.errors import CaiError
 
-SHIPPED = Path(__file__).resolve().parent.parent / "templates"
+SHIPPED = Path(str(files("cai").joinpath("templates")))  # package data: found wherever cai is installed
 
-# Every template a run may render, with sample values used to check it before the engine starts, so
-# that a typo in a user's template fails in a second, not after the model has loaded.
-_SAMPLE_PRINCIPLE = {"id": "p", "critique": "c", "revision": "r", "compare": "q"}
-_CONVERSATION = [{"role": "user", "content": "u"}]
-TEMPLATES = {
-    "critique.j2": {"principle": _SAMPLE_PRINCIPLE, "round": 1},
-    "revision.j2": {"principle": _SAMPLE_PRINCIPLE, "round": 1},
-    "compare.j2": {"conversation": _CONVERSATION, "principle": _SAMPLE_PRINCIPLE, "response_a": "a", "response_b": "b"},
-    "compare_answer.j2": {},
-    "compare_cot.j2": {"conversation": _CONVERSATION, "principle": _SAMPLE_PRINCIPLE, "response_a": "a", "response_b": "b"},
-    "compare_cot_reasoning.j2": {},
-    "compare_cot_answer.j2": {"reasoning": "r"},
-    "grm.j2": {"conversation": _CONVERSATION, "principles": ["p"], "response_1": "a", "response_2": "b"},
-    "grm_reasoning.j2": {},
-    "grm_scores.j2": {"reasoning": "r"},
-    "grm_meta.j2": {"judgement": "j"},
-    "grm_meta_prefix.j2": {},
-}
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """A template a stage or judge renders, with sample values to render it once before the engine starts
+    (so a typo in a user's template fails in a second, not after the model has loaded), and the text its
+    output must end with where the next token is read (an answer prefix such as `The answer is: (`)."""
+
+    name: str
+    sample: dict = field(default_factory=dict)
+    ends_with: str | None = None
+
+
+SAMPLE_PRINCIPLE = {"id": "p", "critique": "c", "revision": "r", "compare": "q"}
+SAMPLE_CONVERSATION = [{"role": "user", "content": "u"}]
 
 
 class Templates:
@@ -43,12 +42,11 @@ class Templates:
 
     def __init__(self, folder: str | Path | None = None):
         dirs = [str(SHIPPED)]
-        if folder is not None:
-            folder = Path(folder)
-            if not folder.is_dir():
-                raise CaiError(f"--templates {folder}: not a folder")
-            dirs.insert(0, str(folder))
-        self.folder = folder
+        self.folder = Path(folder) if folder is not None else None
+        if self.folder is not None:
+            if not self.folder.is_dir():
+                raise CaiError(f"--templates {self.folder}: not a folder")
+            dirs.insert(0, str(self.folder))
         self.env = ImmutableSandboxedEnvironment(
             loader=jinja2.FileSystemLoader(dirs),
             undefined=jinja2.StrictUndefined,
@@ -57,7 +55,7 @@ class Templates:
             lstrip_blocks=True,
         )
 
-    def render(self, name: str, **values) -> str:
+    def render(self, name: str, **values: object) -> str:
         try:
             template = self.env.get_template(name)
             return template.render(**values).strip()
@@ -71,22 +69,29 @@ class Templates:
             raise CaiError(f"{self.path(name)}: refused by the template sandbox: {e}") from None
 
     def path(self, name: str) -> Path:
-        if self.folder is not None and (Path(self.folder) / name).is_file():
-            return Path(self.folder) / name
+        if self.folder is not None and (self.folder / name).is_file():
+            return self.folder / name
         return SHIPPED / name
 
-    def check(self, names=None) -> None:
-        """Render each template once with sample values; raises CaiError on the first problem."""
-        for name in names or TEMPLATES:
-            text = self.render(name, **TEMPLATES[name])
-            if name.endswith("_answer.j2") and not text.endswith("("):
-                raise CaiError(f"{self.path(name)}: must end with '(' so the next token is the option letter")
-            if name == "grm_scores.j2" and not text.endswith("[["):
-                raise CaiError(f"{self.path(name)}: must end with '[[' so the scores follow in a fixed format")
+    def check(self, specs: Iterable[TemplateSpec] | None = None) -> None:
+        """Render each template (default: every installed stage's and judge's) once with its sample values;
+        raises CaiError on the first problem."""
+        for spec in every_spec() if specs is None else specs:
+            text = self.render(spec.name, **spec.sample)
+            if spec.ends_with and not text.endswith(spec.ends_with):
+                raise CaiError(f"{self.path(spec.name)}: must end with {spec.ends_with!r} so the answer that is "
+                               "read next follows it directly")
 
-    def sha256(self) -> str:
-        """One hash over the effective text of every template, recorded in the run manifest."""
+    def sha256(self, specs: Iterable[TemplateSpec] | None = None) -> str:
+        """One hash over the effective text of the given templates (default: all), for the run identity."""
         h = hashlib.sha256()
-        for name in sorted(TEMPLATES):
+        for name in sorted({s.name for s in (every_spec() if specs is None else specs)}):
             h.update(name.encode() + b"\0" + self.path(name).read_bytes() + b"\0")
         return h.hexdigest()
+
+
+def every_spec() -> list[TemplateSpec]:
+    """The templates of every installed stage and judge."""
+    from cai import plugins
+
+    return [spec for kind in ("stage", "judge") for cls in plugins.every(kind).values() for spec in cls.templates]

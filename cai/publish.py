@@ -6,14 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from cai.errors import CaiError
+from cai.retries import transient
 from cai.sampling import stable_unit
 from cai.store import RunStore
-
-SPLITS = {"sft": "sl", "prefs": "rl"}
 
 
 def _is_test(prompt_id: str, seed: int, fraction: float) -> bool:
@@ -24,37 +20,40 @@ def _is_test(prompt_id: str, seed: int, fraction: float) -> bool:
 def build(run: str, folder: str, repo: str = "OWNER/NAME", test_fraction: float = 0.05, seed: int = 0,
           license: str | None = None) -> dict:
     """Write the Hub folder for `run` into `folder`; returns what was written."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from cai import constitution as constitution_mod, stats
+
     store = RunStore(run)
-    manifest = store.manifest()
-    if manifest is None:
-        raise CaiError(f"{run}: not a cai run (no manifest.json)")
+    manifest = store.require()
     if not 0 <= test_fraction < 1:
         raise CaiError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     out = Path(folder)
     if out.exists() and any(out.iterdir()):
         raise CaiError(f"--dry-run {out}: folder exists and is not empty")
+    run_stages = stats.run_stages(store)
     counts = {}
-    for split in SPLITS:
-        shards = store.shards(split)
-        if not shards:
+    for stage in run_stages:
+        table = store.table(stage.split)
+        if table is None:
             continue
-        table = pa.concat_tables([pq.read_table(s) for s in shards])
         test_mask = pa.array([_is_test(i, seed, test_fraction) for i in table.column("id").to_pylist()])
-        for name, mask in (("train", pa.compute.invert(test_mask)), ("test", test_mask)):
+        for name, mask in (("train", pc.invert(test_mask)), ("test", test_mask)):
             part = table.filter(mask)
-            (out / split).mkdir(parents=True, exist_ok=True)
-            pq.write_table(part, out / split / f"{name}-00000-of-00001.parquet")
-            counts[f"{split}/{name}"] = part.num_rows
+            (out / stage.split).mkdir(parents=True, exist_ok=True)
+            pq.write_table(part, out / stage.split / f"{name}-00000-of-00001.parquet")
+            counts[f"{stage.split}/{name}"] = part.num_rows
     if not counts:
         raise CaiError(f"{run}: the run has no rows yet")
-    const_path = Path(manifest["constitution"]["path"])
-    if const_path.is_file():
+    const_path = store.constitution_path()
+    const = None
+    if const_path is not None and const_path.is_file():
         shutil.copy(const_path, out / f"constitution-{const_path.name}")
-    from cai import constitution as constitution_mod, stats
-
-    const = constitution_mod.load(const_path) if const_path.is_file() else None
+        const = constitution_mod.load(const_path)
     summary = stats.compute(run)
-    (out / "README.md").write_text(card(repo, manifest, const, counts, summary, license))
+    (out / "README.md").write_text(card(repo, manifest, const, counts, summary, license, run_stages))
     return {"folder": str(out), "counts": counts}
 
 
@@ -65,11 +64,11 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def card(repo, manifest, const, counts, summary, license) -> str:
+def card(repo, manifest, const, counts, summary, license, run_stages) -> str:
     import yaml
 
     configs = []
-    for split in SPLITS:
+    for split in (stage.split for stage in run_stages):
         if f"{split}/train" in counts:
             configs.append({"config_name": split, "data_files": [
                 {"split": name, "path": f"{split}/{name}-*.parquet"} for name in ("train", "test")
@@ -78,7 +77,8 @@ def card(repo, manifest, const, counts, summary, license) -> str:
     header = {
         "configs": configs,
         "license": license or (const.license if const and const.license else "cc-by-4.0"),
-        "task_categories": ["text-generation"] + (["text-classification"] if "prefs/train" in counts else []),
+        "task_categories": list(dict.fromkeys(t for stage in run_stages if f"{stage.split}/train" in counts
+                                              for t in stage.task_categories)),
         "language": ["en"],
         "size_categories": [_size_category(total)],
         "tags": ["constitutional-ai", "rlaif", "synthetic", "cai"],
@@ -89,31 +89,23 @@ def card(repo, manifest, const, counts, summary, license) -> str:
     lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
              f"# {repo}", "",
              "Synthetic alignment data generated with [cai](https://pypi.org/project/cai/) from a written "
-             "constitution, following Constitutional AI (Bai et al. 2022):", "",
-             "- **`sft`**: each prompt was answered by the model, then critiqued and revised under a principle "
-             f"sampled per round ({cfg.get('rounds')} round(s)). `completion` is the final revision; "
-             "`revisions` holds the whole trace.",
-             "- **`prefs`**: the model compared two answers as a multiple-choice question under sampled principles; "
-             "`p_chosen` is the soft label read from the log-probabilities of (A) and (B), averaged over both "
-             "orders and the principles (`votes`).", "",
-             "## Rows", "", "| config | split | rows |", "| --- | --- | --- |"]
+             "constitution, following Constitutional AI (Bai et al. 2022):", ""]
+    written = [stage for stage in run_stages if stage.name in summary["sections"]]
+    for stage in written:
+        lines += stage.card_lines(summary)
+    lines += ["", "## Rows", "", "| config | split | rows |", "| --- | --- | --- |"]
     lines += [f"| {k.split('/')[0]} | {k.split('/')[1]} | {v} |" for k, v in counts.items()]
     lines += ["", "## Generation", "",
               f"- model: `{manifest.get('model')}`, seed {manifest.get('seed')}",
               f"- constitution: `{c.get('name')}` (sha256 `{str(c.get('sha256'))[:16]}`)",
               f"- sampling: temperature {cfg.get('temperature')}, top_p {cfg.get('top_p')}, "
-              f"max_tokens {cfg.get('max_tokens')}",
-              f"- preference pairs: `{cfg.get('pairs')}` candidates, `{cfg.get('judge')}` judge, "
-              f"{cfg.get('principles_per_pair')} principle(s) per pair, both orders"]
+              f"max_tokens {cfg.get('max_tokens')}"]
     if const:
         lines += ["", "## Constitution", "", "| id | critique request | comparison question |", "| --- | --- | --- |"]
         lines += [f"| {p.id} | {_cell(p.critique)} | {_cell(p.compare or '')} |" for p in const.principles]
-    if "p_chosen" in summary:
-        lines += ["", "## Label statistics", "",
-                  f"- mean p_chosen {summary['p_chosen']['mean']:.3f}, median {summary['p_chosen']['median']:.3f}",
-                  "- position-consistent votes: " + ("n/a" if summary["position_consistent"] is None
-                                                     else f"{100 * summary['position_consistent']:.1f}%"),
-                  f"- ties: {summary['ties']}, failed chain-of-thought votes: {summary['failed_votes']}"]
+    statistics = [line for stage in written for line in stage.card_stats(summary)]
+    if statistics:
+        lines += ["", "## Label statistics", "", *statistics]
     lines += ["", "## Use", "", "```python", "from datasets import load_dataset", "",
               f'sft = load_dataset("{repo}", "sft")      # TRL SFTTrainer reads prompt/completion as is',
               f'prefs = load_dataset("{repo}", "prefs")  # TRL RewardTrainer / DPOTrainer read prompt/chosen/rejected',
@@ -129,18 +121,6 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _transient(e: BaseException) -> bool:
-    """Retry only what a retry can fix: connection problems, timeouts, 429 and 5xx."""
-    import httpx
-    import requests
-
-    if isinstance(e, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout,
-                      httpx.TransportError)):
-        return True
-    status = getattr(getattr(e, "response", None), "status_code", None)
-    return status is not None and (status == 429 or status >= 500)
-
-
 def upload(folder: str, repo: str, private: bool = False, attempts: int = 5, max_wait: float = 30.0) -> str:
     """Create the dataset repo (if needed) and upload `folder`, retrying transient failures with
     exponential backoff and jitter; gives up after `attempts` tries."""
@@ -152,7 +132,7 @@ def upload(folder: str, repo: str, private: bool = False, attempts: int = 5, max
         raise CaiError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run DIR)")
     api = HfApi(token=token)
 
-    @retry(retry=retry_if_exception(_transient), stop=stop_after_attempt(attempts),
+    @retry(retry=retry_if_exception(transient), stop=stop_after_attempt(attempts),
            wait=wait_random_exponential(multiplier=0.5, max=max_wait), reraise=True)
     def push():
         api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)

@@ -1,4 +1,8 @@
-"""The run folder: append-only parquet shards per split, skipped.jsonl, manifest.json, and resume."""
+"""The run folder: append-only parquet shards per split, skipped.jsonl, manifest.json, and resume.
+
+This module is the only code that knows the folder's layout: shard names, the skip log's lines and the
+manifest's keys. Everything else (stages, stats, publish, the trainer) reads a run through RunStore.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from cai.errors import CaiError
 
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+
 MANIFEST = "manifest.json"
 SKIPPED = "skipped.jsonl"
+LOCK = ".lock"
 _SHARD = re.compile(r"^part-(\d{5})\.parquet$")
-_OURS = {MANIFEST, SKIPPED, "sft", "prefs", ".lock"}
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -48,11 +55,22 @@ def _fsync_dir(folder: Path) -> None:
 
 class RunStore:
     """One run folder. Every finished chunk becomes one shard, written atomically; the ids in the shards
-    are the truth about what is done, so a rerun skips exactly those and loses nothing."""
+    are the truth about what is done, so a rerun skips exactly those and loses nothing.
+
+    Running counts (rows per split, skipped prompts per stage) live in the manifest and are kept up to date
+    chunk by chunk; skipped.jsonl is a log that is only appended to while a run writes (a retried prompt
+    gets a `resolved` line), and compacted once when the run closes.
+    """
 
     def __init__(self, out: str | Path):
         self.root = Path(out)
-        self._lock = None
+        self._lock: Any = None
+        self._manifest: dict | None = None
+        self._skips: dict[tuple[str, str], str] = {}  # (stage, id) -> reason, while open
+
+    @staticmethod
+    def is_run(path: str | Path) -> bool:
+        return (Path(path) / MANIFEST).is_file()
 
     # -- opening ------------------------------------------------------------------------------------
     def check(self, identity: dict, *, force: bool = False) -> dict | None:
@@ -62,7 +80,7 @@ class RunStore:
         if previous is None and self.root.exists():
             if not self.root.is_dir():
                 raise CaiError(f"--out {self.root}: exists and is not a folder")
-            foreign = sorted(p.name for p in self.root.iterdir() if p.name not in _OURS and not p.name.startswith("."))
+            foreign = sorted(p.name for p in self.root.iterdir() if not self._ours(p) and not p.name.startswith("."))
             if foreign and not force:
                 raise CaiError(f"--out {self.root}: folder is not empty and is not a cai run "
                                f"(has {', '.join(foreign[:3])}); choose another folder or pass --force")
@@ -75,40 +93,79 @@ class RunStore:
                                f"{identity.get(k)!r}); mixing them would corrupt the data. Use a new --out folder")
         return previous
 
-    def open(self, identity: dict, config: dict, *, force: bool = False) -> dict | None:
-        """Claim the folder for a run of `identity` (checked again), lock it, write the manifest."""
+    @staticmethod
+    def _ours(p: Path) -> bool:
+        """Files a run writes, and split folders (nothing but shards)."""
+        if p.name in (MANIFEST, SKIPPED, LOCK):
+            return True
+        return p.is_dir() and all(_SHARD.match(c.name) or c.name.startswith(".") for c in p.iterdir())
+
+    def open(self, identity: dict, config: dict, *, splits: dict[str, str], force: bool = False) -> dict | None:
+        """Claim the folder for a run of `identity` (checked again), lock it, write the manifest with counts
+        taken from the data on disk. `splits` maps each stage name to the split it writes."""
         previous = self.check(identity, force=force)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.root / ".lock", "w")
+        self._lock = open(self.root / LOCK, "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise CaiError(f"--out {self.root}: another cai generate is writing to this folder") from None
         for stale in self.root.glob("**/.*.tmp"):  # leftovers of a write that was killed before its rename
             stale.unlink(missing_ok=True)
+        self._skips = self._replay()
         manifest = dict(previous or {}, identity=identity, config=config)
         manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         manifest.setdefault("totals", {"prompt_tokens": 0, "output_tokens": 0, "seconds": 0.0})
+        counts: dict[str, Any] = {split: self.count(split) for split in splits.values()}
+        counts["skipped"] = {stage: sum(st == stage for st, _ in self._skips) for stage in splits}
+        manifest["counts"] = counts
+        self._manifest = manifest
         self.write_manifest(manifest)
         return previous
 
-    def close(self):
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+    def close(self) -> None:
+        if self._lock is None:
+            return
+        self._compact()
+        self._lock.close()
+        self._lock = None
 
     # -- manifest -----------------------------------------------------------------------------------
     def manifest(self) -> dict | None:
+        if self._manifest is not None:
+            return self._manifest
         path = self.root / MANIFEST
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            manifest: dict = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CaiError(f"{path}: unreadable run manifest ({e}); it was not written by cai") from None
+        return manifest
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_write(self.root / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+    def require(self) -> dict:
+        """The manifest of a finished or running run, or one line saying this is not a run."""
+        manifest = self.manifest()
+        if manifest is None:
+            raise CaiError(f"{self.root}: not a cai run (no {MANIFEST})")
+        return manifest
+
+    def settings(self) -> dict:
+        """The run's settings as they were given to the last invocation."""
+        return dict(self.require().get("config", {}))
+
+    def constitution_path(self) -> Path | None:
+        path = self.require().get("constitution", {}).get("path")
+        return Path(path) if path else None
+
+    def record_source(self, model: str, seed: int, constitution: dict) -> None:
+        """What made the rows: the model, the seed and the constitution (name, path, sha256)."""
+        assert self._manifest is not None, "open() first"
+        self._manifest.update(model=model, seed=seed, constitution=constitution)
+        self.write_manifest(self._manifest)
 
     # -- shards -------------------------------------------------------------------------------------
     def shards(self, split: str) -> list[Path]:
@@ -118,37 +175,121 @@ class RunStore:
         return sorted(p for p in folder.iterdir() if _SHARD.match(p.name))
 
     def done_ids(self, split: str) -> set[str]:
+        import pyarrow.parquet as pq
+
         done: set[str] = set()
         for shard in self.shards(split):
             done.update(pq.read_table(shard, columns=["id"]).column("id").to_pylist())
         return done
 
     def count(self, split: str) -> int:
+        import pyarrow.parquet as pq
+
         return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards(split))
 
-    def write_shard(self, split: str, rows: list[dict], schema: pa.Schema) -> Path | None:
+    def splits(self) -> list[str]:
+        """The splits that hold rows."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.shards(p.name))
+
+    def read(self, split: str, columns: list[str] | None = None) -> list[dict]:
+        import pyarrow.parquet as pq
+
+        return [row for s in self.shards(split) for row in pq.read_table(s, columns=columns).to_pylist()]
+
+    def table(self, split: str) -> pa.Table | None:
+        """The whole split as one arrow table (None if it has no rows)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        shards = self.shards(split)
+        return pa.concat_tables([pq.read_table(s) for s in shards]) if shards else None
+
+    def scan(self, split: str) -> pl.LazyFrame | None:
+        """A lazy polars scan of the split: a run of millions of rows is read column by column."""
+        import polars as pl
+
+        shards = self.shards(split)
+        return pl.scan_parquet([str(s) for s in shards]) if shards else None
+
+    def write_chunk(self, stage: str, split: str, rows: list[dict], schema: pa.Schema, skips: list,
+                    chunk_ids: set[str], tokens: tuple[int, int], seconds: float) -> None:
+        """Record one finished chunk: rows, skips and counts, in an order a kill at any moment cannot break.
+
+        1. `resolved` lines for the chunk's ids that were on record as skipped: they are now either done or
+           skipped anew. (Killed here: those ids are neither done nor skipped, so the next run retries them.)
+        2. the shard, atomically. 3. the chunk's new skips. (Killed between 2 and 3: the new skips are not on
+           record, so the next run retries them.) 4. the manifest's running counts.
+        """
+        assert self._manifest is not None, "open() first"
+        retried = [i for i in sorted(chunk_ids) if (stage, i) in self._skips]
+        self._append([{"id": i, "stage": stage, "resolved": True} for i in retried])
+        for i in retried:
+            del self._skips[(stage, i)]
+        self._write_shard(split, rows, schema)
+        self._append([{"id": s.id, "stage": stage, "reason": s.reason} for s in skips])
+        self._skips.update({(stage, s.id): s.reason for s in skips})
+        m = self._manifest
+        m["counts"][split] = m["counts"].get(split, 0) + len(rows)
+        m["counts"]["skipped"][stage] = sum(st == stage for st, _ in self._skips)
+        totals = m["totals"]
+        totals["prompt_tokens"] += tokens[0]
+        totals["output_tokens"] += tokens[1]
+        totals["seconds"] = round(totals["seconds"] + seconds, 3)
+        self.write_manifest(m)
+
+    def _write_shard(self, split: str, rows: list[dict], schema: pa.Schema) -> Path | None:
         if not rows:
             return None
-        existing = [int(_SHARD.match(p.name).group(1)) for p in self.shards(split)]
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        existing = [int(m.group(1)) for p in self.shards(split) if (m := _SHARD.match(p.name))]
         path = self.root / split / f"part-{max(existing, default=-1) + 1:05d}.parquet"
         sink = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
         atomic_write(path, sink.getvalue().to_pybytes())
         return path
 
-    def read(self, split: str) -> list[dict]:
-        return [row for s in self.shards(split) for row in pq.read_table(s).to_pylist()]
-
     # -- skipped ------------------------------------------------------------------------------------
     def skipped(self) -> list[dict]:
+        """Every prompt on record as skipped: {"id", "stage", "reason"}, in the order they were recorded."""
+        return [{"id": i, "stage": stage, "reason": reason} for (stage, i), reason in self._replay().items()]
+
+    def _replay(self) -> dict[tuple[str, str], str]:
+        """The skip log, replayed: the latest line per (stage, id) wins and `resolved` lines remove. A last
+        line cut short by a kill mid-append is ignored (its chunk's ids are retried)."""
+        path = self.root / SKIPPED
+        live: dict[tuple[str, str], str] = {}
+        if not path.is_file():
+            return live
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            key = (entry["stage"], entry["id"])
+            live.pop(key, None)
+            if not entry.get("resolved"):
+                live[key] = entry["reason"]
+        return live
+
+    def _append(self, entries: list[dict]) -> None:
+        if not entries:
+            return
+        with open(self.root / SKIPPED, "ab") as f:
+            f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _compact(self) -> None:
+        """Rewrite the log as just the live skips (once per run, when it closes)."""
         path = self.root / SKIPPED
         if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def record_skips(self, stage: str, skips: list[dict], retried: set[str]) -> None:
-        """Rewrite skipped.jsonl: drop this stage's old entries for ids just retried (they are now either
-        done or skipped again), then add the new ones. A failure is always on record with its reason."""
-        kept = [s for s in self.skipped() if not (s["stage"] == stage and s["id"] in retried)]
-        kept += [{"id": s["id"], "stage": stage, "reason": s["reason"]} for s in skips]
-        atomic_write(self.root / SKIPPED, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in kept).encode())
+            return
+        live = self._replay()
+        lines = [json.dumps({"id": i, "stage": stage, "reason": reason}, ensure_ascii=False) + "\n"
+                 for (stage, i), reason in live.items()]
+        if len(lines) != len(path.read_text(encoding="utf-8").splitlines()):
+            atomic_write(path, "".join(lines).encode())

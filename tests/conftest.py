@@ -61,3 +61,17 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_text(text)
     return path
+
+
+def run_stage(name: str, config, backend, prompts, constitution=HARMLESS):
+    """One stage's `run` on one chunk, the way the generate loop calls it (after its checks)."""
+    from cai import stages
+    from cai.constitution import load
+    from cai.prompts import Templates
+    from cai.run import RunContext
+    from cai.store import RunStore
+
+    stage = stages.get(name)(config)
+    ctx = RunContext(config, load(constitution), Templates(config.templates), RunStore(config.out), backend=backend)
+    stage.check(ctx)
+    return stage.run(ctx, list(prompts))

@@ -4,13 +4,14 @@ import math
 
 import pytest
 
-from cai import backends, grm, rl
+from cai import backends
 from cai.config import RunConfig
 from cai.errors import CaiError
-from cai.constitution import load
 from cai.inputs import Prompt, prompt_id
-from cai.prompts import Templates
-from conftest import HARMLESS
+from cai.judges import grm
+from cai.judges.grm import GrmSample
+from cai.records import Failure
+from conftest import run_stage
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -18,16 +19,19 @@ from conftest import HARMLESS
     ("10, 10, ", None), ("0, 5]]", None), ("11, 2]]", None)])
 def test_parse_scores(text, expected):
     got = grm.parse_scores(text)
-    assert got == expected if expected else isinstance(got, str)
+    assert got == expected if expected else isinstance(got, Failure)
+
+
+def _sample(first, second, kept):
+    return GrmSample(0, True, "", first, second, None, kept)
 
 
 def test_vote_sums_the_kept_samples_scores():
-    samples = [{"score_x": 8, "score_y": 3, "kept": True}, {"score_x": 5, "score_y": 5, "kept": True},
-               {"score_x": 2, "score_y": 9, "kept": True}, {"score_x": 9, "score_y": 1, "kept": False}]
+    samples = [_sample(8, 3, True), _sample(5, 5, True), _sample(2, 9, True), _sample(9, 1, False)]
     # sums 15 vs 17 over the kept three: the second wins although the first won more samples
     assert grm.vote(samples) == (pytest.approx(15 / 32), 3)
-    assert grm.vote([{"score_x": 6, "score_y": 4, "kept": True}, {"score_x": 4, "score_y": 6, "kept": True}]) == (0.5, 2)
-    assert grm.vote([{"score_x": 6, "score_y": 4, "kept": False}]) == (0.5, 0)
+    assert grm.vote([_sample(6, 4, True), _sample(4, 6, True)]) == (0.5, 2)
+    assert grm.vote([_sample(6, 4, False)]) == (0.5, 0)
 
 
 def _reply(scores):
@@ -52,7 +56,7 @@ def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good"), meta_pm=None):
     config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file", judge="grm",
                        grm_samples=k, grm_meta=meta, grm_meta_pm=meta_pm)
     prompt = Prompt(prompt_id([{"role": "user", "content": "q1"}]), ({"role": "user", "content": "q1"},))
-    return rl.run(engine, [prompt], load(HARMLESS), Templates(), config)
+    return run_stage("rl", config, engine, [prompt])
 
 
 def test_scores_are_mapped_back_through_the_shuffle(tmp_path):
@@ -83,7 +87,7 @@ def test_unparseable_samples_are_recorded_and_excluded(tmp_path):
 
 def test_no_parseable_sample_skips_the_pair_with_reasons(tmp_path):
     result = _run(tmp_path, backends.get("scripted")(reply=_reply({})), k=3)
-    assert result.rows == [] and "no parseable GRM judgement" in result.skips[0]["reason"]
+    assert result.rows == [] and "no parseable GRM judgement" in result.skips[0].reason
 
 
 def test_meta_filter_keeps_the_top_half(tmp_path):
@@ -134,8 +138,9 @@ def test_meta_filter_by_a_trained_preference_model(tmp_path, tiny_backbone):
 def test_meta_pm_is_checked_before_the_engine_starts(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "q1", "responses": ["a", "b"]}\n')
-    for judge, message in (("grm", "not a trained preference model folder"), ("logprob", "is for --judge grm")):
-        config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file", judge=judge,
-                           grm_meta_pm=str(tmp_path))
+    for judge, message in (("grm", "not a trained preference model folder"),
+                           ("logprob", "--grm-meta-pm is a setting of the grm judge, but this run uses --judge logprob")):
         with pytest.raises(CaiError, match=message):
-            rl.check(config, load(HARMLESS))
+            config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file", judge=judge,
+                               grm_meta_pm=str(tmp_path))
+            run_stage("rl", config, None, [])

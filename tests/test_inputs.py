@@ -32,14 +32,14 @@ def test_jsonl_prompt_and_messages_forms(tmp_path):
 
 def test_text_parquet_and_dataset_folder(tmp_path):
     txt = write(tmp_path / "p.txt", "one\n\ntwo\n")
-    assert [p.text for p in load(str(txt))[0]] == ["one", "two"]
+    assert [p.messages[-1]['content'] for p in load(str(txt))[0]] == ["one", "two"]
     pq.write_table(pa.table({"question": ["a", "b"]}), tmp_path / "p.parquet")
-    assert [p.text for p in load(str(tmp_path / "p.parquet"), "question")[0]] == ["a", "b"]
+    assert [p.messages[-1]['content'] for p in load(str(tmp_path / "p.parquet"), "question")[0]] == ["a", "b"]
     import datasets
 
     datasets.Dataset.from_dict({"q": ["x", "y", "z"]}).save_to_disk(str(tmp_path / "ds"))
     prompts, _ = load(str(tmp_path / "ds"), "q", limit=2)
-    assert [p.text for p in prompts] == ["x", "y"]
+    assert [p.messages[-1]['content'] for p in prompts] == ["x", "y"]
 
 
 def test_ids_are_stable_across_files_and_order(tmp_path):

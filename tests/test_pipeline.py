@@ -110,7 +110,7 @@ def test_stage_all_writes_both_splits(tmp_path):
         assert 0.5 <= row["p_chosen"] <= 1
         assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
         assert len(row["votes"]) == 2 and row["judge"] == "logprob"
-    assert summary.prefs["pairs"] == 4
+    assert summary.stats["rl"]["pairs"] == 4
 
 
 def test_pairs_revision_compares_initial_and_final(tmp_path):

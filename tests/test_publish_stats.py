@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from cai import backends, publish, stats
+from cai import backends, stats
 from cai.config import RunConfig
 from cai.generate import generate
 from conftest import HARMLESS, RED_TEAM
@@ -31,7 +31,7 @@ def test_stats_numbers_match_the_data(run):
     assert sum(r["len"] for r in s["p_chosen_histogram"]) == 40
     assert sum(r["len"] for r in s["principles_per_round"]) == 80  # 40 prompts x 2 rounds
     votes = [v for r in prefs for v in r["votes"]]
-    from cai.rl import consistent as is_consistent
+    from cai.judges.pairwise import consistent as is_consistent
 
     consistent = sum(map(is_consistent, votes)) / len(votes)
     assert s["position_consistent"] == pytest.approx(consistent)
@@ -104,10 +104,12 @@ def test_upload_retries_are_bounded(run, tmp_path, cli):
 def test_transient_classification():
     import requests
 
+    from cai.retries import transient
+
     response = requests.Response()
     response.status_code = 404
-    assert not publish._transient(requests.HTTPError(response=response))
+    assert not transient(requests.HTTPError(response=response))
     response.status_code = 429
-    assert publish._transient(requests.HTTPError(response=response))
-    assert publish._transient(requests.ConnectionError())
-    assert not publish._transient(ValueError())
+    assert transient(requests.HTTPError(response=response))
+    assert transient(requests.ConnectionError())
+    assert not transient(ValueError())

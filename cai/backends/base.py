@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from cai.settings import setting
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,14 @@ def option_probability(logprobs: dict[str, float], first: str = "A", second: str
     return 1.0 / (1.0 + math.exp(logprobs[second] - logprobs[first]))
 
 
+@dataclass(frozen=True)
+class ContextOptions:
+    """The context limit, for backends that check it before sending a request."""
+
+    max_model_len: int = setting(4096, "Context length; longer requests are skipped, with the reason recorded.",
+                                 minimum=1)
+
+
 class Backend:
     """An engine. Subclasses implement `generate`; everything else has a working default.
 
@@ -54,14 +65,15 @@ class Backend:
     `seeds` (one per chat) make sampling reproducible whatever the batch it lands in.
     """
 
-    name = "backend"
+    settings: ClassVar[tuple[type, ...]] = ()  # its settings groups (cai.settings); the CLI makes flags of them
     model = ""
 
     @classmethod
-    def from_config(cls, config) -> "Backend":
+    def from_config(cls, config: Any) -> Backend:
         raise NotImplementedError
 
-    def generate(self, chats: list[list[dict]], sampling: Sampling, seeds: list[int] | None = None) -> list[list[Completion]]:
+    def generate(self, chats: list[list[dict]], sampling: Sampling,
+                 seeds: list[int] | None = None) -> list[list[Completion]]:
         raise NotImplementedError
 
     def close(self) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from cai.backends.base import Backend, Completion, Sampling, failed
 from cai.errors import CaiError
+from cai.retries import transient_status
+from cai.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +22,23 @@ class _Refused(Exception):
     """The server refused the request itself (4xx): retrying would not help."""
 
 
+@dataclass(frozen=True)
+class ServerOptions:
+    base_url: str | None = setting(None, "Server URL(s), comma-separated (e.g. http://127.0.0.1:8000).")
+    api_key: str | None = setting(None, "API key, if the server wants one.")
+    concurrency: int = setting(64, "Requests in flight across all servers.", minimum=1)
+    max_attempts: int = setting(6, "Tries per request on transient errors (connection, timeout, 429, 5xx).",
+                                minimum=1)
+    retry_seconds: float = setting(300.0, "Stop retrying a request after this many seconds.", above=0)
+
+
 class OpenAIBackend(Backend):
     """Spreads each round's requests over `base_urls` with at most `concurrency` in flight; results come
     back in input order. Transient failures are retried with exponential backoff and jitter, up to
     `attempts` tries or `retry_seconds`; a request that still fails comes back with its reason (the run
     records it in skipped.jsonl, and a rerun retries exactly those)."""
 
-    name = "openai"
+    settings = (ServerOptions,)
 
     def __init__(self, base_urls: list[str], model: str | None = None, *, api_key: str | None = None,
                  concurrency: int = 64, attempts: int = 6, retry_seconds: float = 300.0,
@@ -44,10 +57,11 @@ class OpenAIBackend(Backend):
         self._option_ids: dict[tuple[str, ...], dict[str, int] | None] = {}  # per option set
 
     @classmethod
-    def from_config(cls, config) -> "OpenAIBackend":
-        urls = [u.strip() for u in (config.base_url or "").split(",") if u.strip()]
-        return cls(urls, config.model, api_key=config.api_key, concurrency=config.concurrency,
-                   attempts=config.max_attempts, retry_seconds=config.retry_seconds)
+    def from_config(cls, config) -> OpenAIBackend:
+        o = config.options(ServerOptions)
+        urls = [u.strip() for u in (o.base_url or "").split(",") if u.strip()]
+        return cls(urls, config.model, api_key=o.api_key, concurrency=o.concurrency, attempts=o.max_attempts,
+                   retry_seconds=o.retry_seconds)
 
     def _served_model(self, wanted: str | None) -> str:
         """The served model name: `wanted` if the server lists it, else the server's only model."""
@@ -161,7 +175,7 @@ class OpenAIBackend(Backend):
             r = await client.post(f"{url}/v1/chat/completions", json=body)
         except (httpx.TransportError, httpx.TimeoutException) as e:
             raise _Transient(f"{url}: {type(e).__name__}") from None
-        if r.status_code == 429 or r.status_code >= 500:
+        if transient_status(r.status_code):
             raise _Transient(f"{url}: HTTP {r.status_code}")
         if r.status_code >= 400:
             try:

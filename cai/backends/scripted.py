@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 
-from cai.backends.base import Backend, Completion, Sampling, failed
+from cai.backends.base import Backend, Completion, ContextOptions, Sampling, failed
 
 
 def _digest(*parts) -> str:
@@ -40,7 +40,7 @@ def default_judge(chat, options) -> dict[str, float]:
 
 
 class ScriptedBackend(Backend):
-    name = "scripted"
+    settings = (ContextOptions,)
 
     def __init__(self, model="scripted", *, reply=default_reply, judge=default_judge, max_model_len=4096,
                  fail_on: str | None = None, delay: float = 0.0):
@@ -53,10 +53,10 @@ class ScriptedBackend(Backend):
         self.calls: list[tuple[int, Sampling]] = []  # (batch size, sampling) per call, for batching tests
 
     @classmethod
-    def from_config(cls, config) -> "ScriptedBackend":
+    def from_config(cls, config) -> ScriptedBackend:
         return cls(
             model=config.model,
-            max_model_len=config.max_model_len,
+            max_model_len=config.options(ContextOptions).max_model_len,
             fail_on=os.environ.get("CAI_SCRIPTED_FAIL_ON") or None,
             delay=float(os.environ.get("CAI_SCRIPTED_DELAY", "0")),
         )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
-from cai.backends.base import Backend, Completion, Sampling, failed
+from cai.backends.base import Backend, Completion, ContextOptions, Sampling, failed
 from cai.errors import CaiError
+from cai.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +19,20 @@ def on_gpu() -> bool:
     return not current_platform.is_cpu()
 
 
+@dataclass(frozen=True)
+class VLLMOptions:
+    dtype: str = setting("auto", "Engine dtype (auto: float32 on CPU, where common CPUs have no bf16 units).")
+    gpu_memory_utilization: float = setting(0.90, "GPU memory fraction for vLLM.", above=0, maximum=1)
+    kv_cache_gb: int = setting(4, "CPU only: KV cache size in GiB (vLLM's default share of RAM fails on busy "
+                                  "hosts).", above=0)
+    tensor_parallel_size: int = setting(1, "vLLM tensor parallelism (GPUs per model replica).", minimum=1)
+    data_parallel_size: int = setting(1, "vLLM data parallelism (model replicas).", minimum=1)
+    enforce_eager: bool | None = setting(None, "Skip torch.compile/CUDA graphs (auto: on for CPU, where compile "
+                                               "warm-up costs minutes per start).")
+    prefix_caching: bool = setting(True, "Reuse the KV cache of shared prefixes (system, few-shot turns).")
+    max_num_seqs: int = setting(256, "Max sequences the engine runs at once.", minimum=1)
+
+
 class VLLMBackend(Backend):
     """One `vllm.LLM` for the whole run, shared by every stage so later turns reuse cached prefixes.
 
@@ -24,7 +40,7 @@ class VLLMBackend(Backend):
     core in a spawned process that re-imports the main module.
     """
 
-    name = "vllm"
+    settings = (ContextOptions, VLLMOptions)
 
     def __init__(self, model: str, *, dtype="auto", max_model_len=4096, gpu_memory_utilization=0.9,
                  kv_cache_gb=4, tensor_parallel_size=1, data_parallel_size=1, seed=0, enforce_eager=None,
@@ -76,13 +92,12 @@ class VLLMBackend(Backend):
         self.per_request_seeds = gpu
 
     @classmethod
-    def from_config(cls, config) -> "VLLMBackend":
-        return cls(config.model, dtype=config.dtype, max_model_len=config.max_model_len,
-                   gpu_memory_utilization=config.gpu_memory_utilization, kv_cache_gb=config.kv_cache_gb,
-                   tensor_parallel_size=config.tensor_parallel_size,
-                   data_parallel_size=config.data_parallel_size, seed=config.seed,
-                   enforce_eager=config.enforce_eager, prefix_caching=config.prefix_caching,
-                   max_num_seqs=config.max_num_seqs)
+    def from_config(cls, config) -> VLLMBackend:
+        o = config.options(VLLMOptions)
+        return cls(config.model, max_model_len=config.options(ContextOptions).max_model_len, seed=config.seed,
+                   dtype=o.dtype, gpu_memory_utilization=o.gpu_memory_utilization, kv_cache_gb=o.kv_cache_gb,
+                   tensor_parallel_size=o.tensor_parallel_size, data_parallel_size=o.data_parallel_size,
+                   enforce_eager=o.enforce_eager, prefix_caching=o.prefix_caching, max_num_seqs=o.max_num_seqs)
 
     def option_id(self, option: str) -> int:
         if option not in self._option_ids:

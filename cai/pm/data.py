@@ -13,10 +13,15 @@ from cai.sampling import stable_unit
 def load_rows(source: str) -> list[dict]:
     """Rows in TRL's preference format (prompt, chosen, rejected; p_chosen optional, default 1.0) from a
     cai run folder, a parquet/JSONL file, a folder of parquet files, or a `datasets` name."""
+    from cai import stages
+    from cai.store import RunStore
+
     path = Path(source)
-    if (path / "prefs").is_dir():
-        path = path / "prefs"
-    if path.is_dir():
+    if RunStore.is_run(path):
+        rows = RunStore(path).read(stages.get("rl").split)
+        if not rows:
+            raise CaiError(f"{source}: the run has no preference rows yet (run the rl stage)")
+    elif path.is_dir():
         files = sorted(path.glob("*.parquet"))
         if not files:
             raise CaiError(f"{source}: no parquet files (expected a cai run or a folder of preference shards)")

@@ -13,12 +13,12 @@ def _items(source: str) -> tuple[list[dict], bool]:
     """(items, is_preference). Items: {id, prompt, response, side}."""
     from cai.pm.data import load_rows
 
-    path = Path(source)
+    from cai import stages
+    from cai.store import RunStore
 
-    if (path / "sft").is_dir() and not (path / "prefs").is_dir():
-        from cai.store import RunStore
-
-        rows = RunStore(path).read("sft")
+    sft, prefs = stages.get("sl").split, stages.get("rl").split
+    if RunStore.is_run(source) and RunStore(source).count(sft) and not RunStore(source).count(prefs):
+        rows = RunStore(source).read(sft, columns=["id", "prompt", "completion"])
         return [{"id": r["id"], "prompt": r["prompt"], "response": r["completion"][-1]["content"], "side": "completion"}
                 for r in rows], False
     rows = load_rows(source)
@@ -49,7 +49,9 @@ def _load_saved(pm: str, _saved_at: int):
 
 
 def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, max_length: int = 512) -> dict:
-    """Normalised rewards of (prompt messages, response) items, batched: {"scores": [...], "truncated": n}."""
+    """Normalised rewards of (prompt messages, response) items, batched: {"scores": [...], "truncated": n}.
+    A score is (r - mean) / std with the mean and std of the rewards on the trainer's held-out split, so
+    scores of one model are in standard units: 0 is an average answer, 1 is one standard deviation above."""
     import torch
 
     from cai.pm.data import Collator, Encoder
@@ -57,6 +59,7 @@ def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, 
 
     tokenizer, model = _load(pm)
     mean = getattr(model.config, "cai_reward_mean", 0.0)
+    std = getattr(model.config, "cai_reward_std", 1.0) or 1.0
     encode = Encoder(tokenizer, max_length)
     collate = Collator(tokenizer.pad_token_id)
     scores = []
@@ -64,7 +67,7 @@ def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, 
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             batch = collate([{"input_ids": [encode(prompt, response)], "comparisons": []} for prompt, response in chunk])
-            scores += (rewards_of(model, batch) - mean).reshape(-1).tolist()
+            scores += ((rewards_of(model, batch) - mean) / std).reshape(-1).tolist()
     return {"scores": scores, "truncated": encode.truncated}
 
 

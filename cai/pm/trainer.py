@@ -7,33 +7,40 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cai.errors import CaiError
 from cai.pm import data as pmdata
+from cai.settings import check_value, declared, setting
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
 class TrainConfig:
-    source: str
-    out: str
-    backbone: str = "all-minilm-l6-v2"
-    epochs: float = 1.0
-    lr: float = 5e-5
-    batch_size: int = 4  # prompts (batch elements) per step; each carries all its comparisons
-    max_length: int = 512
-    seed: int = 0
-    eval_fraction: float = 0.1
-    group_by_prompt: bool = True  # InstructGPT: all C(K,2) comparisons of a prompt in one batch element
-    center_rewards: float = 0.0  # coefficient of mean(r^2), keeps rewards centred near 0 (TRL's option)
-    dropout: bool = False  # keep the backbone's dropout (off: see load_backbone)
-    save_steps: int = 50
-    threads: int | None = None
+    """The trainer's settings; `cai train-pm` makes its flags from these declarations."""
 
-    def validate(self):
-        if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.max_length < 8:
-            raise CaiError("--epochs, --lr must be positive; --batch-size >= 1; --max-length >= 8")
-        if not 0 <= self.eval_fraction < 1:
-            raise CaiError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
+    source: str = setting("", "A run folder, a preference parquet/JSONL file or a dataset.")
+    out: str = setting("", "Folder for the preference model, checkpoints and metrics.json.")
+    backbone: str = setting("all-minilm-l6-v2", "all-minilm-l6-v2 (embedded encoder), smollm2-135m (embedded "
+                                                "decoder), a folder or a Hub id.")
+    epochs: float = setting(1.0, "Passes over the training pairs.", above=0)
+    lr: float = setting(5e-5, "Learning rate.", above=0)
+    batch_size: int = setting(4, "Prompts (batch elements) per step; each carries all its comparisons.", minimum=1)
+    max_length: int = setting(512, "Longer (prompt, response) texts keep their end and are counted.", minimum=8)
+    seed: int = setting(0, "Seed of the split, the order and the head's initialisation.")
+    eval_fraction: float = setting(0.1, "Held out, split by prompt.", minimum=0, maximum=0.999)
+    group_by_prompt: bool = setting(True, "InstructGPT: all comparisons of a prompt in one batch element.")
+    center_rewards: float = setting(0.0, "Coefficient of mean(r^2), keeps rewards centred near 0 (TRL's option).",
+                                    minimum=0)
+    dropout: bool = setting(False, "Keep the backbone's dropout (off by default: it adds noise to every reward "
+                                   "comparison).")
+    save_steps: int = setting(50, "Checkpoint every N steps (resumable).", minimum=1)
+    threads: int | None = setting(None, "torch CPU threads (default: torch's choice).", minimum=1)
+
+    def validate(self) -> None:
+        for s in declared(TrainConfig, "train-pm"):
+            check_value(s, getattr(self, s.name))
 
 
 def load_backbone(spec: str, dropout: bool = False):
@@ -61,7 +68,7 @@ def load_backbone(spec: str, dropout: bool = False):
     return model, tokenizer
 
 
-def rewards_of(model, batch) -> "torch.Tensor":  # noqa: F821
+def rewards_of(model, batch) -> torch.Tensor:
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
 
 

@@ -1,0 +1,273 @@
+"""A pointwise generative judge with inference-time scaling (Liu et al. 2025, DeepSeek-GRM style).
+
+For each pair the model writes k judgements: principles for this query, a critique of each answer, and
+an integer score from 1 to 10 per answer. The candidates' order is drawn afresh for every sample, all
+k samples of all pairs go to the engine in one call, and the scores are read after a forced
+`Scores: [[` prefix so their format is fixed. Unparseable samples are recorded and excluded, never
+guessed. An optional meta judge (the model's own P(Yes) that a judgement is correct, or a trained
+preference model's agreement with its verdict) keeps the better half of the samples before the vote,
+which sums each answer's scores over the kept samples.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cai.backends import Sampling
+from cai.backends.base import option_probability
+from cai.judges.base import Description, FailedRead, Judge, Pair, Verdict
+from cai.judges.cot import ReasoningOptions
+from cai.prompts import SAMPLE_CONVERSATION, TemplateSpec
+from cai.records import ChunkResult, Failure
+from cai.run import RunContext
+from cai.sampling import request_seed, stable_int
+from cai.settings import setting
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_SCORES = re.compile(r"^\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\]")  # after the forced "Scores: [["
+META = (" Yes", " No")
+
+
+@dataclass(frozen=True)
+class GrmOptions:
+    grm_samples: int = setting(4, "Judgements sampled per pair (inference-time scaling); votes are summed.",
+                               identity=True, minimum=1)
+    grm_meta: bool = setting(False, "Keep the half of the samples the model itself rates most likely correct.",
+                             identity=True)
+    grm_meta_pm: str | None = setting(None, "A preference model folder (cai train-pm) that ranks the samples for "
+                                            "the meta filter: each sample's P(its preferred answer is better); "
+                                            "implies the filter.", identity=True)
+    grm_seed_principles: bool = setting(True, "Show the constitution's principles as a starting point.",
+                                        identity=True)
+
+
+@dataclass
+class _Sample:
+    """One sampled judgement while it is being read; becomes a GrmSample or a FailedRead."""
+
+    pair: int
+    prompt_id: str
+    k: int
+    first_shown_first: bool
+    question: str
+    text: str = ""
+    shown: tuple[int, int] | None = None  # the scores as written: (shown first, shown second)
+    error: str | None = None
+    meta: float | None = None
+
+    @property
+    def scores(self) -> tuple[int, int]:
+        """(first candidate's score, second candidate's score)."""
+        assert self.shown is not None
+        return self.shown if self.first_shown_first else (self.shown[1], self.shown[0])
+
+
+@dataclass(frozen=True)
+class GrmSample:
+    """Evidence: one parseable judgement, its scores for the first and second candidates, the meta score
+    (None when the meta filter is off) and whether it counted in the vote."""
+
+    sample: int
+    first_shown_first: bool
+    text: str
+    score_first: int
+    score_second: int
+    meta: float | None = None
+    kept: bool = True
+
+    def row(self, first_wins: bool) -> dict:
+        return {"sample": self.sample, "chosen_first": self.first_shown_first == first_wins, "text": self.text,
+                "score_chosen": self.score_first if first_wins else self.score_second,
+                "score_rejected": self.score_second if first_wins else self.score_first,
+                "meta": self.meta, "kept": self.kept}
+
+
+def parse_scores(text: str) -> tuple[int, int] | Failure:
+    """The two scores after the forced `Scores: [[`, or the reason they cannot be read."""
+    m = _SCORES.match(text)
+    if not m:
+        return Failure(f"scores: not two integers 'x, y]]': {text[:40]!r}")
+    a, b = int(m.group(1)), int(m.group(2))
+    if not (1 <= a <= 10 and 1 <= b <= 10):
+        return Failure(f"scores: out of range 1-10: {a}, {b}")
+    return a, b
+
+
+def vote(samples: list[GrmSample]) -> tuple[float, int]:
+    """The first candidate's share of the kept samples' summed scores, and how many samples were kept.
+
+    DeepSeek-GRM votes by summing each answer's pointwise scores over the samples: the higher sum wins,
+    equal sums are a tie (exactly 0.5), and a sample that scores 9 vs 2 weighs more than one that scores
+    6 vs 5. The share of the summed score points is that vote as a probability in (0, 1)."""
+    kept = [s for s in samples if s.kept]
+    if not kept:
+        return 0.5, 0
+    x, y = sum(s.score_first for s in kept), sum(s.score_second for s in kept)
+    return x / (x + y), len(kept)
+
+
+class GrmJudge(Judge):
+    name = "grm"
+    settings = (ReasoningOptions, GrmOptions)
+    templates = (
+        TemplateSpec("grm.j2", {"conversation": SAMPLE_CONVERSATION, "principles": ["p"], "response_1": "a",
+                                "response_2": "b"}),
+        TemplateSpec("grm_reasoning.j2"),
+        TemplateSpec("grm_scores.j2", {"reasoning": "r"}, ends_with="[["),
+        TemplateSpec("grm_meta.j2", {"judgement": "j"}),
+        TemplateSpec("grm_meta_prefix.j2"),
+    )
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.o = config.options(GrmOptions)
+        self.max_tokens = config.options(ReasoningOptions).cot_max_tokens
+
+    def evidence_fields(self) -> list[pa.Field]:
+        import pyarrow as pa
+
+        return [pa.field("grm", pa.list_(pa.struct([
+            ("sample", pa.int32()), ("chosen_first", pa.bool_()), ("text", pa.string()),
+            ("score_chosen", pa.int32()), ("score_rejected", pa.int32()), ("meta", pa.float64()),
+            ("kept", pa.bool_())])))]
+
+    def check(self, ctx: RunContext) -> None:
+        if self.o.grm_meta_pm is not None:
+            from cai.pm.score import check_pm
+
+            check_pm(self.o.grm_meta_pm, "--grm-meta-pm")
+
+    def describe(self) -> Description:
+        meta = {True: " The better half of the samples by the meta judge's score was kept before the vote.",
+                False: ""}[bool(self.o.grm_meta or self.o.grm_meta_pm)]
+        return Description(
+            label_source=f"the model wrote {self.o.grm_samples} judgement(s) per pair (principles, a critique of "
+                         "each answer, and a 1-10 score per answer, with the answers' order drawn afresh for each), "
+                         "DeepSeek-GRM style; `p_chosen` is the chosen answer's share of the scores summed over the "
+                         f"samples (`grm`).{meta}",
+            failures="unparseable GRM judgements", pairwise_votes=False)
+
+    def judge(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Verdict | Failure]:
+        c = ctx.config
+        principles = [p.compare or p.critique for p in ctx.constitution.principles] if self.o.grm_seed_principles \
+            else []
+        samples = []
+        for i, pair in enumerate(pairs):
+            for k in range(self.o.grm_samples):
+                first_shown = random.Random(stable_int("grm-order", c.seed, pair.prompt.id, k)).random() < 0.5
+                r1, r2 = (pair.first, pair.second) if first_shown else (pair.second, pair.first)
+                question = ctx.templates.render("grm.j2", conversation=list(pair.prompt.messages),
+                                                principles=principles, response_1=r1, response_2=r2)
+                samples.append(_Sample(i, pair.prompt.id, k, first_shown, question))
+        self._write_and_score(ctx, samples, result)
+        good = [s for s in samples if s.shown is not None]
+        kept = {id(s) for s in good}
+        if good and self.o.grm_meta_pm:
+            self._pm_meta(good, pairs)
+            kept = _top_half(good)
+        elif good and self.o.grm_meta:
+            self._self_meta(ctx, good, result)
+            kept = _top_half(good)
+
+        evidence: list[list[GrmSample]] = [[] for _ in pairs]
+        failed: list[list[FailedRead]] = [[] for _ in pairs]
+        for s in samples:
+            order = "ab" if s.first_shown_first else "ba"
+            if s.shown is None:
+                failed[s.pair].append(FailedRead(f"grm-sample-{s.k}", order, s.error or "no scores"))
+            else:
+                first, second = s.scores
+                evidence[s.pair].append(GrmSample(s.k, s.first_shown_first, s.text, first, second, s.meta,
+                                                  id(s) in kept))
+        verdicts: list[Verdict | Failure] = []
+        for i in range(len(pairs)):
+            q, n_kept = vote(evidence[i])
+            if not n_kept:
+                reasons = "; ".join(sorted({f.reason[:80] for f in failed[i]})) or "no judgement"
+                verdicts.append(Failure(f"judge: no parseable GRM judgement ({reasons})"))
+            else:
+                verdicts.append(Verdict(q, failed=tuple(failed[i]), evidence={"grm": tuple(evidence[i])}))
+        return verdicts
+
+    def _write_and_score(self, ctx: RunContext, samples: list[_Sample], result: ChunkResult) -> None:
+        """The judgements (sampled, one call), then their scores (a few greedy tokens after the forced prefix)."""
+        c = ctx.config
+        opening = ctx.templates.render("grm_reasoning.j2")
+        chats = [[{"role": "user", "content": s.question}, {"role": "assistant", "content": opening}]
+                 for s in samples]
+        seeds = [request_seed(c.seed, s.prompt_id, f"grm-{s.k}") for s in samples]
+        sampling = Sampling(max_tokens=self.max_tokens, temperature=c.temperature, top_p=c.top_p, continue_final=True,
+                            stop=("Scores:",), label=f"rl grm judgements (k={self.o.grm_samples})")
+        follow, where = [], []
+        for s, (out,) in zip(samples, ctx.engine.generate(chats, sampling, seeds)):
+            result.tally(out)
+            if not out.ok:
+                s.error = f"judgement: {out.error}"
+                continue
+            # A judgement cut by the token budget still gets its scores: the forced prefix asks the model to
+            # write them now, and a reply that is not two scores is recorded as unparseable.
+            s.text = out.text.strip()
+            closing = ctx.templates.render("grm_scores.j2", reasoning=s.text)
+            follow.append([{"role": "user", "content": s.question}, {"role": "assistant", "content": closing}])
+            where.append(s)
+        if not follow:
+            return
+        outs = ctx.engine.generate(follow, Sampling(max_tokens=8, temperature=0.0, continue_final=True,
+                                                    label="rl grm scores"))
+        for s, (out,) in zip(where, outs):
+            result.tally(out)
+            parsed = parse_scores(out.text) if out.ok else Failure(f"scores: {out.error}")
+            if isinstance(parsed, Failure):
+                s.error = parsed.reason
+            else:
+                s.shown = parsed
+
+    def _self_meta(self, ctx: RunContext, good: list[_Sample], result: ChunkResult) -> None:
+        """Meta score = the judge model's own P(" Yes") that the judgement is correct, one forward pass each."""
+        prefix = ctx.templates.render("grm_meta_prefix.j2")
+        # The meta judge sees the question with both responses, then the judgement as it was written.
+        chats = []
+        for s in good:
+            assert s.shown is not None
+            judgement = f"{s.question}\n\nPrinciples: {s.text}\nScores: [[{s.shown[0]}, {s.shown[1]}]]"
+            chats.append([{"role": "user", "content": ctx.templates.render("grm_meta.j2", judgement=judgement)},
+                          {"role": "assistant", "content": prefix}])
+        outs = ctx.engine.generate(chats, Sampling(options=META, continue_final=True, label="rl grm meta judge"))
+        for s, (out,) in zip(good, outs):
+            result.tally(out)
+            ok = out.ok and all(o in out.option_logprobs for o in META)
+            s.meta = option_probability(out.option_logprobs, *META) if ok else 0.0
+
+    def _pm_meta(self, good: list[_Sample], pairs: list[Pair]) -> None:
+        """Meta score from a trained preference model: the probability, under its Bradley-Terry rewards, that
+        the answer this sample scored higher is the better one (0.5 for a sample that scored them equal). A
+        sample whose verdict the preference model disagrees with ranks below one it agrees with."""
+        from cai.pm.score import rewards
+
+        assert self.o.grm_meta_pm is not None
+        used = sorted({s.pair for s in good})
+        items = [(list(pairs[i].prompt.messages), text) for i in used for text in (pairs[i].first, pairs[i].second)]
+        scores = rewards(self.o.grm_meta_pm, items)["scores"]
+        margin = {i: scores[2 * j] - scores[2 * j + 1] for j, i in enumerate(used)}  # r(first) - r(second)
+        for s in good:
+            first, second = s.scores
+            verdict = (first > second) - (first < second)  # +1: first, -1: second, 0: tie
+            s.meta = 1 / (1 + math.exp(-verdict * margin[s.pair]))
+
+
+def _top_half(good: list[_Sample]) -> set[int]:
+    """Per pair, the half of the parseable samples (at least one) with the highest meta score (ids)."""
+    by_pair: dict[int, list[_Sample]] = {}
+    for s in good:
+        by_pair.setdefault(s.pair, []).append(s)
+    kept: set[int] = set()
+    for group in by_pair.values():
+        keep = max(1, math.ceil(len(group) / 2))
+        kept |= {id(s) for s in sorted(group, key=lambda s: (-(s.meta or 0.0), s.k))[:keep]}
+    return kept

@@ -1,0 +1,33 @@
+"""The plug-in registry: stages, judges and backends are found by name through entry-point groups.
+
+The built-in ones register in pyproject.toml exactly as a third-party package would, so a new stage or
+judge is one module (plus its templates) and one entry-point line, and `cai plugins` lists them all.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.metadata import entry_points
+from typing import Any
+
+from cai.errors import CaiError
+
+GROUPS = {"stage": "cai.stages", "judge": "cai.judges", "backend": "cai.backends"}
+
+
+def names(kind: str) -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=GROUPS[kind]))
+
+
+@functools.cache
+def get(kind: str, name: str) -> Any:
+    """The class registered under `name`; its module is imported only now (heavy imports stay at the edge)."""
+    for ep in entry_points(group=GROUPS[kind]):
+        if ep.name == name:
+            return ep.load()
+    raise CaiError(f"--{kind} {name!r}: unknown {kind} (installed: {', '.join(names(kind)) or 'none'})")
+
+
+def every(kind: str) -> dict[str, Any]:
+    """Every registered class of `kind`, by name."""
+    return {name: get(kind, name) for name in names(kind)}

@@ -1,0 +1,185 @@
+"""SL-CAI: an initial answer, then rounds of critique and revision under a sampled principle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cai.backends import Sampling
+from cai.constitution import Constitution, Principle
+from cai.inputs import Prompt
+from cai.prompts import SAMPLE_PRINCIPLE, Templates, TemplateSpec
+from cai.records import ChunkResult, assistant, messages_type, with_system
+from cai.run import RunContext
+from cai.sampling import request_seed, sample_principles
+from cai.settings import setting
+from cai.stages.base import Stage
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class SLOptions:
+    rounds: int = setting(4, "Critique-revision rounds, a principle sampled per round (Bai et al. revised up to "
+                             "four times).", identity=True, minimum=1)
+
+
+@dataclass(frozen=True)
+class Revision:
+    round: int
+    principle: str
+    critique: str
+    revision: str
+
+
+@dataclass
+class Trace:
+    """One prompt on its way through the rounds."""
+
+    prompt: Prompt
+    base: list[dict]  # the prompt behind the constitution's system prompt
+    initial: str = ""
+    revisions: list[Revision] = field(default_factory=list)
+    chat: list[dict] = field(default_factory=list)  # the request being made
+    principle: Principle | None = None  # this round's
+    critique: str = ""  # this round's
+
+    @property
+    def latest(self) -> str:
+        return self.revisions[-1].revision if self.revisions else self.initial
+
+    def row(self) -> dict:
+        prompt = list(self.prompt.messages)
+        completion = assistant(self.latest)
+        return {"id": self.prompt.id, "prompt": prompt, "completion": completion, "messages": prompt + completion,
+                "initial": self.initial, "revisions": [vars(r) for r in self.revisions]}
+
+
+def demonstrations(constitution: Constitution, templates: Templates) -> list[dict]:
+    """The few-shot turns, rendered through the same templates as the real requests. They sit right
+    after the system prompt, so every request in a round starts with the same cacheable prefix."""
+    turns = []
+    for d in constitution.few_shot:
+        principle = constitution.principle(d.principle)
+        turns += [
+            {"role": "user", "content": d.prompt},
+            {"role": "assistant", "content": d.answer},
+            {"role": "user", "content": templates.render("critique.j2", principle=principle, round=1)},
+            {"role": "assistant", "content": d.critique},
+            {"role": "user", "content": templates.render("revision.j2", principle=principle, round=1)},
+            {"role": "assistant", "content": d.revision},
+        ]
+    return turns
+
+
+class SLStage(Stage):
+    name = "sl"
+    split = "sft"
+    settings = (SLOptions,)
+    templates = (TemplateSpec("critique.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}),
+                 TemplateSpec("revision.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}))
+
+    def schema(self) -> pa.Schema:
+        import pyarrow as pa
+
+        # TRL's conversational prompt-completion format, plus the trace. `prompt` is a message list: a plain
+        # string column would make TRL's SFTTrainer treat the data as non-conversational.
+        messages = messages_type()
+        return pa.schema([
+            ("id", pa.string()), ("prompt", messages), ("completion", messages), ("messages", messages),
+            ("initial", pa.string()),
+            ("revisions", pa.list_(pa.struct([("round", pa.int32()), ("principle", pa.string()),
+                                              ("critique", pa.string()), ("revision", pa.string())]))),
+        ])
+
+    def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
+        """Run the whole SL stage on one chunk. One engine call per step of a round, over every prompt
+        still alive, so the engine always sees the full width of the chunk."""
+        c, const, templates = ctx.config, ctx.constitution, ctx.templates
+        rounds = c.options(SLOptions).rounds
+        result = ChunkResult()
+        demos = demonstrations(const, templates)
+
+        def step(traces: list[Trace], name: str, label: str) -> list[tuple[Trace, str]]:
+            """Generate for every trace's `chat`; returns the survivors with their text. Failures and empty
+            outputs go to skips with the step named, so no prompt silently vanishes."""
+            sampling = Sampling(max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p, label=label)
+            seeds = [request_seed(c.seed, t.prompt.id, name) for t in traces]
+            alive = []
+            for t, (out,) in zip(traces, ctx.engine.generate([t.chat for t in traces], sampling, seeds)):
+                result.tally(out)
+                if not out.ok:
+                    result.skip(t.prompt.id, f"{name}: {out.error}")
+                elif not out.text.strip():
+                    result.skip(t.prompt.id, f"{name}: the model returned an empty text")
+                else:
+                    alive.append((t, out.text.strip()))
+            return alive
+
+        traces = []
+        for p in chunk:
+            base = with_system(const, p.messages)
+            traces.append(Trace(p, base, chat=base))
+        for t, text in step(traces, "initial", "sl initial"):
+            t.initial = text
+        traces = [t for t in traces if t.initial]
+
+        for r in range(1, rounds + 1):
+            for t in traces:
+                (t.principle,) = sample_principles(const.principles, 1, c.seed, t.prompt.id, f"sl-round-{r}")
+                # system, then demonstrations (shared prefix), then this prompt's conversation.
+                head = t.base[:1] + demos + t.base[1:] if t.base[0]["role"] == "system" else demos + t.base
+                t.chat = head + [
+                    {"role": "assistant", "content": t.latest},
+                    {"role": "user", "content": templates.render("critique.j2", principle=t.principle, round=r)},
+                ]
+            critiqued = step(traces, f"round {r} critique", f"sl round {r}/{rounds} critique")
+            for t, critique in critiqued:
+                t.critique = critique
+                t.chat = t.chat + [
+                    {"role": "assistant", "content": critique},
+                    {"role": "user", "content": templates.render("revision.j2", principle=t.principle, round=r)},
+                ]
+            revised = step([t for t, _ in critiqued], f"round {r} revision", f"sl round {r}/{rounds} revision")
+            for t, revision in revised:
+                assert t.principle is not None
+                t.revisions.append(Revision(r, t.principle.id, t.critique, revision))
+            traces = [t for t, _ in revised]
+
+        result.rows = [t.row() for t in traces]
+        return result
+
+    def stats(self, rows: pl.LazyFrame) -> dict:
+        import polars as pl
+
+        revs = (rows.select("id", "initial", "revisions").explode("revisions").unnest("revisions")
+                .with_columns(pl.col("revision").shift(1).over("id").fill_null(pl.col("initial")).alias("input")))
+        lengths = revs.select(
+            pl.col("initial").str.len_chars().mean().alias("initial"),
+            pl.col("critique").str.len_chars().mean().alias("critique"),
+            pl.col("revision").str.len_chars().mean().alias("revision"),
+            (pl.col("revision") == pl.col("input")).mean().alias("unchanged"),
+        ).collect().row(0, named=True)
+        return {
+            "principles_per_round": (revs.group_by("round", "principle").len()
+                                     .sort("round", "len", descending=[False, True]).collect().rows(named=True)),
+            "mean_chars": {k: lengths[k] for k in ("initial", "critique", "revision")},
+            "revision_unchanged_share": lengths["unchanged"],
+        }
+
+    def report_lines(self, s: dict) -> list[str]:
+        m = s["mean_chars"]
+        lines = ["", f"{'mean chars':<28}initial {m['initial'] or 0:.0f}  critique {m['critique'] or 0:.0f}  "
+                     f"revision {m['revision'] or 0:.0f}",
+                 f"{'revision == its input':<28}{100 * (s['revision_unchanged_share'] or 0):.1f}%", "",
+                 "principle usage per round:"]
+        lines += [f"  round {r['round']}  {r['principle']:<26}{r['len']:>6}" for r in s["principles_per_round"]]
+        return lines
+
+    def card_lines(self, s: dict) -> list[str]:
+        rounds = self.config.options(SLOptions).rounds
+        return [f"- **`{self.split}`**: each prompt was answered by the model, then critiqued and revised under a "
+                f"principle sampled per round ({rounds} round(s)). `completion` is the final revision; "
+                "`revisions` holds the whole trace."]
