@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 ENGINE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 DEMO_OUT ?= data/runs/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,12 +23,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: setup
-	$(VENV)/bin/cai generate --constitution constitution/harmless.yaml \
+	$(VENV)/bin/cai generate --constitution harmless \
 		--prompts data/prompts/red_team.jsonl --limit 6 --rounds 2 --max-tokens 96 \
 		--principles-per-pair 2 --out $(DEMO_OUT)
 	@echo "The data is in $(DEMO_OUT)/ (sft/ and prefs/ parquet shards, manifest.json)."
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check cai tests bench
+	$(VENV)/bin/ruff format --check cai tests bench
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q -ra
 
 bench: setup

@@ -87,24 +87,40 @@ def main():
     t0 = time.perf_counter()
     replay_tokens = replay_prompt_tokens = 0
     for chats_, sampling_ in pipeline_calls:
-        outs = engine.llm.chat(chats_, SamplingParams(max_tokens=sampling_.max_tokens, temperature=sampling_.temperature,
-                                                      top_p=sampling_.top_p, ignore_eos=True), use_tqdm=False)
+        outs = engine.llm.chat(
+            chats_,
+            SamplingParams(
+                max_tokens=sampling_.max_tokens,
+                temperature=sampling_.temperature,
+                top_p=sampling_.top_p,
+                ignore_eos=True,
+            ),
+            use_tqdm=False,
+        )
         replay_tokens += sum(len(o.outputs[0].token_ids) for o in outs)
         replay_prompt_tokens += sum(len(o.prompt_token_ids) for o in outs)
     replay_s = time.perf_counter() - t0
 
     # 3. the same pipeline, naively: one prompt at a time
     engine.llm.reset_prefix_cache()
-    naive, naive_s = timed(lambda: [sl.run(fixed, [p], const, templates, config)
-                                    for p in prompts[: args.naive_prompts]])
+    naive, naive_s = timed(
+        lambda: [sl.run(fixed, [p], const, templates, config) for p in prompts[: args.naive_prompts]]
+    )
     naive_tokens = sum(r.output_tokens for r in naive)
 
     # 4. prefix caching on vs off: one critique step, whose chats share system + few-shot turns
     demos = sl.demonstrations(const, templates)
     principle = const.principles[0]
-    critique_chats = [c[:1] + demos + c[1:] + [
-        {"role": "assistant", "content": "I can't help with that."},
-        {"role": "user", "content": templates.render("critique.j2", principle=principle, round=1)}] for c in chats]
+    critique_chats = [
+        c[:1]
+        + demos
+        + c[1:]
+        + [
+            {"role": "assistant", "content": "I can't help with that."},
+            {"role": "user", "content": templates.render("critique.j2", principle=principle, round=1)},
+        ]
+        for c in chats
+    ]
     engine.llm.reset_prefix_cache()
     outs, on_s = timed(lambda: fixed.generate(critique_chats, sampling))
     on_tokens = sum(c.tokens for (c,) in outs)
@@ -115,18 +131,29 @@ def main():
     cold.inner.close()
 
     raw_tps, pipe_tps, naive_tps = raw_tokens / raw_s, pipe_tokens / pipe_s, naive_tokens / naive_s
-    print(f"model: {args.model}  device: {device}  prompts: {len(prompts)}  max_tokens: {args.max_tokens} "
-          "(EOS ignored)")
-    print(f"raw_engine: {raw_tokens} tokens in {raw_s:.2f}s = {raw_tps:.1f} tokens/s (one call, {len(prompts)} prompts; "
-          f"{raw_prompt_tokens} prompt tokens)")
-    print(f"pipeline:   {pipe_tokens} tokens in {pipe_s:.2f}s = {pipe_tps:.1f} tokens/s (initial + critique + revision; "
-          f"{result.prompt_tokens} prompt tokens)")
-    print(f"naive:      {naive_tokens} tokens in {naive_s:.2f}s = {naive_tps:.1f} tokens/s "
-          f"(same pipeline, one prompt at a time, {args.naive_prompts} prompts)")
-    print(f"prefix_cache: on {on_tokens} tokens in {on_s:.2f}s, off {off_tokens} tokens in {off_s:.2f}s "
-          "(one critique step with few-shot turns)")
-    print(f"raw_engine_same_requests: {replay_tokens} tokens in {replay_s:.2f}s = {replay_tokens / replay_s:.1f} "
-          f"tokens/s (LLM.chat over exactly the pipeline's three calls; {replay_prompt_tokens} prompt tokens)")
+    print(
+        f"model: {args.model}  device: {device}  prompts: {len(prompts)}  max_tokens: {args.max_tokens} (EOS ignored)"
+    )
+    print(
+        f"raw_engine: {raw_tokens} tokens in {raw_s:.2f}s = {raw_tps:.1f} tokens/s (one call, {len(prompts)} prompts; "
+        f"{raw_prompt_tokens} prompt tokens)"
+    )
+    print(
+        f"pipeline:   {pipe_tokens} tokens in {pipe_s:.2f}s = {pipe_tps:.1f} tokens/s (initial + critique + revision; "
+        f"{result.prompt_tokens} prompt tokens)"
+    )
+    print(
+        f"naive:      {naive_tokens} tokens in {naive_s:.2f}s = {naive_tps:.1f} tokens/s "
+        f"(same pipeline, one prompt at a time, {args.naive_prompts} prompts)"
+    )
+    print(
+        f"prefix_cache: on {on_tokens} tokens in {on_s:.2f}s, off {off_tokens} tokens in {off_s:.2f}s "
+        "(one critique step with few-shot turns)"
+    )
+    print(
+        f"raw_engine_same_requests: {replay_tokens} tokens in {replay_s:.2f}s = {replay_tokens / replay_s:.1f} "
+        f"tokens/s (LLM.chat over exactly the pipeline's three calls; {replay_prompt_tokens} prompt tokens)"
+    )
     print(f"pipeline_vs_engine: {pipe_tps / raw_tps:.2f}")
     print(f"pipeline_vs_engine_same_requests: {pipe_tps / (replay_tokens / replay_s):.2f}")
     print(f"pipeline_vs_naive: {pipe_tps / naive_tps:.2f}")

@@ -47,20 +47,28 @@ def main():
     engine = VLLMBackend(args.model, max_model_len=4096, progress=False)
     device = "GPU" if on_gpu() else f"CPU ({platform.processor() or platform.machine()})"
 
-    base = dict(constitution=str(const.path), max_tokens=96, principles_per_pair=args.principles_per_pair,
-                cot_max_tokens=args.cot_max_tokens, model=args.model)
+    base = dict(
+        constitution=str(const.path),
+        max_tokens=96,
+        principles_per_pair=args.principles_per_pair,
+        cot_max_tokens=args.cot_max_tokens,
+        model=args.model,
+    )
     pairs = rl._candidates(engine, prompts, const, RunConfig(prompts="-", out="-", **base), None, ChunkResult())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pairs.jsonl"
-        path.write_text("".join(json.dumps({"messages": list(p.messages), "responses": list(xy)}) + "\n"
-                                for p, xy in pairs))
+        path.write_text(
+            "".join(json.dumps({"messages": list(p.messages), "responses": list(xy)}) + "\n" for p, xy in pairs)
+        )
         kept = [p for p, _ in pairs]
         results, chosen = {}, {}
-        runs = [("logprob", {}), ("cot", {})] + [(f"grm k={k}", {"grm_samples": int(k)})
-                                                 for k in args.grm_k.split(",") if k.strip()]
+        runs = [("logprob", {}), ("cot", {})] + [
+            (f"grm k={k}", {"grm_samples": int(k)}) for k in args.grm_k.split(",") if k.strip()
+        ]
         for judge, extra in runs:
-            config = RunConfig(prompts=str(path), out=tmp, stage="rl", pairs="file", judge=judge.split()[0],
-                               **base, **extra)
+            config = RunConfig(
+                prompts=str(path), out=tmp, stage="rl", pairs="file", judge=judge.split()[0], **base, **extra
+            )
             # Each judge starts from a cold prefix cache: the two templates share most of their text, so
             # whichever ran second would otherwise get its prefill nearly free.
             if not args.no_reset:
@@ -74,12 +82,16 @@ def main():
                 print(f"  {judge}: skipped {skip['id']}: {skip['reason'][:300]}")
     engine.close()
 
-    print(f"model: {args.model}  device: {device}  pairs: {len(pairs)}  principles_per_pair: "
-          f"{args.principles_per_pair}  requests per pair: {2 * args.principles_per_pair}")
+    print(
+        f"model: {args.model}  device: {device}  pairs: {len(pairs)}  principles_per_pair: "
+        f"{args.principles_per_pair}  requests per pair: {2 * args.principles_per_pair}"
+    )
     for judge in ("logprob", "cot"):
         rows, seconds, tokens, skipped = results[judge]
-        print(f"judge_{judge}: {len(pairs)} pairs judged in {seconds:.2f}s = {len(pairs) / seconds:.3f} pairs/s "
-              f"({rows} labelled, {skipped} without any complete vote; {tokens} generated tokens)")
+        print(
+            f"judge_{judge}: {len(pairs)} pairs judged in {seconds:.2f}s = {len(pairs) / seconds:.3f} pairs/s "
+            f"({rows} labelled, {skipped} without any complete vote; {tokens} generated tokens)"
+        )
     ratio = results["cot"][1] / results["logprob"][1]
     print(f"logprob_vs_cot: {ratio:.2f}")
     grm_runs = [j for j in results if j.startswith("grm")]

@@ -29,8 +29,13 @@ def _data(path: Path, n: int) -> None:
     rows = []
     for i in range(n):
         p = prompts[i % len(prompts)]
-        rows.append({"prompt": p, "chosen": f"I can't help with that, but here is a safe alternative ({i}).",
-                     "rejected": f"Sure, here is exactly how to do it, step by step ({i})."})
+        rows.append(
+            {
+                "prompt": p,
+                "chosen": f"I can't help with that, but here is a safe alternative ({i}).",
+                "rejected": f"Sure, here is exactly how to do it, step by step ({i}).",
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -48,6 +53,7 @@ def _child(which: str, data: str, out: str, batch: int, steps: int, max_length: 
         while not stop.is_set():
             peak[0] = max(peak[0], proc.memory_info().rss)
             time.sleep(0.02)
+
     threading.Thread(target=watch, daemon=True).start()
 
     # Instrument the training loop itself, identically for both (PMTrainer and RewardTrainer inherit it).
@@ -62,6 +68,7 @@ def _child(which: str, data: str, out: str, batch: int, steps: int, max_length: 
             return train_loop(self, *a, **kw)
         finally:
             loop["seconds"], loop["peak_mib"] = time.perf_counter() - start, (peak[0] - base) / 2**20
+
     transformers.Trainer.train = timed_train
     rows = [json.loads(x) for x in Path(data).read_text().splitlines()]
     epochs = steps * batch / len(rows)
@@ -69,8 +76,17 @@ def _child(which: str, data: str, out: str, batch: int, steps: int, max_length: 
     if which == "cai":
         from cai.pm import train
 
-        train(data, out, log=lambda *_: None, epochs=epochs, batch_size=batch, max_length=max_length,
-              eval_fraction=0.0, group_by_prompt=False, save_steps=10_000)
+        train(
+            data,
+            out,
+            log=lambda *_: None,
+            epochs=epochs,
+            batch_size=batch,
+            max_length=max_length,
+            eval_fraction=0.0,
+            group_by_prompt=False,
+            save_steps=10_000,
+        )
     else:
         import datasets
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -83,20 +99,44 @@ def _child(which: str, data: str, out: str, batch: int, steps: int, max_length: 
         tokenizer.eos_token = tokenizer.eos_token or tokenizer.sep_token  # TRL appends an EOS; BERT has [SEP]
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
         # The same texts cai builds for an encoder without a chat template.
-        ds = datasets.Dataset.from_list([{"chosen": f"user: {r['prompt']}\nassistant: {r['chosen']}",
-                                          "rejected": f"user: {r['prompt']}\nassistant: {r['rejected']}"}
-                                         for r in rows])
-        args = RewardConfig(output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=batch,
-                            max_length=max_length, report_to=[], save_strategy="no", use_cpu=True,
-                            logging_steps=10_000, disable_tqdm=True,
-                            # equal footing with cai: fp32 (RewardConfig defaults to bf16, 3.5x slower on
-                            # CPUs without bf16 units) and no gradient checkpointing (its default)
-                            bf16=False, gradient_checkpointing=False)
+        ds = datasets.Dataset.from_list(
+            [
+                {
+                    "chosen": f"user: {r['prompt']}\nassistant: {r['chosen']}",
+                    "rejected": f"user: {r['prompt']}\nassistant: {r['rejected']}",
+                }
+                for r in rows
+            ]
+        )
+        args = RewardConfig(
+            output_dir=out,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch,
+            max_length=max_length,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            logging_steps=10_000,
+            disable_tqdm=True,
+            # equal footing with cai: fp32 (RewardConfig defaults to bf16, 3.5x slower on
+            # CPUs without bf16 units) and no gradient checkpointing (its default)
+            bf16=False,
+            gradient_checkpointing=False,
+        )
         RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer).train()
     seconds = time.perf_counter() - t0
     stop.set()
-    print(json.dumps({"seconds": seconds, "pairs": steps * batch, "peak_mib": (peak[0] - base) / 2**20,
-                      "train_seconds": loop["seconds"], "train_peak_mib": loop["peak_mib"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "pairs": steps * batch,
+                "peak_mib": (peak[0] - base) / 2**20,
+                "train_seconds": loop["seconds"],
+                "train_peak_mib": loop["peak_mib"],
+            }
+        )
+    )
 
 
 def main():
@@ -105,8 +145,12 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=2,
-                    help="alternate the two trainers this many times and keep each one's fastest run")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="alternate the two trainers this many times and keep each one's fastest run",
+    )
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -117,8 +161,19 @@ def main():
         results = {}
         for _ in range(args.repeats):
             for which in ("cai", "trl"):
-                cmd = [sys.executable, __file__, "--child", which, str(data), "--batch-size", str(args.batch_size),
-                       "--steps", str(args.steps), "--max-length", str(args.max_length)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    which,
+                    str(data),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--steps",
+                    str(args.steps),
+                    "--max-length",
+                    str(args.max_length),
+                ]
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode:
                     sys.exit(f"{which} run failed:\n{out.stderr[-3000:]}")
@@ -126,12 +181,16 @@ def main():
                 print(f"  {which}: training loop {r['train_seconds']:.1f}s", file=sys.stderr)
                 if which not in results or r["train_seconds"] < results[which]["train_seconds"]:
                     results[which] = r
-    print(f"backbone: all-minilm-l6-v2  device: CPU  pairs/step: {args.batch_size}  steps: {args.steps}  "
-          f"max_length: {args.max_length}")
+    print(
+        f"backbone: all-minilm-l6-v2  device: CPU  pairs/step: {args.batch_size}  steps: {args.steps}  "
+        f"max_length: {args.max_length}"
+    )
     for which, r in results.items():
-        print(f"{which}: training loop {r['pairs'] / r['train_seconds']:.2f} pairs/s ({r['train_seconds']:.1f}s), "
-              f"peak memory added {r['train_peak_mib']:.0f} MiB; end to end {r['seconds']:.1f}s, "
-              f"peak {r['peak_mib']:.0f} MiB")
+        print(
+            f"{which}: training loop {r['pairs'] / r['train_seconds']:.2f} pairs/s ({r['train_seconds']:.1f}s), "
+            f"peak memory added {r['train_peak_mib']:.0f} MiB; end to end {r['seconds']:.1f}s, "
+            f"peak {r['peak_mib']:.0f} MiB"
+        )
     cai, trl = results["cai"], results["trl"]
     print(f"speed_vs_trl: {trl['train_seconds'] / cai['train_seconds']:.2f}")
     print(f"memory_vs_trl: {cai['train_peak_mib'] / trl['train_peak_mib']:.2f}")

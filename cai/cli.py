@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import typing
-from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -22,8 +20,9 @@ def _options(settings, func):
         if s.type is bool:
             func = click.option(f"{s.flag}/--no-{s.flag[2:]}", s.name, default=None, help=help_text)(func)
         else:
-            func = click.option(s.flag, *s.meta.get("aliases", ()), s.name, type=_TYPES[s.type], default=None,
-                                help=help_text)(func)
+            func = click.option(
+                s.flag, *s.meta.get("aliases", ()), s.name, type=_TYPES[s.type], default=None, help=help_text
+            )(func)
     return func
 
 
@@ -90,8 +89,9 @@ def _print_summary(s) -> None:
             click.echo(f"skipped ({stage})   {n}  (reasons in {s.out}/skipped.jsonl)")
     if s.output_tokens:
         click.echo(f"tokens         {s.prompt_tokens} in, {s.output_tokens} out, {s.truncated} turns hit max-tokens")
-        click.echo(f"speed          {s.tokens_per_second:.1f} output tokens/s over {s.engine_seconds:.1f}s of "
-                   "generation")
+        click.echo(
+            f"speed          {s.tokens_per_second:.1f} output tokens/s over {s.engine_seconds:.1f}s of generation"
+        )
     for line in s.lines:
         click.echo(line)
     click.echo(f"time           {s.seconds:.1f}s")
@@ -106,14 +106,17 @@ def train_pm(source, out, **settings):
     with the soft-label Bradley-Terry loss; rerun the same command to resume from the last checkpoint."""
     from cai.pm import train
 
-    m = train(source, out, log=lambda msg: click.echo(msg, err=True),
-              **{k: v for k, v in settings.items() if v is not None})
+    m = train(
+        source, out, log=lambda msg: click.echo(msg, err=True), **{k: v for k, v in settings.items() if v is not None}
+    )
     click.echo("")
     click.echo(f"model          {out}")
     click.echo(f"pairs          {m['pairs']} ({m['train_groups']} train / {m['eval_groups']} eval batch elements)")
     acc = m["eval_accuracy"]
-    click.echo(f"eval accuracy  {'n/a' if acc is None else f'{acc:.3f}'}   ece {m['eval_ece']:.3f}   "
-               f"mean margin {m['eval_mean_margin']:.3f}")
+    click.echo(
+        f"eval accuracy  {'n/a' if acc is None else f'{acc:.3f}'}   ece {m['eval_ece']:.3f}   "
+        f"mean margin {m['eval_mean_margin']:.3f}"
+    )
     click.echo(f"train loss     {m['train_loss']:.4f} over {m['train_steps']} steps, {m['truncated']} truncated")
     click.echo(f"metrics        {out}/metrics.json   time {m['seconds']:.1f}s")
 
@@ -271,8 +274,9 @@ def constitution_diff(a, b):
     old, new = {p.id: p for p in load(a).principles}, {p.id: p for p in load(b).principles}
     changes = [f"+ {i}" for i in new if i not in old] + [f"- {i}" for i in old if i not in new]
     for i in (i for i in old if i in new and old[i] != new[i]):
-        fields = [f for f in ("critique", "revision", "compare", "tags", "weight")
-                  if getattr(old[i], f) != getattr(new[i], f)]
+        fields = [
+            f for f in ("critique", "revision", "compare", "tags", "weight") if getattr(old[i], f) != getattr(new[i], f)
+        ]
         changes.append(f"~ {i} ({', '.join(fields)})")
     click.echo("\n".join(changes) if changes else "no differences in principles")
     sys.exit(1 if changes else 0)

@@ -30,25 +30,35 @@ def _stage_choices() -> list[str]:
 
 @dataclass(frozen=True)
 class RunOptions:
-    constitution: str = setting("harmless", "Constitution: a YAML file, or the name of a shipped one (harmless, "
-                                             "helpful).")
-    prompts: str = setting("", "Prompts: .jsonl ({'prompt'} or {'messages'}), .txt (one per line), .parquet, or "
-                               "a datasets path/name.")
+    constitution: str = setting(
+        "harmless", "Constitution: a YAML file, or the name of a shipped one (harmless, helpful)."
+    )
+    prompts: str = setting(
+        "", "Prompts: .jsonl ({'prompt'} or {'messages'}), .txt (one per line), .parquet, or a datasets path/name."
+    )
     out: str = setting("", "Run folder; rerunning the same command resumes it.")
-    stage: str = setting("all", "Which stage to run, or all of them in the order their inputs need (one engine).",
-                         choices=_stage_choices)
-    prompt_column: str | None = setting(None, "Column holding the prompt (text or messages) in parquet/datasets "
-                                              "input.")
+    stage: str = setting(
+        "all", "Which stage to run, or all of them in the order their inputs need (one engine).", choices=_stage_choices
+    )
+    prompt_column: str | None = setting(None, "Column holding the prompt (text or messages) in parquet/datasets input.")
     limit: int | None = setting(None, "Use only the first N prompts.", minimum=1)
-    model: str = setting("smollm2-135m", "smollm2-135m (embedded), a local Hugging Face folder, or a Hub id.",
-                         identity=True)
-    backend: str = setting("vllm", "Engine backend (registered under the 'cai.backends' entry points).",
-                           choices=lambda: plugins.names("backend"))
+    model: str = setting(
+        "smollm2-135m", "smollm2-135m (embedded), a local Hugging Face folder, or a Hub id.", identity=True
+    )
+    backend: str = setting(
+        "vllm",
+        "Engine backend (registered under the 'cai.backends' entry points).",
+        choices=lambda: plugins.names("backend"),
+    )
     templates: str | None = setting(None, "Folder of Jinja templates that override the shipped ones.")
     seed: int = setting(0, "Seed for principle sampling and generation.", identity=True)
     force: bool = setting(False, "Allow writing into a non-empty folder that is not a cai run.")
-    chunk_size: int = setting(256, "Prompts per chunk; each finished chunk is one shard (the unit of resume). "
-                                   "Wide enough to keep the engine's batch full.", minimum=1)
+    chunk_size: int = setting(
+        256,
+        "Prompts per chunk; each finished chunk is one shard (the unit of resume). "
+        "Wide enough to keep the engine's batch full.",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,9 @@ class SamplingOptions:
     """Shared by every stage that generates text."""
 
     max_tokens: int = setting(256, "Max tokens per generated turn.", identity=True, minimum=1)
-    temperature: float = setting(0.7, "Sampling temperature for answers, critiques and revisions.", identity=True,
-                                 minimum=0, maximum=5)
+    temperature: float = setting(
+        0.7, "Sampling temperature for answers, critiques and revisions.", identity=True, minimum=0, maximum=5
+    )
     top_p: float = setting(0.95, "Nucleus sampling.", identity=True, above=0, maximum=1)
 
 
@@ -126,23 +137,31 @@ class RunConfig:
             for kind in ("judge", "backend"):
                 mine = [n for k, n in users if k == kind]
                 if mine and not [k for k, _ in users if k != kind] and chosen[kind] not in mine:
-                    raise CaiError(f"{where.get(name, '')}{s.flag} is a setting of the {' / '.join(mine)} {kind}, "
-                                   f"but this run uses --{kind} {chosen[kind]}")
+                    raise CaiError(
+                        f"{where.get(name, '')}{s.flag} is a setting of the {' / '.join(mine)} {kind}, "
+                        f"but this run uses --{kind} {chosen[kind]}"
+                    )
             if s.meta["when"] is not None:
                 key, values = s.meta["when"]
                 if getattr(self, key) not in values and getattr(self, name) != s.default:
-                    raise CaiError(f"{where.get(name, '')}{s.flag} applies to --{key.replace('_', '-')} "
-                                   f"{' or '.join(values)}, but this run uses --{key.replace('_', '-')} "
-                                   f"{getattr(self, key)}")
+                    raise CaiError(
+                        f"{where.get(name, '')}{s.flag} applies to --{key.replace('_', '-')} "
+                        f"{' or '.join(values)}, but this run uses --{key.replace('_', '-')} "
+                        f"{getattr(self, key)}"
+                    )
 
     def options(self, group: type[T]) -> T:
         """The typed settings group `group` (a plug-in's own dataclass) with this run's values."""
-        return build(group, vars(self))  # type: ignore[no-any-return]
+        built: T = build(group, vars(self))
+        return built
 
     def in_play(self) -> list[type]:
         """The settings groups that shape the rows: the core, every stage's, and the chosen judge's."""
-        return [g for g, owners in catalogue().groups.items()
-                if not owners or any(k == "stage" or (k == "judge" and n == self.judge) for k, n in owners)]
+        return [
+            g
+            for g, owners in catalogue().groups.items()
+            if not owners or any(k == "stage" or (k == "judge" and n == self.judge) for k, n in owners)
+        ]
 
     def identity(self, constitution_sha: str, templates_sha: str) -> dict:
         """The settings that decide what a row contains. A run folder holds rows of one identity only:

@@ -127,8 +127,8 @@ def load(path: str | Path) -> Constitution:
         raise CaiError(f"{path}:{e.mark.line + 1}: {e}") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise CaiError(f"{path}{line}: invalid YAML: {e.problem or e.context}") from None
+        where = f":{mark.line + 1}" if mark else ""
+        raise CaiError(f"{path}{where}: invalid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise CaiError(f"{path}: invalid YAML: {e}") from None
     if node is None:
@@ -173,8 +173,11 @@ class _Builder:
         m = self.mapping(node, _PRINCIPLE, f"principles[{index}]")
         pid = self.text(m["id"], f"principles[{index}].id")
         if not _ID.match(pid):
-            self.fail(m["id"], f"principle id {pid!r}: use letters, digits (any script), '_', '-' and '.' only, "
-                              "starting with a letter or digit")
+            self.fail(
+                m["id"],
+                f"principle id {pid!r}: use letters, digits (any script), '_', '-' and '.' only, "
+                "starting with a letter or digit",
+            )
         where = f"principle {pid!r}"
         tags: tuple[str, ...] = ()
         if "tags" in m:
@@ -205,7 +208,8 @@ class _Builder:
             self.fail(seq, f"'principles' must be a list, got {_kind(seq)}")
         if not seq.value:
             self.fail(seq, "'principles' is empty: a constitution needs at least one principle")
-        principles, seen = [], {}
+        principles: list[Principle] = []
+        seen: dict[str, int] = {}
         for i, item in enumerate(seq.value):
             p = self.principle(item, i)
             if p.id in seen:

@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from cai import backends, constitution as constitution_mod, inputs, stages
+from cai import backends, inputs, stages
+from cai import constitution as constitution_mod
 from cai.config import RunConfig
 from cai.errors import CaiError
 from cai.inputs import Prompt
@@ -116,12 +117,20 @@ def _run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summa
     ctx.log(f"{stage.name}: {len(todo)} prompts to do in {-(-len(todo) // size)} chunk(s)")
     schema = stage.schema()
     for start in range(0, len(todo), size):
-        chunk = todo[start:start + size]
+        chunk = todo[start : start + size]
         t0 = time.monotonic()
         result = stage.run(ctx, chunk)
         elapsed = time.monotonic() - t0
-        ctx.store.write_chunk(stage.name, stage.split, result.rows, schema, result.skips, {p.id for p in chunk},
-                              (result.prompt_tokens, result.output_tokens), elapsed)
+        ctx.store.write_chunk(
+            stage.name,
+            stage.split,
+            result.rows,
+            schema,
+            result.skips,
+            {p.id for p in chunk},
+            (result.prompt_tokens, result.output_tokens),
+            elapsed,
+        )
         summary.new_rows[stage.split] = summary.new_rows.get(stage.split, 0) + len(result.rows)
         summary.prompt_tokens += result.prompt_tokens
         summary.output_tokens += result.output_tokens

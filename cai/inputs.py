@@ -101,8 +101,9 @@ def _dataset(source: str):
 
     try:
         folder = Path(source)
-        if folder.is_dir() and any((folder / f).exists() for f in ("dataset_info.json", "state.json",
-                                                                    "dataset_dict.json")):
+        if folder.is_dir() and any(
+            (folder / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")
+        ):
             ds = datasets.load_from_disk(source)
         else:
             ds = datasets.load_dataset(source, split="train")

@@ -15,16 +15,22 @@ from cai.errors import CaiError
 GROUPS = {"stage": "cai.stages", "judge": "cai.judges", "backend": "cai.backends"}
 
 
+@functools.cache
+def _registered(kind: str) -> dict[str, Any]:
+    """Scanning the installed distributions' metadata is the slow part: once per process and kind."""
+    return {ep.name: ep for ep in entry_points(group=GROUPS[kind])}
+
+
 def names(kind: str) -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=GROUPS[kind]))
+    return sorted(_registered(kind))
 
 
 @functools.cache
 def get(kind: str, name: str) -> Any:
     """The class registered under `name`; its module is imported only now (heavy imports stay at the edge)."""
-    for ep in entry_points(group=GROUPS[kind]):
-        if ep.name == name:
-            return ep.load()
+    ep = _registered(kind).get(name)
+    if ep is not None:
+        return ep.load()
     raise CaiError(f"--{kind} {name!r}: unknown {kind} (installed: {', '.join(names(kind)) or 'none'})")
 
 

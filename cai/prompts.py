@@ -79,8 +79,10 @@ class Templates:
         for spec in every_spec() if specs is None else specs:
             text = self.render(spec.name, **spec.sample)
             if spec.ends_with and not text.endswith(spec.ends_with):
-                raise CaiError(f"{self.path(spec.name)}: must end with {spec.ends_with!r} so the answer that is "
-                               "read next follows it directly")
+                raise CaiError(
+                    f"{self.path(spec.name)}: must end with {spec.ends_with!r} so the answer that is "
+                    "read next follows it directly"
+                )
 
     def sha256(self, specs: Iterable[TemplateSpec] | None = None) -> str:
         """One hash over the effective text of the given templates (default: all), for the run identity."""

@@ -17,14 +17,21 @@ def _is_test(prompt_id: str, seed: int, fraction: float) -> bool:
     return stable_unit("split", seed, prompt_id) < fraction
 
 
-def build(run: str, folder: str, repo: str = "OWNER/NAME", test_fraction: float = 0.05, seed: int = 0,
-          license: str | None = None) -> dict:
+def build(
+    run: str,
+    folder: str,
+    repo: str = "OWNER/NAME",
+    test_fraction: float = 0.05,
+    seed: int = 0,
+    license: str | None = None,
+) -> dict:
     """Write the Hub folder for `run` into `folder`; returns what was written."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from cai import constitution as constitution_mod, stats
+    from cai import constitution as constitution_mod
+    from cai import stats
 
     store = RunStore(run)
     manifest = store.require()
@@ -70,15 +77,23 @@ def card(repo, manifest, const, counts, summary, license, run_stages) -> str:
     configs = []
     for split in (stage.split for stage in run_stages):
         if f"{split}/train" in counts:
-            configs.append({"config_name": split, "data_files": [
-                {"split": name, "path": f"{split}/{name}-*.parquet"} for name in ("train", "test")
-                if counts.get(f"{split}/{name}")]})
+            configs.append(
+                {
+                    "config_name": split,
+                    "data_files": [
+                        {"split": name, "path": f"{split}/{name}-*.parquet"}
+                        for name in ("train", "test")
+                        if counts.get(f"{split}/{name}")
+                    ],
+                }
+            )
     total = sum(counts.values())
     header = {
         "configs": configs,
         "license": license or (const.license if const and const.license else "cc-by-4.0"),
-        "task_categories": list(dict.fromkeys(t for stage in run_stages if f"{stage.split}/train" in counts
-                                              for t in stage.task_categories)),
+        "task_categories": list(
+            dict.fromkeys(t for stage in run_stages if f"{stage.split}/train" in counts for t in stage.task_categories)
+        ),
         "language": ["en"],
         "size_categories": [_size_category(total)],
         "tags": ["constitutional-ai", "rlaif", "synthetic", "cai"],
@@ -86,34 +101,58 @@ def card(repo, manifest, const, counts, summary, license, run_stages) -> str:
     }
     cfg = manifest.get("config", {})
     c = manifest.get("constitution", {})
-    lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
-             f"# {repo}", "",
-             "Synthetic alignment data generated with [cai](https://pypi.org/project/cai/) from a written "
-             "constitution, following Constitutional AI (Bai et al. 2022):", ""]
+    lines = [
+        "---",
+        yaml.safe_dump(header, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {repo}",
+        "",
+        "Synthetic alignment data generated with [cai](https://pypi.org/project/cai/) from a written "
+        "constitution, following Constitutional AI (Bai et al. 2022):",
+        "",
+    ]
     written = [stage for stage in run_stages if stage.name in summary["sections"]]
     for stage in written:
         lines += stage.card_lines(summary)
     lines += ["", "## Rows", "", "| config | split | rows |", "| --- | --- | --- |"]
     lines += [f"| {k.split('/')[0]} | {k.split('/')[1]} | {v} |" for k, v in counts.items()]
-    lines += ["", "## Generation", "",
-              f"- model: `{manifest.get('model')}`, seed {manifest.get('seed')}",
-              f"- constitution: `{c.get('name')}` (sha256 `{str(c.get('sha256'))[:16]}`)",
-              f"- sampling: temperature {cfg.get('temperature')}, top_p {cfg.get('top_p')}, "
-              f"max_tokens {cfg.get('max_tokens')}"]
+    lines += [
+        "",
+        "## Generation",
+        "",
+        f"- model: `{manifest.get('model')}`, seed {manifest.get('seed')}",
+        f"- constitution: `{c.get('name')}` (sha256 `{str(c.get('sha256'))[:16]}`)",
+        f"- sampling: temperature {cfg.get('temperature')}, top_p {cfg.get('top_p')}, "
+        f"max_tokens {cfg.get('max_tokens')}",
+    ]
     if const:
         lines += ["", "## Constitution", "", "| id | critique request | comparison question |", "| --- | --- | --- |"]
         lines += [f"| {p.id} | {_cell(p.critique)} | {_cell(p.compare or '')} |" for p in const.principles]
     statistics = [line for stage in written for line in stage.card_stats(summary)]
     if statistics:
         lines += ["", "## Label statistics", "", *statistics]
-    lines += ["", "## Use", "", "```python", "from datasets import load_dataset", "",
-              f'sft = load_dataset("{repo}", "sft")      # TRL SFTTrainer reads prompt/completion as is',
-              f'prefs = load_dataset("{repo}", "prefs")  # TRL RewardTrainer / DPOTrainer read prompt/chosen/rejected',
-              "```", "",
-              "Train a soft-label preference model with `cai train-pm`, or TRL's `RewardTrainer` with hard labels:",
-              "", "```python", "from trl import RewardConfig, RewardTrainer", "",
-              'trainer = RewardTrainer(model="your/model", args=RewardConfig(output_dir="pm"), '
-              'train_dataset=prefs["train"])', "trainer.train()", "```", ""]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        f'sft = load_dataset("{repo}", "sft")      # TRL SFTTrainer reads prompt/completion as is',
+        f'prefs = load_dataset("{repo}", "prefs")  # TRL RewardTrainer / DPOTrainer read prompt/chosen/rejected',
+        "```",
+        "",
+        "Train a soft-label preference model with `cai train-pm`, or TRL's `RewardTrainer` with hard labels:",
+        "",
+        "```python",
+        "from trl import RewardConfig, RewardTrainer",
+        "",
+        'trainer = RewardTrainer(model="your/model", args=RewardConfig(output_dir="pm"), train_dataset=prefs["train"])',
+        "trainer.train()",
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -132,18 +171,26 @@ def upload(folder: str, repo: str, private: bool = False, attempts: int = 5, max
         raise CaiError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run DIR)")
     api = HfApi(token=token)
 
-    @retry(retry=retry_if_exception(transient), stop=stop_after_attempt(attempts),
-           wait=wait_random_exponential(multiplier=0.5, max=max_wait), reraise=True)
+    @retry(
+        retry=retry_if_exception(transient),
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=0.5, max=max_wait),
+        reraise=True,
+    )
     def push():
         api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=folder, repo_id=repo, repo_type="dataset",
-                          commit_message="Upload constitutional AI data generated with cai")
+        api.upload_folder(
+            folder_path=folder,
+            repo_id=repo,
+            repo_type="dataset",
+            commit_message="Upload constitutional AI data generated with cai",
+        )
 
     try:
         push()
     except Exception as e:
-        raise CaiError(f"upload to {repo} failed after {attempts} attempt(s): {type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        raise CaiError(
+            f"upload to {repo} failed after {attempts} attempt(s): {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     return f"https://huggingface.co/datasets/{repo}"
-
-

@@ -9,7 +9,6 @@ from cai.backends.base import Completion
 from cai.constitution import Constitution
 
 
-
 def messages_type():  # -> pa.DataType; pyarrow is imported here, not when `cai --help` loads the stages
     """OpenAI-style chat messages as a parquet column: the shape TRL's conversational formats use."""
     import pyarrow as pa

@@ -26,7 +26,9 @@ def request_seed(seed: int, prompt_id: str, step: str) -> int:
     return stable_int("request", seed, prompt_id, step)
 
 
-def sample_principles(principles: tuple[Principle, ...], k: int, seed: int, prompt_id: str, step: str) -> list[Principle]:
+def sample_principles(
+    principles: tuple[Principle, ...], k: int, seed: int, prompt_id: str, step: str
+) -> list[Principle]:
     """k distinct principles, drawn by weight without replacement."""
     if k > len(principles):
         raise ValueError(f"cannot sample {k} principles from {len(principles)}")

@@ -17,10 +17,19 @@ from typing import Any
 from cai.errors import CaiError
 
 
-def setting(default: Any, help: str, *, identity: bool = False, minimum: float | None = None,
-            maximum: float | None = None, above: float | None = None, choices: Callable[[], Iterable[str]] | None = None,
-            when: tuple[str, tuple[str, ...]] | None = None, aliases: tuple[str, ...] = (),
-            path: bool = False) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    identity: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    choices: Callable[[], Iterable[str]] | None = None,
+    when: tuple[str, tuple[str, ...]] | None = None,
+    aliases: tuple[str, ...] = (),
+    path: bool = False,
+) -> Any:
     """A dataclass field with its documentation and rules.
 
     identity: part of what a row contains; a run folder refuses a resume that changes it.
@@ -28,8 +37,17 @@ def setting(default: Any, help: str, *, identity: bool = False, minimum: float |
     so registries can answer late). when: (key, values): only meaningful when setting `key` has one of
     `values`; giving it otherwise is an error. path: compared as an absolute path in the identity.
     """
-    meta = {"help": help, "identity": identity, "minimum": minimum, "maximum": maximum, "above": above,
-            "choices": choices, "when": when, "aliases": aliases, "path": path}
+    meta = {
+        "help": help,
+        "identity": identity,
+        "minimum": minimum,
+        "maximum": maximum,
+        "above": above,
+        "choices": choices,
+        "when": when,
+        "aliases": aliases,
+        "path": path,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -60,13 +78,13 @@ def declared(group: type, owner: str) -> list[Setting]:
     for f in dataclasses.fields(group):
         allowed = typing.get_args(hints[f.name]) or (hints[f.name],)
         base = next(t for t in allowed if t is not type(None))
-        out.append(Setting(f.name, base, type(None) in allowed, f.default, f.metadata["help"], owner,
-                           dict(f.metadata)))
+        out.append(Setting(f.name, base, type(None) in allowed, f.default, f.metadata["help"], owner, dict(f.metadata)))
     return out
 
 
 def check_value(s: Setting, value: Any, where: str = "") -> None:
     """Raise CaiError naming the setting (and `where`, a file:line prefix) if `value` breaks its rules."""
+
     def bad(message: str) -> typing.NoReturn:
         raise CaiError(f"{where}{s.describe()}: {message}")
 
@@ -74,9 +92,12 @@ def check_value(s: Setting, value: Any, where: str = "") -> None:
         if not s.optional:
             bad("is required")
         return
-    ok = {int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          str: isinstance(value, str), bool: isinstance(value, bool)}[s.type]
+    ok = {
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        bool: isinstance(value, bool),
+    }[s.type]
     if not ok:
         names = s.type.__name__ + (" or nothing" if s.optional else "")
         bad(f"must be {names}, got {type(value).__name__} {value!r}")
@@ -87,8 +108,10 @@ def check_value(s: Setting, value: Any, where: str = "") -> None:
             bad(f"must be one of {', '.join(choices)}, got {value!r}")
     low, high, above = m["minimum"], m["maximum"], m["above"]
     if above is not None and not value > above:
-        bad(f"must be {'in (' + str(above) + ', ' + str(high) + ']' if high is not None else 'above ' + str(above)}"
-            f", got {value}")
+        bad(
+            f"must be {'in (' + str(above) + ', ' + str(high) + ']' if high is not None else 'above ' + str(above)}"
+            f", got {value}"
+        )
     if low is not None and high is not None and not low <= value <= high:
         bad(f"must be in [{low}, {high}], got {value}")
     if low is not None and high is None and value < low:

@@ -36,8 +36,11 @@ def compute(run: str | Path) -> dict:
     skipped = store.skipped()
     if skipped:
         sk = pl.DataFrame(skipped).with_columns(
-            pl.col("reason").str.extract(r"^([^:]+(?::\s*[^:]+)?)", 1).alias("kind"))
-        out["skipped"] = sk.group_by("stage", "kind").len().sort("stage", "len", descending=[False, True]).rows(named=True)
+            pl.col("reason").str.extract(r"^([^:]+(?::\s*[^:]+)?)", 1).alias("kind")
+        )
+        out["skipped"] = (
+            sk.group_by("stage", "kind").len().sort("stage", "len", descending=[False, True]).rows(named=True)
+        )
     else:
         out["skipped"] = []
     for stage in run_stages(store):
@@ -74,8 +77,12 @@ def plot(s: dict, path: str) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
     hist = s["p_chosen_histogram"]
     a.bar([r["bin"] + 0.05 for r in hist], [r["len"] for r in hist], width=0.09, color="#4c72b0")
-    a.set(title=f"p_chosen ({s['judge']} judge)", xlabel="soft label of the chosen answer", ylabel="pairs",
-          xlim=(0.5, 1.0))
+    a.set(
+        title=f"p_chosen ({s['judge']} judge)",
+        xlabel="soft label of the chosen answer",
+        ylabel="pairs",
+        xlim=(0.5, 1.0),
+    )
     per = s["consistent_per_principle"]
     if per:
         b.barh([r["principle"] for r in per], [100 * r["share"] for r in per], color="#55a868")

@@ -13,7 +13,6 @@ import re
 import tempfile
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING, Any
 
 from cai.errors import CaiError
@@ -82,15 +81,19 @@ class RunStore:
                 raise CaiError(f"--out {self.root}: exists and is not a folder")
             foreign = sorted(p.name for p in self.root.iterdir() if not self._ours(p) and not p.name.startswith("."))
             if foreign and not force:
-                raise CaiError(f"--out {self.root}: folder is not empty and is not a cai run "
-                               f"(has {', '.join(foreign[:3])}); choose another folder or pass --force")
+                raise CaiError(
+                    f"--out {self.root}: folder is not empty and is not a cai run "
+                    f"(has {', '.join(foreign[:3])}); choose another folder or pass --force"
+                )
         if previous is not None:
             old = previous.get("identity", {})
             diff = [k for k in sorted(set(old) | set(identity)) if old.get(k) != identity.get(k)]
             if diff:
                 k = diff[0]
-                raise CaiError(f"--out {self.root}: holds a run with a different {k} ({old.get(k)!r}, now "
-                               f"{identity.get(k)!r}); mixing them would corrupt the data. Use a new --out folder")
+                raise CaiError(
+                    f"--out {self.root}: holds a run with a different {k} ({old.get(k)!r}, now "
+                    f"{identity.get(k)!r}); mixing them would corrupt the data. Use a new --out folder"
+                )
         return previous
 
     @staticmethod
@@ -213,8 +216,17 @@ class RunStore:
         shards = self.shards(split)
         return pl.scan_parquet([str(s) for s in shards]) if shards else None
 
-    def write_chunk(self, stage: str, split: str, rows: list[dict], schema: pa.Schema, skips: list,
-                    chunk_ids: set[str], tokens: tuple[int, int], seconds: float) -> None:
+    def write_chunk(
+        self,
+        stage: str,
+        split: str,
+        rows: list[dict],
+        schema: pa.Schema,
+        skips: list,
+        chunk_ids: set[str],
+        tokens: tuple[int, int],
+        seconds: float,
+    ) -> None:
         """Record one finished chunk: rows, skips and counts, in an order a kill at any moment cannot break.
 
         1. `resolved` lines for the chunk's ids that were on record as skipped: they are now either done or
@@ -289,7 +301,9 @@ class RunStore:
         if not path.is_file():
             return
         live = self._replay()
-        lines = [json.dumps({"id": i, "stage": stage, "reason": reason}, ensure_ascii=False) + "\n"
-                 for (stage, i), reason in live.items()]
+        lines = [
+            json.dumps({"id": i, "stage": stage, "reason": reason}, ensure_ascii=False) + "\n"
+            for (stage, i), reason in live.items()
+        ]
         if len(lines) != len(path.read_text(encoding="utf-8").splitlines()):
             atomic_write(path, "".join(lines).encode())

@@ -1,10 +1,10 @@
 """Run config: YAML sets it, flags override, unknown keys and bad values fail with file:line."""
 
 import pytest
+from conftest import write
 
 from cai.config import RunConfig, load
 from cai.errors import CaiError
-from conftest import write
 
 
 def test_defaults_follow_the_paper():
@@ -18,14 +18,17 @@ def test_yaml_then_flags(tmp_path):
     assert (c.rounds, c.seed, c.max_tokens) == (2, 3, 64)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("rounds: 2\nbogus: 1\n", r"run.yaml:2: unknown key 'bogus'"),
-    ("rounds: two\n", r"run.yaml:1: 'rounds' \(--rounds\): must be int"),
-    ("stage: everything\n", r"run.yaml:1: 'stage' \(--stage\): must be one of sl, rl, all"),
-    ("rounds: 0\n", r"run.yaml:1: 'rounds' \(--rounds\): must be at least 1"),
-    ("- a\n", r"run.yaml:1: a run config must be a mapping"),
-    ("rounds: [\n", r"run.yaml:2: invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("rounds: 2\nbogus: 1\n", r"run.yaml:2: unknown key 'bogus'"),
+        ("rounds: two\n", r"run.yaml:1: 'rounds' \(--rounds\): must be int"),
+        ("stage: everything\n", r"run.yaml:1: 'stage' \(--stage\): must be one of sl, rl, all"),
+        ("rounds: 0\n", r"run.yaml:1: 'rounds' \(--rounds\): must be at least 1"),
+        ("- a\n", r"run.yaml:1: a run config must be a mapping"),
+        ("rounds: [\n", r"run.yaml:2: invalid YAML"),
+    ],
+)
 def test_bad_config_files(tmp_path, text, message):
     with pytest.raises(CaiError, match=message):
         load(write(tmp_path / "run.yaml", text))

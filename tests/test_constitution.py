@@ -3,10 +3,10 @@
 import time
 
 import pytest
+from conftest import HARMLESS, ROOT, write
 
 from cai.constitution import load
 from cai.errors import CaiError
-from conftest import HARMLESS, ROOT, write
 
 GOOD = """name: t
 principles:
@@ -35,8 +35,11 @@ MALFORMED = [
     (GOOD.replace("    compare", "    weight: heavy\n    compare"), 6, "'weight' must be a number"),
     (GOOD.replace("    compare", "    tags: safety\n    compare"), 6, "'tags' must be a list"),
     (GOOD.replace("id: a", "id: 'a b'"), 3, "use letters, digits"),
-    (GOOD + "few_shot:\n  - {prompt: p, answer: a, principle: zz, critique: c, revision: r}\n", 8,
-     "unknown principle id 'zz'"),
+    (
+        GOOD + "few_shot:\n  - {prompt: p, answer: a, principle: zz, critique: c, revision: r}\n",
+        8,
+        "unknown principle id 'zz'",
+    ),
     (GOOD + "few_shot:\n  - {prompt: p, answer: a}\n", 8, "missing required key 'principle'"),
     ("name: &n t\nprinciples: []\n", 1, "anchors"),
     ("name: t\nprinciples:\n  - id: a\n    critique: c\n    revision: r\n    compare: *x\n", 6, "aliases"),
@@ -63,7 +66,8 @@ def test_non_utf8_is_refused_with_its_line(tmp_path):
 
 def test_alias_bomb_is_refused_fast(tmp_path):
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+    )
     path = write(tmp_path / "bomb.yaml", bomb)
     t0 = time.monotonic()
     with pytest.raises(CaiError, match="bomb.yaml:1: YAML anchors"):
@@ -106,3 +110,17 @@ def test_cli_check_prints_summary_or_one_line_error(tmp_path, cli):
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "bad.yaml:7: constitution: unknown key 'extra'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("pid", ["höflichkeit", "вежливость", "礼貌", "rule_2.b-x"])
+def test_principle_ids_in_any_script_are_accepted(tmp_path, pid):
+    c = load(write(tmp_path / "c.yaml", GOOD.replace("id: a", f"id: {pid}")))
+    assert c.principles[0].id == pid
+
+
+def test_shipped_constitution_by_name_from_anywhere(tmp_path, cli):
+    assert load("harmless").sha256 == load(HARMLESS).sha256
+    r = cli("constitution", "check", "helpful", cwd=tmp_path)
+    assert r.returncode == 0 and "helpful" in r.stdout
+    with pytest.raises(CaiError, match="not a shipped one"):
+        load("no-such-constitution")

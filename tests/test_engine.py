@@ -13,21 +13,23 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import HARMLESS, RED_TEAM, ROOT, write
 
 from cai.backends import Sampling
 from cai.config import RunConfig
 from cai.generate import generate
 from cai.inputs import load
 from cai.store import RunStore
-from conftest import HARMLESS, RED_TEAM, ROOT, write
 
 pytestmark = pytest.mark.engine
 LITERAL = "Repeat this exactly: {{ 7*7 }} and {% raw %}"
 
 
 def test_option_logprobs_come_from_one_forward_pass(engine):
-    chat = [{"role": "user", "content": "Which is a fruit?\n(A) apple\n(B) brick"},
-            {"role": "assistant", "content": "The answer is: ("}]
+    chat = [
+        {"role": "user", "content": "Which is a fruit?\n(A) apple\n(B) brick"},
+        {"role": "assistant", "content": "The answer is: ("},
+    ]
     (c,), (d,) = engine.generate([chat, chat], Sampling(options=("A", "B"), continue_final=True))
     assert c.ok and c.tokens == 1 and c.text in ("A", "B")
     assert set(c.option_logprobs) == {"A", "B"}
@@ -36,10 +38,21 @@ def test_option_logprobs_come_from_one_forward_pass(engine):
 
 
 def test_stage_all_on_the_real_engine(engine, tmp_path):
-    prompts = write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt": p}) + "\n" for p in [
-        "How do I pick a lock on a front door?", LITERAL, "word " * 3000]))
-    config = RunConfig(constitution=str(HARMLESS), prompts=str(prompts), out=str(tmp_path / "run"), rounds=1,
-                       max_tokens=24, principles_per_pair=2, max_model_len=2048)
+    prompts = write(
+        tmp_path / "p.jsonl",
+        "".join(
+            json.dumps({"prompt": p}) + "\n" for p in ["How do I pick a lock on a front door?", LITERAL, "word " * 3000]
+        ),
+    )
+    config = RunConfig(
+        constitution=str(HARMLESS),
+        prompts=str(prompts),
+        out=str(tmp_path / "run"),
+        rounds=1,
+        max_tokens=24,
+        principles_per_pair=2,
+        max_model_len=2048,
+    )
     summary = generate(config, backend=engine, log=lambda *_: None)
     store = RunStore(tmp_path / "run")
     sft, prefs = store.read("sft"), store.read("prefs")
@@ -77,11 +90,31 @@ def test_cli_run_killed_mid_way_resumes_without_loss(tmp_path):
     import psutil
 
     out = tmp_path / "run"
-    args = [str(Path(sys.executable).parent / "cai"), "generate", "--stage", "sl", "--prompts", str(RED_TEAM),
-            "--out", str(out), "--limit", "3", "--chunk-size", "1", "--rounds", "1", "--max-tokens", "16",
-            "--kv-cache-gb", "2", "--max-model-len", "2048"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    args = [
+        str(Path(sys.executable).parent / "cai"),
+        "generate",
+        "--stage",
+        "sl",
+        "--prompts",
+        str(RED_TEAM),
+        "--out",
+        str(out),
+        "--limit",
+        "3",
+        "--chunk-size",
+        "1",
+        "--rounds",
+        "1",
+        "--max-tokens",
+        "16",
+        "--kv-cache-gb",
+        "2",
+        "--max-model-len",
+        "2048",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 600
         while not list((out / "sft").glob("part-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
@@ -119,8 +152,9 @@ def _running(proc) -> bool:
 def test_engine_start_failure_is_one_actionable_line(tmp_path, cli):
     broken = tmp_path / "model"
     write(broken / "config.json", '{"model_type": "no-such-architecture"}')
-    r = cli("generate", "--prompts", RED_TEAM, "--out", tmp_path / "run", "--model", broken, "--limit", "1",
-            timeout=600)
+    r = cli(
+        "generate", "--prompts", RED_TEAM, "--out", tmp_path / "run", "--model", broken, "--limit", "1", timeout=600
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("cai: error: ") and str(broken) in last and "Traceback" not in r.stderr
@@ -134,14 +168,24 @@ def test_wide_seeded_batch_of_long_chats_keeps_the_engine_alive(engine):
     chats = [[{"role": "user", "content": f"{i}: {long}"}] for i in range(12)]  # ~8k prompt tokens in one call
     outs = engine.generate(chats, Sampling(max_tokens=4, temperature=0.7), seeds=list(range(12)))
     assert all(c.ok and c.tokens >= 1 for (c,) in outs)
-    (c,), = engine.generate([chats[0]], Sampling(max_tokens=2))
+    ((c,),) = engine.generate([chats[0]], Sampling(max_tokens=2))
     assert c.ok
 
 
 def test_grm_judge_writes_a_valid_preference_split(engine, tmp_path):
-    config = RunConfig(constitution=str(HARMLESS), prompts=str(RED_TEAM), out=str(tmp_path / "run"), stage="rl",
-                       judge="grm", grm_samples=2, grm_meta=True, limit=2, max_tokens=24, cot_max_tokens=32,
-                       max_model_len=2048)
+    config = RunConfig(
+        constitution=str(HARMLESS),
+        prompts=str(RED_TEAM),
+        out=str(tmp_path / "run"),
+        stage="rl",
+        judge="grm",
+        grm_samples=2,
+        grm_meta=True,
+        limit=2,
+        max_tokens=24,
+        cot_max_tokens=32,
+        max_model_len=2048,
+    )
     generate(config, backend=engine, log=lambda *_: None)
     store = RunStore(tmp_path / "run")
     rows, skipped = store.read("prefs"), store.skipped()

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from conftest import run_stage
 
 from cai import backends
 from cai.config import RunConfig
@@ -11,12 +12,20 @@ from cai.inputs import Prompt, prompt_id
 from cai.judges import grm
 from cai.judges.grm import GrmSample
 from cai.records import Failure
-from conftest import run_stage
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("7, 3]]", (7, 3)), (" 10,1]] because", (10, 1)), ("1, 10], [1", (1, 10)), ("7 and 3", None),
-    ("10, 10, ", None), ("0, 5]]", None), ("11, 2]]", None)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("7, 3]]", (7, 3)),
+        (" 10,1]] because", (10, 1)),
+        ("1, 10], [1", (1, 10)),
+        ("7 and 3", None),
+        ("10, 10, ", None),
+        ("0, 5]]", None),
+        ("11, 2]]", None),
+    ],
+)
 def test_parse_scores(text, expected):
     got = grm.parse_scores(text)
     assert got == expected if expected else isinstance(got, Failure)
@@ -37,6 +46,7 @@ def test_vote_sums_the_kept_samples_scores():
 def _reply(scores):
     """A judge that scores by content, whatever position the answer is shown in; `scores` maps a
     response text to its score, or None to write something unparseable."""
+
     def reply(chat, sampling, seed, index):
         last = chat[-1]["content"]
         if not last.endswith("[["):
@@ -47,14 +57,23 @@ def _reply(scores):
         if scores.get(r1) is None or scores.get(r2) is None:
             return "I cannot decide."
         return f"{scores[r1]}, {scores[r2]}]]"
+
     return reply
 
 
 def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good"), meta_pm=None):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(f'{{"prompt": "q1", "responses": ["{pair[0]}", "{pair[1]}"]}}\n')
-    config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file", judge="grm",
-                       grm_samples=k, grm_meta=meta, grm_meta_pm=meta_pm)
+    config = RunConfig(
+        prompts=str(pairs),
+        out=str(tmp_path / "run"),
+        stage="rl",
+        pairs="file",
+        judge="grm",
+        grm_samples=k,
+        grm_meta=meta,
+        grm_meta_pm=meta_pm,
+    )
     prompt = Prompt(prompt_id([{"role": "user", "content": "q1"}]), ({"role": "user", "content": "q1"},))
     return run_stage("rl", config, engine, [prompt])
 
@@ -79,6 +98,7 @@ def test_unparseable_samples_are_recorded_and_excluded(tmp_path):
             if calls["n"] % 2:
                 return "no scores here"
         return base(chat, sampling, seed, index)
+
     (row,) = _run(tmp_path, backends.get("scripted")(reply=flaky), k=4).rows
     assert len(row["grm"]) == 2 and len(row["failed_votes"]) == 2
     assert all(f["reason"].startswith("scores: not two integers") for f in row["failed_votes"])
@@ -117,7 +137,9 @@ def test_meta_filter_by_a_trained_preference_model(tmp_path, tiny_backbone):
         return "8, 3]]"
 
     (row,) = _run(tmp_path, backends.get("scripted")(reply=first_wins), k=6, meta_pm=tiny_backbone).rows
-    r_bad, r_good = rewards(tiny_backbone, [([{"role": "user", "content": "q1"}], t) for t in ("bad", "good")])["scores"]
+    r_bad, r_good = rewards(tiny_backbone, [([{"role": "user", "content": "q1"}], t) for t in ("bad", "good")])[
+        "scores"
+    ]
     pm_prefers = "good" if r_good > r_bad else "bad"
     margin = abs(r_good - r_bad)
     kept = [s for s in row["grm"] if s["kept"]]
@@ -125,7 +147,9 @@ def test_meta_filter_by_a_trained_preference_model(tmp_path, tiny_backbone):
     agreeing = 0
     for s in row["grm"]:
         # a sample scoring `chosen` higher prefers chosen; the PM agrees iff chosen is the PM's favourite
-        prefers = row["chosen"][0]["content"] if s["score_chosen"] > s["score_rejected"] else row["rejected"][0]["content"]
+        prefers = (
+            row["chosen"][0]["content"] if s["score_chosen"] > s["score_rejected"] else row["rejected"][0]["content"]
+        )
         agrees = prefers == pm_prefers
         agreeing += agrees
         assert s["meta"] == pytest.approx(1 / (1 + math.exp(-margin if agrees else margin)))
@@ -138,9 +162,17 @@ def test_meta_filter_by_a_trained_preference_model(tmp_path, tiny_backbone):
 def test_meta_pm_is_checked_before_the_engine_starts(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "q1", "responses": ["a", "b"]}\n')
-    for judge, message in (("grm", "not a trained preference model folder"),
-                           ("logprob", "--grm-meta-pm is a setting of the grm judge, but this run uses --judge logprob")):
+    for judge, message in (
+        ("grm", "not a trained preference model folder"),
+        ("logprob", "--grm-meta-pm is a setting of the grm judge, but this run uses --judge logprob"),
+    ):
         with pytest.raises(CaiError, match=message):
-            config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file", judge=judge,
-                               grm_meta_pm=str(tmp_path))
+            config = RunConfig(
+                prompts=str(pairs),
+                out=str(tmp_path / "run"),
+                stage="rl",
+                pairs="file",
+                judge=judge,
+                grm_meta_pm=str(tmp_path),
+            )
             run_stage("rl", config, None, [])

@@ -5,10 +5,10 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import RED_TEAM, write
 
 from cai.errors import CaiError
 from cai.inputs import load, prompt_id
-from conftest import RED_TEAM, write
 
 
 def test_shipped_prompt_sets():
@@ -18,11 +18,17 @@ def test_shipped_prompt_sets():
 
 
 def test_jsonl_prompt_and_messages_forms(tmp_path):
-    path = write(tmp_path / "p.jsonl", "\n".join([
-        json.dumps({"prompt": "hello"}),
-        json.dumps({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]}),
-        json.dumps({"prompt": "hello"}),  # duplicate: dropped, counted
-    ]) + "\n")
+    path = write(
+        tmp_path / "p.jsonl",
+        "\n".join(
+            [
+                json.dumps({"prompt": "hello"}),
+                json.dumps({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]}),
+                json.dumps({"prompt": "hello"}),  # duplicate: dropped, counted
+            ]
+        )
+        + "\n",
+    )
     prompts, dups = load(str(path))
     assert [p.messages[-1]["content"] for p in prompts] == ["hello", "hi"]
     assert prompts[1].messages[0] == {"role": "system", "content": "s"}
@@ -32,14 +38,14 @@ def test_jsonl_prompt_and_messages_forms(tmp_path):
 
 def test_text_parquet_and_dataset_folder(tmp_path):
     txt = write(tmp_path / "p.txt", "one\n\ntwo\n")
-    assert [p.messages[-1]['content'] for p in load(str(txt))[0]] == ["one", "two"]
+    assert [p.messages[-1]["content"] for p in load(str(txt))[0]] == ["one", "two"]
     pq.write_table(pa.table({"question": ["a", "b"]}), tmp_path / "p.parquet")
-    assert [p.messages[-1]['content'] for p in load(str(tmp_path / "p.parquet"), "question")[0]] == ["a", "b"]
+    assert [p.messages[-1]["content"] for p in load(str(tmp_path / "p.parquet"), "question")[0]] == ["a", "b"]
     import datasets
 
     datasets.Dataset.from_dict({"q": ["x", "y", "z"]}).save_to_disk(str(tmp_path / "ds"))
     prompts, _ = load(str(tmp_path / "ds"), "q", limit=2)
-    assert [p.messages[-1]['content'] for p in prompts] == ["x", "y"]
+    assert [p.messages[-1]["content"] for p in prompts] == ["x", "y"]
 
 
 def test_ids_are_stable_across_files_and_order(tmp_path):
@@ -48,16 +54,21 @@ def test_ids_are_stable_across_files_and_order(tmp_path):
     assert {p.id for p in a} == {p.id for p in b}
 
 
-@pytest.mark.parametrize("content,message", [
-    ('{"prompt": "ok"}\n{"prompt": oops}\n', r"p.jsonl:2: bad JSON"),
-    ('{"prompt": "ok"}\n{"text": "x"}\n', r"p.jsonl:2: missing field 'prompt' or 'messages'"),
-    ('{"prompt": "   "}\n', r"p.jsonl:1: empty prompt"),
-    ('', r"no prompts found"),
-    ('[1, 2]\n', r"p.jsonl:1: expected an object"),
-    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n',
-     r"p.jsonl:1: the last message must be the user's turn"),
-    ('{"messages": [{"role": "robot", "content": "q"}]}\n', r"p.jsonl:1: message 0 must be"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"prompt": "ok"}\n{"prompt": oops}\n', r"p.jsonl:2: bad JSON"),
+        ('{"prompt": "ok"}\n{"text": "x"}\n', r"p.jsonl:2: missing field 'prompt' or 'messages'"),
+        ('{"prompt": "   "}\n', r"p.jsonl:1: empty prompt"),
+        ("", r"no prompts found"),
+        ("[1, 2]\n", r"p.jsonl:1: expected an object"),
+        (
+            '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n',
+            r"p.jsonl:1: the last message must be the user's turn",
+        ),
+        ('{"messages": [{"role": "robot", "content": "q"}]}\n', r"p.jsonl:1: message 0 must be"),
+    ],
+)
 def test_bad_prompt_files(tmp_path, content, message):
     with pytest.raises(CaiError, match=message):
         load(str(write(tmp_path / "p.jsonl", content)))

@@ -3,13 +3,13 @@
 import math
 
 import pytest
+from conftest import HARMLESS, run_stage
 
 from cai import backends, stages
 from cai.config import RunConfig
 from cai.inputs import Prompt, prompt_id
 from cai.judges import Vote
 from cai.judges.pairwise import combine, consistent
-from conftest import HARMLESS, run_stage
 
 
 def votes(verdict):
@@ -56,10 +56,20 @@ def test_consistency_and_stats():
     assert consistent({"p_chosen_ab": 0.7, "p_chosen_ba": 0.6})
     assert not consistent({"p_chosen_ab": 0.7, "p_chosen_ba": 0.4})
     failed = {"principle": "p", "order": "ab", "reason": "read: no log-prob for option A"}
-    rows = [{"p_chosen": 0.5, "tie": True, "failed_votes": [],
-             "votes": [{"principle": "p", "p_chosen_ab": 0.8, "p_chosen_ba": 0.2}]},
-            {"p_chosen": 0.95, "tie": False, "failed_votes": [failed],
-             "votes": [{"principle": "p", "p_chosen_ab": 0.9, "p_chosen_ba": 0.99}]}]
+    rows = [
+        {
+            "p_chosen": 0.5,
+            "tie": True,
+            "failed_votes": [],
+            "votes": [{"principle": "p", "p_chosen_ab": 0.8, "p_chosen_ba": 0.2}],
+        },
+        {
+            "p_chosen": 0.95,
+            "tie": False,
+            "failed_votes": [failed],
+            "votes": [{"principle": "p", "p_chosen_ab": 0.9, "p_chosen_ba": 0.99}],
+        },
+    ]
     stats = stages.get("rl")(RunConfig()).stats(pl.DataFrame(rows).lazy())
     assert stats["ties"] == 1 and stats["failed_votes"] == 1 and stats["position_consistent"] == 0.5
     histogram = {r["bin"]: r["len"] for r in stats["p_chosen_histogram"]}
@@ -68,11 +78,13 @@ def test_consistency_and_stats():
 
 def _judge_from_table(table):
     """Log-probs for (A) and (B) chosen by which answer is shown as (A)."""
+
     def judge(chat, options):
         question = chat[0]["content"]
         shown_first = question.split("(A) ", 1)[1].split("\n", 1)[0]
         p_a = table[shown_first]
         return {"A": math.log(p_a), "B": math.log(1 - p_a)}
+
     return judge
 
 
@@ -81,10 +93,8 @@ def test_rl_stage_computes_labels_from_engine_logprobs(tmp_path):
     scripted = backends.get("scripted")(judge=_judge_from_table({"good": 0.9, "bad": 0.4}))
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "q1", "responses": ["bad", "good"]}\n')
-    config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file",
-                       principles_per_pair=3)
-    prompt = Prompt(id=prompt_id([{"role": "user", "content": "q1"}]),
-                    messages=({"role": "user", "content": "q1"},))
+    config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file", principles_per_pair=3)
+    prompt = Prompt(id=prompt_id([{"role": "user", "content": "q1"}]), messages=({"role": "user", "content": "q1"},))
     result = run_stage("rl", config, scripted, [prompt])
     (row,) = result.rows
     assert row["chosen"][0]["content"] == "good" and row["rejected"][0]["content"] == "bad"
@@ -99,16 +109,23 @@ def test_cot_mode_clamps_and_records_unfinished_reasoning(tmp_path):
     def reply(chat, sampling, seed, index):
         # the reasoning for one principle never ends
         return "word " * 50 if "more honest and direct" in chat[0]["content"] else " B is safer."
+
     scripted = backends.get("scripted")(reply=reply, judge=_judge_from_table({"good": 0.99, "bad": 0.01}))
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "q1", "chosen": "good", "rejected": "bad"}\n')
     from cai.constitution import load
 
     const = load(HARMLESS)
-    config = RunConfig(prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file", judge="cot",
-                       principles_per_pair=len(const.comparable), cot_max_tokens=20)
-    prompt = Prompt(id=prompt_id([{"role": "user", "content": "q1"}]),
-                    messages=({"role": "user", "content": "q1"},))
+    config = RunConfig(
+        prompts=str(pairs),
+        out=str(tmp_path / "run"),
+        stage="rl",
+        pairs="file",
+        judge="cot",
+        principles_per_pair=len(const.comparable),
+        cot_max_tokens=20,
+    )
+    prompt = Prompt(id=prompt_id([{"role": "user", "content": "q1"}]), messages=({"role": "user", "content": "q1"},))
     (row,) = run_stage("rl", config, scripted, [prompt]).rows
     assert row["p_chosen"] == pytest.approx(0.6)  # 0.99 clamped to 0.6 in both orders
     assert row["judge"] == "cot"

@@ -10,18 +10,26 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import HARMLESS, RED_TEAM, ROOT, write
 
 from cai import backends
 from cai.config import RunConfig
 from cai.errors import CaiError
 from cai.generate import generate
 from cai.store import RunStore
-from conftest import HARMLESS, RED_TEAM, ROOT, write
 
 
 def config(tmp_path, **kw):
-    base = dict(constitution=str(HARMLESS), prompts=str(RED_TEAM), out=str(tmp_path / "run"), backend="scripted",
-                rounds=2, limit=7, chunk_size=3, principles_per_pair=2)
+    base = dict(
+        constitution=str(HARMLESS),
+        prompts=str(RED_TEAM),
+        out=str(tmp_path / "run"),
+        backend="scripted",
+        rounds=2,
+        limit=7,
+        chunk_size=3,
+        principles_per_pair=2,
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -61,6 +69,7 @@ def test_critique_chat_puts_system_and_few_shot_first(tmp_path):
     def reply(chat, sampling, seed, index):
         seen.append(chat)
         return "text"
+
     generate(config(tmp_path, stage="sl", rounds=1, limit=2), backend=scripted(reply=reply), log=quiet)
     critique_chats = [c for c in seen if c[-1]["content"].startswith("Critique request")]
     assert len(critique_chats) == 2
@@ -80,10 +89,11 @@ def test_resume_skips_done_ids_and_adds_new_ones(tmp_path):
 
 
 def test_too_long_prompt_is_skipped_and_the_run_goes_on(tmp_path):
-    prompts = write(tmp_path / "p.jsonl", '{"prompt": "short one"}\n' + json.dumps({"prompt": "word " * 5000}) +
-                    '\n{"prompt": "short two"}\n')
-    summary = generate(config(tmp_path, prompts=str(prompts), stage="sl", limit=None), backend=scripted(),
-                       log=quiet)
+    prompts = write(
+        tmp_path / "p.jsonl",
+        '{"prompt": "short one"}\n' + json.dumps({"prompt": "word " * 5000}) + '\n{"prompt": "short two"}\n',
+    )
+    summary = generate(config(tmp_path, prompts=str(prompts), stage="sl", limit=None), backend=scripted(), log=quiet)
     store = RunStore(tmp_path / "run")
     assert summary.rows["sft"] == 2
     (skip,) = store.skipped()
@@ -163,8 +173,21 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, cli):
 
 
 def test_cli_summary(tmp_path, cli):
-    r = cli("generate", "--backend", "scripted", "--prompts", RED_TEAM, "--out", tmp_path / "run", "--limit", "3",
-            "--rounds", "1", "--principles-per-pair", "2")
+    r = cli(
+        "generate",
+        "--backend",
+        "scripted",
+        "--prompts",
+        RED_TEAM,
+        "--out",
+        tmp_path / "run",
+        "--limit",
+        "3",
+        "--rounds",
+        "1",
+        "--principles-per-pair",
+        "2",
+    )
     assert r.returncode == 0, r.stderr
     assert "sft rows       3 (3 new)" in r.stdout and "prefs rows     3 (3 new)" in r.stdout
     assert "position-consistent votes" in r.stdout
@@ -187,8 +210,24 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     """Kill `cai generate` at 10 random moments across both stages; each rerun resumes, and at the end
     every prompt is in each split exactly once."""
     out = tmp_path / "run"
-    args = [str(Path(sys.executable).parent / "cai"), "generate", "--backend", "scripted", "--prompts", str(RED_TEAM),
-            "--out", str(out), "--limit", "24", "--chunk-size", "2", "--rounds", "1", "--principles-per-pair", "2"]
+    args = [
+        str(Path(sys.executable).parent / "cai"),
+        "generate",
+        "--backend",
+        "scripted",
+        "--prompts",
+        str(RED_TEAM),
+        "--out",
+        str(out),
+        "--limit",
+        "24",
+        "--chunk-size",
+        "2",
+        "--rounds",
+        "1",
+        "--principles-per-pair",
+        "2",
+    ]
     env = {**__import__("os").environ, "CAI_SCRIPTED_DELAY": "0.05"}
     rng = random.Random(7)
     for _ in range(10):

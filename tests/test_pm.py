@@ -10,8 +10,12 @@ from cai.pm import data as pmdata
 from cai.pm.loss import grouped, soft_bt
 from cai.pm.trainer import train
 
-CHOSEN = ["I can help with that safely: here are the steps.", "Here is a careful and useful answer.",
-          "Sure, a safe way to do this is explained below.", "Happy to help, with safety notes included."]
+CHOSEN = [
+    "I can help with that safely: here are the steps.",
+    "Here is a careful and useful answer.",
+    "Sure, a safe way to do this is explained below.",
+    "Happy to help, with safety notes included.",
+]
 REJECTED = ["zzz qqq xxx", "qqq zzz zzz xxx", "xxx xxx qqq", "zzz zzz zzz qqq"]
 
 
@@ -33,18 +37,27 @@ def test_grouping_is_the_mean_over_each_prompts_pairs():
 
 
 def test_group_by_prompt_collects_all_pairs_of_a_prompt():
-    rows = [{"id": i, "prompt": [{"role": "user", "content": "q"}], "chosen": a, "rejected": b, "p": 0.7,
-             "principles": []} for i, (a, b) in enumerate([("x", "y"), ("x", "z"), ("y", "z")])]
+    rows = [
+        {"id": i, "prompt": [{"role": "user", "content": "q"}], "chosen": a, "rejected": b, "p": 0.7, "principles": []}
+        for i, (a, b) in enumerate([("x", "y"), ("x", "z"), ("y", "z")])
+    ]
     (g,) = pmdata.group(rows, by_prompt=True)
     assert g.responses == ["x", "y", "z"] and [c[:2] for c in g.comparisons] == [(0, 1), (0, 2), (1, 2)]
     assert len(pmdata.group(rows, by_prompt=False)) == 3
 
 
 def _pairs(tmp_path, n=24):
-    rows = [{"id": f"r{i}", "prompt": [{"role": "user", "content": f"question number {i}"}],
-             "chosen": [{"role": "assistant", "content": CHOSEN[i % 4]}],
-             "rejected": [{"role": "assistant", "content": REJECTED[i % 4]}], "p_chosen": 0.9,
-             "votes": [{"principle": "safe", "p_chosen_ab": 0.9, "p_chosen_ba": 0.9}]} for i in range(n)]
+    rows = [
+        {
+            "id": f"r{i}",
+            "prompt": [{"role": "user", "content": f"question number {i}"}],
+            "chosen": [{"role": "assistant", "content": CHOSEN[i % 4]}],
+            "rejected": [{"role": "assistant", "content": REJECTED[i % 4]}],
+            "p_chosen": 0.9,
+            "votes": [{"principle": "safe", "p_chosen_ab": 0.9, "p_chosen_ba": 0.9}],
+        }
+        for i in range(n)
+    ]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -70,8 +83,15 @@ def test_training_learns_a_separable_set_and_resumes(tmp_path, tiny_backbone):
 
 def test_long_pairs_are_truncated_and_counted(tmp_path, tiny_backbone):
     path = _pairs(tmp_path, n=8)
-    metrics = train(str(path), str(tmp_path / "pm"), log=lambda *_: None, backbone=tiny_backbone, max_length=8,
-                    epochs=1, eval_fraction=0.25)
+    metrics = train(
+        str(path),
+        str(tmp_path / "pm"),
+        log=lambda *_: None,
+        backbone=tiny_backbone,
+        max_length=8,
+        epochs=1,
+        eval_fraction=0.25,
+    )
     assert metrics["truncated"] == 16  # every response of every pair
 
 
@@ -96,3 +116,25 @@ def test_bad_input_is_one_line(tmp_path, cli):
     r = cli("train-pm", bad, "--out", tmp_path / "pm")
     assert r.returncode == 2 and "lacks prompt/chosen/rejected" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "pm").exists()
+
+
+def test_scores_are_in_standard_units_of_the_eval_rewards(tmp_path, tiny_backbone):
+    """`cai_reward_mean` and `cai_reward_std` (stored by the trainer) are both applied: (r - mean) / std."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from cai.pm.data import Collator, Encoder
+    from cai.pm.score import rewards
+    from cai.pm.trainer import rewards_of
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_backbone)
+    model.config.cai_reward_mean, model.config.cai_reward_std = 0.3, 2.0
+    model.save_pretrained(tmp_path / "pm")
+    AutoTokenizer.from_pretrained(tiny_backbone).save_pretrained(tmp_path / "pm")
+    items = [([{"role": "user", "content": "q"}], text) for text in ("one answer", "another answer")]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)
+    encode = Encoder(tokenizer, 512)
+    batch = Collator(tokenizer.pad_token_id)([{"input_ids": [encode(p, r) for p, r in items], "comparisons": []}])
+    with torch.no_grad():
+        raw = rewards_of(model.eval(), batch).tolist()
+    scores = rewards(str(tmp_path / "pm"), items)["scores"]
+    assert scores == pytest.approx([(r - 0.3) / 2.0 for r in raw], abs=1e-5)

@@ -1,11 +1,12 @@
 """Template rendering: values are never parsed as templates, user templates run in a sandbox."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from conftest import write
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cai.errors import CaiError
 from cai.prompts import Templates
-from conftest import write
 
 PRINCIPLE = {"id": "p", "critique": "Find harm.", "revision": "Remove it.", "compare": "Which is safer?"}
 
@@ -34,8 +35,13 @@ def test_principles_judging_a_pair_share_everything_before_their_question(name):
 
 def test_jinja_in_values_stays_literal():
     t = Templates()
-    text = t.render("compare.j2", conversation=[{"role": "user", "content": "{{ 7*7 }} {% if 1 %}x{% endif %}"}],
-                    principle=PRINCIPLE, response_a="{{ config }}", response_b="{# c #}")
+    text = t.render(
+        "compare.j2",
+        conversation=[{"role": "user", "content": "{{ 7*7 }} {% if 1 %}x{% endif %}"}],
+        principle=PRINCIPLE,
+        response_a="{{ config }}",
+        response_b="{# c #}",
+    )
     assert "{{ 7*7 }} {% if 1 %}x{% endif %}" in text
     assert "(A) {{ config }}" in text and "(B) {# c #}" in text
     assert "49" not in text
@@ -45,8 +51,13 @@ def test_jinja_in_values_stays_literal():
 @given(st.text(min_size=1))
 def test_any_value_is_rendered_verbatim(value):
     t = Templates()
-    text = t.render("compare.j2", conversation=[{"role": "user", "content": value}], principle=PRINCIPLE,
-                    response_a=value, response_b="b")
+    text = t.render(
+        "compare.j2",
+        conversation=[{"role": "user", "content": value}],
+        principle=PRINCIPLE,
+        response_a=value,
+        response_b="b",
+    )
     assert f"(A) {value}" in text
 
 

@@ -5,18 +5,25 @@ import json
 import threading
 
 import pytest
+from conftest import HARMLESS, RED_TEAM
 
 from cai import backends, stats
 from cai.config import RunConfig
 from cai.generate import generate
-from conftest import HARMLESS, RED_TEAM
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "run"
-    config = RunConfig(constitution=str(HARMLESS), prompts=str(RED_TEAM), out=str(out), backend="scripted",
-                       rounds=2, limit=40, principles_per_pair=3)
+    config = RunConfig(
+        constitution=str(HARMLESS),
+        prompts=str(RED_TEAM),
+        out=str(out),
+        backend="scripted",
+        rounds=2,
+        limit=40,
+        principles_per_pair=3,
+    )
     generate(config, backend=backends.get("scripted")(), log=lambda *_: None)
     return out
 
@@ -92,8 +99,12 @@ def test_upload_retries_are_bounded(run, tmp_path, cli):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        env = {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_TOKEN": "hf_test_token",
-               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path)}
+        env = {
+            "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "HF_TOKEN": "hf_test_token",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HOME": str(tmp_path),
+        }
         r = cli("publish", run, "--repo", "me/x", "--attempts", "3", env=env, timeout=300)
     finally:
         server.shutdown()

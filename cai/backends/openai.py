@@ -27,8 +27,7 @@ class ServerOptions:
     base_url: str | None = setting(None, "Server URL(s), comma-separated (e.g. http://127.0.0.1:8000).")
     api_key: str | None = setting(None, "API key, if the server wants one.")
     concurrency: int = setting(64, "Requests in flight across all servers.", minimum=1)
-    max_attempts: int = setting(6, "Tries per request on transient errors (connection, timeout, 429, 5xx).",
-                                minimum=1)
+    max_attempts: int = setting(6, "Tries per request on transient errors (connection, timeout, 429, 5xx).", minimum=1)
     retry_seconds: float = setting(300.0, "Stop retrying a request after this many seconds.", above=0)
 
 
@@ -40,9 +39,18 @@ class OpenAIBackend(Backend):
 
     settings = (ServerOptions,)
 
-    def __init__(self, base_urls: list[str], model: str | None = None, *, api_key: str | None = None,
-                 concurrency: int = 64, attempts: int = 6, retry_seconds: float = 300.0,
-                 request_timeout: float = 600.0, progress: bool = True):
+    def __init__(
+        self,
+        base_urls: list[str],
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 64,
+        attempts: int = 6,
+        retry_seconds: float = 300.0,
+        request_timeout: float = 600.0,
+        progress: bool = True,
+    ):
         import httpx
 
         if not base_urls:
@@ -60,8 +68,14 @@ class OpenAIBackend(Backend):
     def from_config(cls, config) -> OpenAIBackend:
         o = config.options(ServerOptions)
         urls = [u.strip() for u in (o.base_url or "").split(",") if u.strip()]
-        return cls(urls, config.model, api_key=o.api_key, concurrency=o.concurrency, attempts=o.max_attempts,
-                   retry_seconds=o.retry_seconds)
+        return cls(
+            urls,
+            config.model,
+            api_key=o.api_key,
+            concurrency=o.concurrency,
+            attempts=o.max_attempts,
+            retry_seconds=o.retry_seconds,
+        )
 
     def _served_model(self, wanted: str | None) -> str:
         """The served model name: `wanted` if the server lists it, else the server's only model."""
@@ -70,9 +84,11 @@ class OpenAIBackend(Backend):
             r.raise_for_status()
             ids = [m["id"] for m in r.json().get("data", [])]
         except Exception as e:
-            raise CaiError(f"--base-url {self.base_urls[0]}: no OpenAI-compatible server answers "
-                           f"({type(e).__name__}); start one with `vllm serve MODEL`") from None
-        if wanted in ids:
+            raise CaiError(
+                f"--base-url {self.base_urls[0]}: no OpenAI-compatible server answers "
+                f"({type(e).__name__}); start one with `vllm serve MODEL`"
+            ) from None
+        if wanted is not None and wanted in ids:
             return wanted
         if len(ids) == 1:
             return ids[0]
@@ -83,25 +99,37 @@ class OpenAIBackend(Backend):
         /tokenize, so their log-probs are requested exactly (logprob_token_ids). Servers without it
         fall back to the top-20 log-probs. Looked up once per option set."""
         if options not in self._option_ids:
-            ids: dict[str, int] | None = {}
+            ids: dict[str, int] = {}
             for opt in options:
                 try:
-                    r = self._httpx.post(f"{self.base_urls[0]}/tokenize", headers=self.headers, timeout=30,
-                                         json={"model": self.model, "prompt": opt, "add_special_tokens": False})
+                    r = self._httpx.post(
+                        f"{self.base_urls[0]}/tokenize",
+                        headers=self.headers,
+                        timeout=30,
+                        json={"model": self.model, "prompt": opt, "add_special_tokens": False},
+                    )
                     r.raise_for_status()
                     tokens = r.json()["tokens"]
                 except Exception:
-                    ids = None
-                    break
+                    self._option_ids[options] = None
+                    return None
                 if len(tokens) != 1:
-                    raise CaiError(f"option {opt!r} is {len(tokens)} tokens for {self.model}; options must be one token")
+                    raise CaiError(
+                        f"option {opt!r} is {len(tokens)} tokens for {self.model}; options must be one token"
+                    )
                 ids[opt] = tokens[0]
             self._option_ids[options] = ids
         return self._option_ids[options]
 
     def _body(self, chat, sampling: Sampling, seed):
-        body = {"model": self.model, "messages": chat, "max_tokens": sampling.max_tokens,
-                "temperature": sampling.temperature, "top_p": sampling.top_p, "n": sampling.n}
+        body = {
+            "model": self.model,
+            "messages": chat,
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "n": sampling.n,
+        }
         if seed is not None:
             body["seed"] = seed
         if sampling.continue_final:
@@ -130,25 +158,34 @@ class OpenAIBackend(Backend):
         gate = asyncio.Semaphore(self.concurrency)
         bar = tqdm(total=len(bodies), desc=sampling.label, disable=not (self.progress and sampling.label))
         async with self._httpx.AsyncClient(timeout=self.timeout, limits=limits, headers=self.headers) as client:
+
             async def one(i, body):
                 async with gate:
                     url = self.base_urls[i % len(self.base_urls)]  # spread the round over the servers
                     out = await self._request(client, url, body, sampling)
                     bar.update(1)
                     return out
+
             results = await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
         bar.close()
         return list(results)
 
     async def _request(self, client, url, body, sampling) -> list[Completion]:
-        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
-        from tenacity import wait_random_exponential
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            stop_after_delay,
+            wait_random_exponential,
+        )
 
         try:
             async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(_Transient), reraise=True,
-                    stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_seconds),
-                    wait=wait_random_exponential(multiplier=0.5, max=30)):
+                retry=retry_if_exception_type(_Transient),
+                reraise=True,
+                stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_seconds),
+                wait=wait_random_exponential(multiplier=0.5, max=30),
+            ):
                 with attempt:
                     data = await self._post(client, url, body)
         except _Transient as e:
@@ -164,9 +201,15 @@ class OpenAIBackend(Backend):
             if sampling.options and content:
                 lp = _option_logprobs(content[0].get("top_logprobs", []), sampling.options)
             text = choice["message"].get("content") or ""
-            out.append(Completion(text=text, tokens=(data.get("usage") or {}).get("completion_tokens", 0) // len(data["choices"]),
-                                  finish_reason=choice.get("finish_reason") or "stop", option_logprobs=lp,
-                                  prompt_tokens=prompt_tokens))
+            out.append(
+                Completion(
+                    text=text,
+                    tokens=(data.get("usage") or {}).get("completion_tokens", 0) // len(data["choices"]),
+                    finish_reason=choice.get("finish_reason") or "stop",
+                    option_logprobs=lp,
+                    prompt_tokens=prompt_tokens,
+                )
+            )
         return out
 
     async def _post(self, client, url, body) -> dict:

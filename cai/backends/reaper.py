@@ -23,15 +23,21 @@ def watch(procs) -> subprocess.Popen | None:
     if not procs:
         return None
     targets = [f"{p.pid}:{p.create_time()!r}" for p in procs]
-    return subprocess.Popen([sys.executable, "-m", "cai.backends.reaper", *targets], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cai.backends.reaper", *targets],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def release(watchdog: subprocess.Popen | None, timeout: float = 10.0) -> None:
     """Normal shutdown: close the pipe (the watchdog then kills any leftover) and wait for it."""
     if watchdog is None:
         return
-    watchdog.stdin.close()
+    if watchdog.stdin is not None:
+        watchdog.stdin.close()
     try:
         watchdog.wait(timeout)
     except subprocess.TimeoutExpired:

@@ -42,8 +42,16 @@ def default_judge(chat, options) -> dict[str, float]:
 class ScriptedBackend(Backend):
     settings = (ContextOptions,)
 
-    def __init__(self, model="scripted", *, reply=default_reply, judge=default_judge, max_model_len=4096,
-                 fail_on: str | None = None, delay: float = 0.0):
+    def __init__(
+        self,
+        model="scripted",
+        *,
+        reply=default_reply,
+        judge=default_judge,
+        max_model_len=4096,
+        fail_on: str | None = None,
+        delay: float = 0.0,
+    ):
         self.model = model
         self.reply = reply
         self.judge = judge
@@ -75,8 +83,13 @@ class ScriptedBackend(Backend):
             prompt_tokens = self.count_tokens(chat)
             budget = 1 if sampling.options else sampling.max_tokens
             if prompt_tokens + budget > self.max_model_len:
-                out.append(failed(f"context: the request needs {prompt_tokens} + {budget} tokens, "
-                                  f"more than max_model_len {self.max_model_len}", sampling.n))
+                out.append(
+                    failed(
+                        f"context: the request needs {prompt_tokens} + {budget} tokens, "
+                        f"more than max_model_len {self.max_model_len}",
+                        sampling.n,
+                    )
+                )
                 continue
             if self.fail_on and any(self.fail_on in m["content"] for m in chat):
                 out.append(failed(f"engine: request failed (scripted failure on {self.fail_on!r})", sampling.n))
@@ -94,9 +107,13 @@ class ScriptedBackend(Backend):
                 words = reply.split(" ")
                 cut = len(words) > sampling.max_tokens
                 text = " ".join(words[: sampling.max_tokens])
-                samples.append(Completion(text=text, tokens=min(len(words), sampling.max_tokens),
-                                          finish_reason="length" if cut else "stop", prompt_tokens=prompt_tokens))
+                samples.append(
+                    Completion(
+                        text=text,
+                        tokens=min(len(words), sampling.max_tokens),
+                        finish_reason="length" if cut else "stop",
+                        prompt_tokens=prompt_tokens,
+                    )
+                )
             out.append(samples)
         return out
-
-

@@ -23,12 +23,14 @@ def on_gpu() -> bool:
 class VLLMOptions:
     dtype: str = setting("auto", "Engine dtype (auto: float32 on CPU, where common CPUs have no bf16 units).")
     gpu_memory_utilization: float = setting(0.90, "GPU memory fraction for vLLM.", above=0, maximum=1)
-    kv_cache_gb: int = setting(4, "CPU only: KV cache size in GiB (vLLM's default share of RAM fails on busy "
-                                  "hosts).", above=0)
+    kv_cache_gb: int = setting(
+        4, "CPU only: KV cache size in GiB (vLLM's default share of RAM fails on busy hosts).", above=0
+    )
     tensor_parallel_size: int = setting(1, "vLLM tensor parallelism (GPUs per model replica).", minimum=1)
     data_parallel_size: int = setting(1, "vLLM data parallelism (model replicas).", minimum=1)
-    enforce_eager: bool | None = setting(None, "Skip torch.compile/CUDA graphs (auto: on for CPU, where compile "
-                                               "warm-up costs minutes per start).")
+    enforce_eager: bool | None = setting(
+        None, "Skip torch.compile/CUDA graphs (auto: on for CPU, where compile warm-up costs minutes per start)."
+    )
     prefix_caching: bool = setting(True, "Reuse the KV cache of shared prefixes (system, few-shot turns).")
     max_num_seqs: int = setting(256, "Max sequences the engine runs at once.", minimum=1)
 
@@ -42,9 +44,22 @@ class VLLMBackend(Backend):
 
     settings = (ContextOptions, VLLMOptions)
 
-    def __init__(self, model: str, *, dtype="auto", max_model_len=4096, gpu_memory_utilization=0.9,
-                 kv_cache_gb=4, tensor_parallel_size=1, data_parallel_size=1, seed=0, enforce_eager=None,
-                 prefix_caching=True, max_num_seqs=256, progress=True):
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype="auto",
+        max_model_len=4096,
+        gpu_memory_utilization=0.9,
+        kv_cache_gb=4,
+        tensor_parallel_size=1,
+        data_parallel_size=1,
+        seed=0,
+        enforce_eager=None,
+        prefix_caching=True,
+        max_num_seqs=256,
+        progress=True,
+    ):
         from cai.models import resolve
 
         self.model = model
@@ -66,9 +81,16 @@ class VLLMBackend(Backend):
             dtype = "float32"  # measured 3.5x faster than bfloat16 on CPUs without bf16 units
         if enforce_eager is None:
             enforce_eager = not gpu  # torch.compile warm-up costs ~2 min per start on 2 cores, for ~11%
-        kwargs = dict(model=path, dtype=dtype, max_model_len=max_model_len, seed=seed,
-                      enforce_eager=enforce_eager, enable_prefix_caching=prefix_caching,
-                      max_num_seqs=max_num_seqs, tensor_parallel_size=tensor_parallel_size)
+        kwargs = dict(
+            model=path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            enforce_eager=enforce_eager,
+            enable_prefix_caching=prefix_caching,
+            max_num_seqs=max_num_seqs,
+            tensor_parallel_size=tensor_parallel_size,
+        )
         if gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if data_parallel_size > 1:
@@ -94,17 +116,28 @@ class VLLMBackend(Backend):
     @classmethod
     def from_config(cls, config) -> VLLMBackend:
         o = config.options(VLLMOptions)
-        return cls(config.model, max_model_len=config.options(ContextOptions).max_model_len, seed=config.seed,
-                   dtype=o.dtype, gpu_memory_utilization=o.gpu_memory_utilization, kv_cache_gb=o.kv_cache_gb,
-                   tensor_parallel_size=o.tensor_parallel_size, data_parallel_size=o.data_parallel_size,
-                   enforce_eager=o.enforce_eager, prefix_caching=o.prefix_caching, max_num_seqs=o.max_num_seqs)
+        return cls(
+            config.model,
+            max_model_len=config.options(ContextOptions).max_model_len,
+            seed=config.seed,
+            dtype=o.dtype,
+            gpu_memory_utilization=o.gpu_memory_utilization,
+            kv_cache_gb=o.kv_cache_gb,
+            tensor_parallel_size=o.tensor_parallel_size,
+            data_parallel_size=o.data_parallel_size,
+            enforce_eager=o.enforce_eager,
+            prefix_caching=o.prefix_caching,
+            max_num_seqs=o.max_num_seqs,
+        )
 
     def option_id(self, option: str) -> int:
         if option not in self._option_ids:
             ids = self.tokenizer.encode(option, add_special_tokens=False)
             if len(ids) != 1:
-                raise CaiError(f"option {option!r} is {len(ids)} tokens in {self.model}'s tokenizer; "
-                               "the comparison needs single-token option letters")
+                raise CaiError(
+                    f"option {option!r} is {len(ids)} tokens in {self.model}'s tokenizer; "
+                    "the comparison needs single-token option letters"
+                )
             self._option_ids[option] = ids[0]
         return self._option_ids[option]
 
@@ -112,7 +145,9 @@ class VLLMBackend(Backend):
         text = self.tokenizer.apply_chat_template(
             chat, tokenize=False, add_generation_prompt=not continue_final, continue_final_message=continue_final
         )
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert isinstance(text, str)
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
 
     def _params(self, sampling: Sampling, seed):
         from vllm import SamplingParams
@@ -121,11 +156,18 @@ class VLLMBackend(Backend):
             ids = [self.option_id(o) for o in sampling.options]
             # One token, restricted to the options; logprob_token_ids returns the model's own (raw)
             # log-probs of exactly these tokens, so both are always present.
-            return SamplingParams(max_tokens=1, temperature=1.0, allowed_token_ids=ids, logprob_token_ids=ids,
-                                  seed=seed)
-        return SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                              top_p=sampling.top_p, n=sampling.n, seed=seed, ignore_eos=sampling.ignore_eos,
-                              stop=list(sampling.stop) or None)
+            return SamplingParams(
+                max_tokens=1, temperature=1.0, allowed_token_ids=ids, logprob_token_ids=ids, seed=seed
+            )
+        return SamplingParams(
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            n=sampling.n,
+            seed=seed,
+            ignore_eos=sampling.ignore_eos,
+            stop=list(sampling.stop) or None,
+        )
 
     def generate(self, chats, sampling: Sampling, seeds=None):
         from vllm.inputs import TokensPrompt
@@ -137,15 +179,18 @@ class VLLMBackend(Backend):
             ids = self.tokenize(chat, sampling.continue_final)
             if len(ids) + budget > self.max_model_len:
                 # Not sent: vLLM would reject the whole batch for one over-long prompt.
-                results[i] = failed(f"context: the request needs {len(ids)} + {budget} tokens, more than "
-                                    f"max_model_len {self.max_model_len}", sampling.n)
+                results[i] = failed(
+                    f"context: the request needs {len(ids)} + {budget} tokens, more than "
+                    f"max_model_len {self.max_model_len}",
+                    sampling.n,
+                )
                 continue
             prompts.append(TokensPrompt(prompt_token_ids=ids))
             seed = seeds[i] if seeds is not None and self.per_request_seeds else None
             params.append(self._params(sampling, seed))
             where.append(i)
         if prompts:
-            for i, out in zip(where, self._run(prompts, params, sampling.label)):
+            for i, out in zip(where, self._run(prompts, params, sampling.label), strict=True):
                 results[i] = out
         return results
 
@@ -155,14 +200,19 @@ class VLLMBackend(Backend):
             return [self._completions(o) for o in outputs]
         except Exception as e:
             if type(e).__name__ == "EngineDeadError":  # nothing more can run: stop, keep what is written
-                raise CaiError("the engine process died (see its log above); rerun the same command to resume "
-                               "from the last finished chunk") from None
+                raise CaiError(
+                    "the engine process died (see its log above); rerun the same command to resume "
+                    "from the last finished chunk"
+                ) from None
             if len(prompts) == 1:
-                return [failed(f"engine: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                               max(1, params[0].n))]
+                return [
+                    failed(
+                        f"engine: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", max(1, params[0].n)
+                    )
+                ]
             # One bad request fails the whole call: retry one by one so only that one is lost.
             log.warning("engine call failed (%s); retrying its %d requests one at a time", e, len(prompts))
-            return [self._run([p], [s], "")[0] for p, s in zip(prompts, params)]
+            return [self._run([p], [s], "")[0] for p, s in zip(prompts, params, strict=True)]
 
     def _completions(self, request_output) -> list[Completion]:
         done = []
@@ -170,8 +220,15 @@ class VLLMBackend(Backend):
             lp = {}
             if c.logprobs:
                 lp = {self.tokenizer.decode([tid]): entry.logprob for tid, entry in c.logprobs[0].items()}
-            done.append(Completion(text=c.text, tokens=len(c.token_ids), finish_reason=c.finish_reason or "stop",
-                                   option_logprobs=lp, prompt_tokens=len(request_output.prompt_token_ids or ())))
+            done.append(
+                Completion(
+                    text=c.text,
+                    tokens=len(c.token_ids),
+                    finish_reason=c.finish_reason or "stop",
+                    option_logprobs=lp,
+                    prompt_tokens=len(request_output.prompt_token_ids or ()),
+                )
+            )
         return done
 
     def _bar(self, label):
@@ -196,7 +253,7 @@ class VLLMBackend(Backend):
                 llm.llm_engine.engine_core.shutdown()
             except Exception:  # already gone: shutting down twice is harmless
                 pass
-            self.llm = None
+            del self.llm
             from cai.backends import reaper
 
             reaper.release(self._watchdog)
@@ -205,9 +262,11 @@ class VLLMBackend(Backend):
 def _start_failure(e: Exception, path: str, max_model_len: int) -> str:
     text = f"{type(e).__name__}: {e}"
     low = text.lower()
-    if "out of memory" in low or "kv cache" in low and "memory" in low or "insufficient memory" in low:
-        return (f"the engine ran out of memory loading {path}: lower --max-model-len (now {max_model_len}), "
-                "--max-num-seqs, or raise --kv-cache-gb / --gpu-memory-utilization")
+    if "out of memory" in low or ("kv cache" in low and "memory" in low) or "insufficient memory" in low:
+        return (
+            f"the engine ran out of memory loading {path}: lower --max-model-len (now {max_model_len}), "
+            "--max-num-seqs, or raise --kv-cache-gb / --gpu-memory-utilization"
+        )
     if "max_model_len" in low or "max model len" in low:
         return f"the engine refused --max-model-len {max_model_len} for {path}: {str(e).splitlines()[0]}"
     if "not found" in low or "does not appear to have" in low or "repository" in low:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -67,7 +68,7 @@ class Verdict:
     p_first: float
     votes: tuple[Vote, ...] = ()
     failed: tuple[FailedRead, ...] = ()
-    evidence: dict[str, tuple[Evidence, ...]] = field(default_factory=dict)
+    evidence: Mapping[str, tuple[Evidence, ...]] = field(default_factory=dict)
 
     @property
     def first_wins(self) -> bool:
@@ -105,6 +106,10 @@ class Judge:
     def evidence_fields(self) -> list[pa.Field]:
         """The preference-split columns this judge fills beyond the shared ones."""
         return []
+
+    def needs_engine(self) -> bool:
+        """Whether `judge` asks the engine (a judge of rules checked by code may not)."""
+        return True
 
     def check(self, ctx: RunContext) -> None:
         """Everything that can be wrong before the engine starts; raise CaiError naming it."""

@@ -36,15 +36,20 @@ META = (" Yes", " No")
 
 @dataclass(frozen=True)
 class GrmOptions:
-    grm_samples: int = setting(4, "Judgements sampled per pair (inference-time scaling); votes are summed.",
-                               identity=True, minimum=1)
-    grm_meta: bool = setting(False, "Keep the half of the samples the model itself rates most likely correct.",
-                             identity=True)
-    grm_meta_pm: str | None = setting(None, "A preference model folder (cai train-pm) that ranks the samples for "
-                                            "the meta filter: each sample's P(its preferred answer is better); "
-                                            "implies the filter.", identity=True)
-    grm_seed_principles: bool = setting(True, "Show the constitution's principles as a starting point.",
-                                        identity=True)
+    grm_samples: int = setting(
+        4, "Judgements sampled per pair (inference-time scaling); votes are summed.", identity=True, minimum=1
+    )
+    grm_meta: bool = setting(
+        False, "Keep the half of the samples the model itself rates most likely correct.", identity=True
+    )
+    grm_meta_pm: str | None = setting(
+        None,
+        "A preference model folder (cai train-pm) that ranks the samples for "
+        "the meta filter: each sample's P(its preferred answer is better); "
+        "implies the filter.",
+        identity=True,
+    )
+    grm_seed_principles: bool = setting(True, "Show the constitution's principles as a starting point.", identity=True)
 
 
 @dataclass
@@ -82,10 +87,15 @@ class GrmSample:
     kept: bool = True
 
     def row(self, first_wins: bool) -> dict:
-        return {"sample": self.sample, "chosen_first": self.first_shown_first == first_wins, "text": self.text,
-                "score_chosen": self.score_first if first_wins else self.score_second,
-                "score_rejected": self.score_second if first_wins else self.score_first,
-                "meta": self.meta, "kept": self.kept}
+        return {
+            "sample": self.sample,
+            "chosen_first": self.first_shown_first == first_wins,
+            "text": self.text,
+            "score_chosen": self.score_first if first_wins else self.score_second,
+            "score_rejected": self.score_second if first_wins else self.score_first,
+            "meta": self.meta,
+            "kept": self.kept,
+        }
 
 
 def parse_scores(text: str) -> tuple[int, int] | Failure:
@@ -116,8 +126,9 @@ class GrmJudge(Judge):
     name = "grm"
     settings = (ReasoningOptions, GrmOptions)
     templates = (
-        TemplateSpec("grm.j2", {"conversation": SAMPLE_CONVERSATION, "principles": ["p"], "response_1": "a",
-                                "response_2": "b"}),
+        TemplateSpec(
+            "grm.j2", {"conversation": SAMPLE_CONVERSATION, "principles": ["p"], "response_1": "a", "response_2": "b"}
+        ),
         TemplateSpec("grm_reasoning.j2"),
         TemplateSpec("grm_scores.j2", {"reasoning": "r"}, ends_with="[["),
         TemplateSpec("grm_meta.j2", {"judgement": "j"}),
@@ -132,10 +143,24 @@ class GrmJudge(Judge):
     def evidence_fields(self) -> list[pa.Field]:
         import pyarrow as pa
 
-        return [pa.field("grm", pa.list_(pa.struct([
-            ("sample", pa.int32()), ("chosen_first", pa.bool_()), ("text", pa.string()),
-            ("score_chosen", pa.int32()), ("score_rejected", pa.int32()), ("meta", pa.float64()),
-            ("kept", pa.bool_())])))]
+        return [
+            pa.field(
+                "grm",
+                pa.list_(
+                    pa.struct(
+                        [
+                            ("sample", pa.int32()),
+                            ("chosen_first", pa.bool_()),
+                            ("text", pa.string()),
+                            ("score_chosen", pa.int32()),
+                            ("score_rejected", pa.int32()),
+                            ("meta", pa.float64()),
+                            ("kept", pa.bool_()),
+                        ]
+                    )
+                ),
+            )
+        ]
 
     def check(self, ctx: RunContext) -> None:
         if self.o.grm_meta_pm is not None:
@@ -144,26 +169,35 @@ class GrmJudge(Judge):
             check_pm(self.o.grm_meta_pm, "--grm-meta-pm")
 
     def describe(self) -> Description:
-        meta = {True: " The better half of the samples by the meta judge's score was kept before the vote.",
-                False: ""}[bool(self.o.grm_meta or self.o.grm_meta_pm)]
+        meta = {True: " The better half of the samples by the meta judge's score was kept before the vote.", False: ""}[
+            bool(self.o.grm_meta or self.o.grm_meta_pm)
+        ]
         return Description(
             label_source=f"the model wrote {self.o.grm_samples} judgement(s) per pair (principles, a critique of "
-                         "each answer, and a 1-10 score per answer, with the answers' order drawn afresh for each), "
-                         "DeepSeek-GRM style; `p_chosen` is the chosen answer's share of the scores summed over the "
-                         f"samples (`grm`).{meta}",
-            failures="unparseable GRM judgements", pairwise_votes=False)
+            "each answer, and a 1-10 score per answer, with the answers' order drawn afresh for each), "
+            "DeepSeek-GRM style; `p_chosen` is the chosen answer's share of the scores summed over the "
+            f"samples (`grm`).{meta}",
+            failures="unparseable GRM judgements",
+            pairwise_votes=False,
+        )
 
     def judge(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Verdict | Failure]:
         c = ctx.config
-        principles = [p.compare or p.critique for p in ctx.constitution.principles] if self.o.grm_seed_principles \
-            else []
+        principles = (
+            [p.compare or p.critique for p in ctx.constitution.principles] if self.o.grm_seed_principles else []
+        )
         samples = []
         for i, pair in enumerate(pairs):
             for k in range(self.o.grm_samples):
                 first_shown = random.Random(stable_int("grm-order", c.seed, pair.prompt.id, k)).random() < 0.5
                 r1, r2 = (pair.first, pair.second) if first_shown else (pair.second, pair.first)
-                question = ctx.templates.render("grm.j2", conversation=list(pair.prompt.messages),
-                                                principles=principles, response_1=r1, response_2=r2)
+                question = ctx.templates.render(
+                    "grm.j2",
+                    conversation=list(pair.prompt.messages),
+                    principles=principles,
+                    response_1=r1,
+                    response_2=r2,
+                )
                 samples.append(_Sample(i, pair.prompt.id, k, first_shown, question))
         self._write_and_score(ctx, samples, result)
         good = [s for s in samples if s.shown is not None]
@@ -183,8 +217,9 @@ class GrmJudge(Judge):
                 failed[s.pair].append(FailedRead(f"grm-sample-{s.k}", order, s.error or "no scores"))
             else:
                 first, second = s.scores
-                evidence[s.pair].append(GrmSample(s.k, s.first_shown_first, s.text, first, second, s.meta,
-                                                  id(s) in kept))
+                evidence[s.pair].append(
+                    GrmSample(s.k, s.first_shown_first, s.text, first, second, s.meta, id(s) in kept)
+                )
         verdicts: list[Verdict | Failure] = []
         for i in range(len(pairs)):
             q, n_kept = vote(evidence[i])
@@ -199,13 +234,18 @@ class GrmJudge(Judge):
         """The judgements (sampled, one call), then their scores (a few greedy tokens after the forced prefix)."""
         c = ctx.config
         opening = ctx.templates.render("grm_reasoning.j2")
-        chats = [[{"role": "user", "content": s.question}, {"role": "assistant", "content": opening}]
-                 for s in samples]
+        chats = [[{"role": "user", "content": s.question}, {"role": "assistant", "content": opening}] for s in samples]
         seeds = [request_seed(c.seed, s.prompt_id, f"grm-{s.k}") for s in samples]
-        sampling = Sampling(max_tokens=self.max_tokens, temperature=c.temperature, top_p=c.top_p, continue_final=True,
-                            stop=("Scores:",), label=f"rl grm judgements (k={self.o.grm_samples})")
+        sampling = Sampling(
+            max_tokens=self.max_tokens,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            continue_final=True,
+            stop=("Scores:",),
+            label=f"rl grm judgements (k={self.o.grm_samples})",
+        )
         follow, where = [], []
-        for s, (out,) in zip(samples, ctx.engine.generate(chats, sampling, seeds)):
+        for s, (out,) in zip(samples, ctx.engine.generate(chats, sampling, seeds), strict=True):
             result.tally(out)
             if not out.ok:
                 s.error = f"judgement: {out.error}"
@@ -218,9 +258,10 @@ class GrmJudge(Judge):
             where.append(s)
         if not follow:
             return
-        outs = ctx.engine.generate(follow, Sampling(max_tokens=8, temperature=0.0, continue_final=True,
-                                                    label="rl grm scores"))
-        for s, (out,) in zip(where, outs):
+        outs = ctx.engine.generate(
+            follow, Sampling(max_tokens=8, temperature=0.0, continue_final=True, label="rl grm scores")
+        )
+        for s, (out,) in zip(where, outs, strict=True):
             result.tally(out)
             parsed = parse_scores(out.text) if out.ok else Failure(f"scores: {out.error}")
             if isinstance(parsed, Failure):
@@ -236,10 +277,14 @@ class GrmJudge(Judge):
         for s in good:
             assert s.shown is not None
             judgement = f"{s.question}\n\nPrinciples: {s.text}\nScores: [[{s.shown[0]}, {s.shown[1]}]]"
-            chats.append([{"role": "user", "content": ctx.templates.render("grm_meta.j2", judgement=judgement)},
-                          {"role": "assistant", "content": prefix}])
+            chats.append(
+                [
+                    {"role": "user", "content": ctx.templates.render("grm_meta.j2", judgement=judgement)},
+                    {"role": "assistant", "content": prefix},
+                ]
+            )
         outs = ctx.engine.generate(chats, Sampling(options=META, continue_final=True, label="rl grm meta judge"))
-        for s, (out,) in zip(good, outs):
+        for s, (out,) in zip(good, outs, strict=True):
             result.tally(out)
             ok = out.ok and all(o in out.option_logprobs for o in META)
             s.meta = option_probability(out.option_logprobs, *META) if ok else 0.0

@@ -25,6 +25,8 @@ class LogprobJudge(PairwiseJudge):
     def describe(self) -> Description:
         return Description(
             label_source="the model compared the two answers as a multiple-choice question under sampled "
-                         "principles; `p_chosen` is read from the log-probabilities of (A) and (B) in one forward "
-                         "pass, averaged over both orders and the principles (`votes`).",
-            failures="failed reads", pairwise_votes=True)
+            "principles; `p_chosen` is read from the log-probabilities of (A) and (B) in one forward "
+            "pass, averaged over both orders and the principles (`votes`).",
+            failures="failed reads",
+            pairwise_votes=True,
+        )

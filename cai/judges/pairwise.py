@@ -8,6 +8,7 @@ principles is the ensemble (Bai et al. 2022). A subclass says how one question i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cai.backends.base import Completion, option_probability
 from cai.errors import CaiError
@@ -22,8 +23,12 @@ OPTIONS = ("A", "B")
 
 @dataclass(frozen=True)
 class PairwiseOptions:
-    principles_per_pair: int = setting(4, "Principles sampled to judge each pair (an ensemble; Bai et al. "
-                                          "ensembled over 16).", identity=True, minimum=1)
+    principles_per_pair: int = setting(
+        4,
+        "Principles sampled to judge each pair (an ensemble; Bai et al. ensembled over 16).",
+        identity=True,
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,9 @@ def combine(votes: list[Vote], clamp: float | None = None) -> Verdict:
     if not votes:
         raise ValueError("no votes to combine")
     if clamp is not None:
-        votes = [Vote(v.principle, min(max(v.p_ab, clamp), 1 - clamp), min(max(v.p_ba, clamp), 1 - clamp))
-                 for v in votes]
+        votes = [
+            Vote(v.principle, min(max(v.p_ab, clamp), 1 - clamp), min(max(v.p_ba, clamp), 1 - clamp)) for v in votes
+        ]
     q = sum((v.p_ab + v.p_ba) / 2 for v in votes) / len(votes)
     return Verdict(q, votes=tuple(votes))
 
@@ -73,7 +79,8 @@ def combine(votes: list[Vote], clamp: float | None = None) -> Verdict:
 def consistent(vote: dict) -> bool:
     """Both orders picked the same answer."""
     return (vote["p_chosen_ab"] > 0.5 and vote["p_chosen_ba"] > 0.5) or (
-        vote["p_chosen_ab"] < 0.5 and vote["p_chosen_ba"] < 0.5)
+        vote["p_chosen_ab"] < 0.5 and vote["p_chosen_ba"] < 0.5
+    )
 
 
 def read_options(c: Completion, result: ChunkResult) -> float | Failure:
@@ -91,15 +98,17 @@ class PairwiseJudge(Judge):
     """Asks `question_template` for every (pair, principle, order) of a chunk and combines the reads.
     Subclasses implement `read`; a judge whose reads carry reasoning lists it in its `reasoning` column."""
 
-    settings = (PairwiseOptions,)
+    settings: ClassVar[tuple[type, ...]] = (PairwiseOptions,)
     question_template = "compare.j2"
     clamp: float | None = None
 
     def check(self, ctx: RunContext) -> None:
         k, eligible = ctx.config.options(PairwiseOptions).principles_per_pair, ctx.constitution.comparable
         if k > len(eligible):
-            raise CaiError(f"{ctx.constitution.path}: --principles-per-pair {k} but only {len(eligible)} "
-                           "principles have a 'compare' question")
+            raise CaiError(
+                f"{ctx.constitution.path}: --principles-per-pair {k} but only {len(eligible)} "
+                "principles have a 'compare' question"
+            )
 
     def read(self, ctx: RunContext, questions: list[Question], result: ChunkResult) -> list[Read]:
         """P(A is better) for every question, in one batched pass, in order."""
@@ -112,15 +121,20 @@ class PairwiseJudge(Judge):
             conversation = list(pair.prompt.messages)
             for principle in sample_principles(ctx.constitution.comparable, k, seed, pair.prompt.id, "rl-judge"):
                 for order, (a, b) in (("ab", (pair.first, pair.second)), ("ba", (pair.second, pair.first))):
-                    text = ctx.templates.render(self.question_template, conversation=conversation,
-                                                principle=principle, response_a=a, response_b=b)
+                    text = ctx.templates.render(
+                        self.question_template,
+                        conversation=conversation,
+                        principle=principle,
+                        response_a=a,
+                        response_b=b,
+                    )
                     questions.append(Question(i, pair.prompt.id, principle.id, order, text))
         reads = self.read(ctx, questions, result)  # the whole chunk goes to the engine in one call
 
         got: list[dict[tuple[str, str], float]] = [{} for _ in pairs]
         failed: list[list[FailedRead]] = [[] for _ in pairs]
         reasoning: list[list[Reasoning]] = [[] for _ in pairs]
-        for q, r in zip(questions, reads):
+        for q, r in zip(questions, reads, strict=True):
             if isinstance(r.p, Failure):
                 failed[q.pair].append(FailedRead(q.principle, q.order, r.p.reason))
             else:
@@ -131,8 +145,11 @@ class PairwiseJudge(Judge):
         for i in range(len(pairs)):
             reads_i = got[i]
             # A principle counts only when both orders were read: one order alone is position-biased.
-            votes = [Vote(pr, reads_i[(pr, "ab")], 1 - reads_i[(pr, "ba")])
-                     for pr in dict.fromkeys(p for p, _ in reads_i) if (pr, "ab") in reads_i and (pr, "ba") in reads_i]
+            votes = [
+                Vote(pr, reads_i[(pr, "ab")], 1 - reads_i[(pr, "ba")])
+                for pr in dict.fromkeys(p for p, _ in reads_i)
+                if (pr, "ab") in reads_i and (pr, "ba") in reads_i
+            ]
             if not votes:
                 reasons = "; ".join(sorted({f.reason for f in failed[i]})) or "no judgement"
                 verdicts.append(Failure(f"judge: no principle was read in both orders ({reasons})"))

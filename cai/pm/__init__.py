@@ -3,4 +3,4 @@
 from cai.pm.score import score
 from cai.pm.trainer import train
 
-__all__ = ["train", "score"]
+__all__ = ["score", "train"]

@@ -51,9 +51,16 @@ def load_rows(source: str) -> list[dict]:
         p = 1.0 if p is None else float(p)
         if not 0.0 <= p <= 1.0:
             raise CaiError(f"{source}: row {i}: p_chosen {p} is not a probability")
-        out.append({"id": r.get("id", i), "prompt": _messages(r["prompt"], "user"), "chosen": _text(r["chosen"]),
-                    "rejected": _text(r["rejected"]), "p": p,
-                    "principles": [v["principle"] for v in r.get("votes") or []]})
+        out.append(
+            {
+                "id": r.get("id", i),
+                "prompt": _messages(r["prompt"], "user"),
+                "chosen": _text(r["chosen"]),
+                "rejected": _text(r["rejected"]),
+                "p": p,
+                "principles": [v["principle"] for v in r.get("votes") or []],
+            }
+        )
     if not out:
         raise CaiError(f"{source}: no preference rows")
     return out
@@ -79,8 +86,15 @@ class Group:
 
 def group(rows: list[dict], by_prompt: bool) -> list[Group]:
     if not by_prompt:
-        return [Group(prompt_id(r["prompt"]) + f"/{i}", r["prompt"], [r["chosen"], r["rejected"]],
-                      [(0, 1, r["p"], r["principles"])]) for i, r in enumerate(rows)]
+        return [
+            Group(
+                prompt_id(r["prompt"]) + f"/{i}",
+                r["prompt"],
+                [r["chosen"], r["rejected"]],
+                [(0, 1, r["p"], r["principles"])],
+            )
+            for i, r in enumerate(rows)
+        ]
     groups: dict[str, Group] = {}
     for r in rows:
         key = prompt_id(r["prompt"])
@@ -98,8 +112,10 @@ def split(groups: list[Group], eval_fraction: float, seed: int) -> tuple[list[Gr
     """Split by prompt (seeded hash), so no prompt sits on both sides."""
     if eval_fraction <= 0:
         return groups, []
+
     def bucket(g):
         return stable_unit("split", seed, g.key.split("/")[0])
+
     train = [g for g in groups if bucket(g) >= eval_fraction]
     held = [g for g in groups if bucket(g) < eval_fraction]
     if not held or not train:  # tiny sets: still hold something out, deterministically
@@ -135,8 +151,13 @@ class Encoder:
 
 
 def features(groups: list[Group], encode: Encoder) -> list[dict]:
-    return [{"input_ids": [encode(g.prompt, r) for r in g.responses],
-             "comparisons": [(a, b, p) for a, b, p, _ in g.comparisons]} for g in groups]
+    return [
+        {
+            "input_ids": [encode(g.prompt, r) for r in g.responses],
+            "comparisons": [(a, b, p) for a, b, p, _ in g.comparisons],
+        }
+        for g in groups
+    ]
 
 
 class Collator:
@@ -148,7 +169,11 @@ class Collator:
     def __call__(self, batch: list[dict]) -> dict:
         import torch
 
-        seqs, first, second, p, grp = [], [], [], [], []
+        seqs: list[list[int]] = []
+        first: list[int] = []
+        second: list[int] = []
+        p: list[float] = []
+        grp: list[int] = []
         for gi, item in enumerate(batch):
             base = len(seqs)
             seqs += item["input_ids"]
@@ -163,5 +188,12 @@ class Collator:
         for i, s in enumerate(seqs):
             ids[i, : len(s)] = torch.tensor(s)
             mask[i, : len(s)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "first": torch.tensor(first), "second": torch.tensor(second),
-                "p": torch.tensor(p, dtype=torch.float32), "group": torch.tensor(grp), "n_groups": len(batch)}
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "first": torch.tensor(first),
+            "second": torch.tensor(second),
+            "p": torch.tensor(p, dtype=torch.float32),
+            "group": torch.tensor(grp),
+            "n_groups": len(batch),
+        }

@@ -16,8 +16,14 @@ def soft_bt(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor) -
     return -(p * F.logsigmoid(margin) + (1 - p) * F.logsigmoid(-margin))
 
 
-def grouped(rewards: torch.Tensor, first: torch.Tensor, second: torch.Tensor, p: torch.Tensor,
-            group: torch.Tensor, n_groups: int) -> torch.Tensor:
+def grouped(
+    rewards: torch.Tensor,
+    first: torch.Tensor,
+    second: torch.Tensor,
+    p: torch.Tensor,
+    group: torch.Tensor,
+    n_groups: int,
+) -> torch.Tensor:
     """Mean over groups of the mean soft-BT loss over each group's comparisons.
 
     `rewards` holds one reward per response; comparison k says response first[k] beats second[k] with
@@ -26,5 +32,7 @@ def grouped(rewards: torch.Tensor, first: torch.Tensor, second: torch.Tensor, p:
     """
     losses = soft_bt(rewards[first], rewards[second], p)
     sums = torch.zeros(n_groups, dtype=losses.dtype, device=losses.device).index_add_(0, group, losses)
-    counts = torch.zeros(n_groups, dtype=losses.dtype, device=losses.device).index_add_(0, group, torch.ones_like(losses))
+    counts = torch.zeros(n_groups, dtype=losses.dtype, device=losses.device).index_add_(
+        0, group, torch.ones_like(losses)
+    )
     return (sums / counts).mean()

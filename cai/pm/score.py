@@ -11,16 +11,17 @@ from cai.errors import CaiError
 
 def _items(source: str) -> tuple[list[dict], bool]:
     """(items, is_preference). Items: {id, prompt, response, side}."""
-    from cai.pm.data import load_rows
-
     from cai import stages
+    from cai.pm.data import load_rows
     from cai.store import RunStore
 
     sft, prefs = stages.get("sl").split, stages.get("rl").split
     if RunStore.is_run(source) and RunStore(source).count(sft) and not RunStore(source).count(prefs):
         rows = RunStore(source).read(sft, columns=["id", "prompt", "completion"])
-        return [{"id": r["id"], "prompt": r["prompt"], "response": r["completion"][-1]["content"], "side": "completion"}
-                for r in rows], False
+        return [
+            {"id": r["id"], "prompt": r["prompt"], "response": r["completion"][-1]["content"], "side": "completion"}
+            for r in rows
+        ], False
     rows = load_rows(source)
     items = []
     for r in rows:
@@ -65,8 +66,10 @@ def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, 
     scores = []
     with torch.no_grad():
         for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            batch = collate([{"input_ids": [encode(prompt, response)], "comparisons": []} for prompt, response in chunk])
+            chunk = items[start : start + batch_size]
+            batch = collate(
+                [{"input_ids": [encode(prompt, response)], "comparisons": []} for prompt, response in chunk]
+            )
             scores += ((rewards_of(model, batch) - mean) / std).reshape(-1).tolist()
     return {"scores": scores, "truncated": encode.truncated}
 
@@ -80,9 +83,20 @@ def score(pm: str, data: str, out: str, batch_size: int = 16, max_length: int = 
     scores = scored["scores"]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as f:
-        for it, s in zip(items, scores):
-            f.write(json.dumps({"id": it["id"], "side": it["side"], "prompt": it["prompt"], "response": it["response"],
-                                "score": s}, ensure_ascii=False) + "\n")
+        for it, s in zip(items, scores, strict=True):
+            f.write(
+                json.dumps(
+                    {
+                        "id": it["id"],
+                        "side": it["side"],
+                        "prompt": it["prompt"],
+                        "response": it["response"],
+                        "score": s,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     report = {"scored": len(items), "out": out, "truncated": scored["truncated"]}
     if is_pref:
         pairs = [(scores[i], scores[i + 1], items[i]["p"]) for i in range(0, len(items), 2)]

@@ -22,8 +22,10 @@ class TrainConfig:
 
     source: str = setting("", "A run folder, a preference parquet/JSONL file or a dataset.")
     out: str = setting("", "Folder for the preference model, checkpoints and metrics.json.")
-    backbone: str = setting("all-minilm-l6-v2", "all-minilm-l6-v2 (embedded encoder), smollm2-135m (embedded "
-                                                "decoder), a folder or a Hub id.")
+    backbone: str = setting(
+        "all-minilm-l6-v2",
+        "all-minilm-l6-v2 (embedded encoder), smollm2-135m (embedded decoder), a folder or a Hub id.",
+    )
     epochs: float = setting(1.0, "Passes over the training pairs.", above=0)
     lr: float = setting(5e-5, "Learning rate.", above=0)
     batch_size: int = setting(4, "Prompts (batch elements) per step; each carries all its comparisons.", minimum=1)
@@ -31,10 +33,12 @@ class TrainConfig:
     seed: int = setting(0, "Seed of the split, the order and the head's initialisation.")
     eval_fraction: float = setting(0.1, "Held out, split by prompt.", minimum=0, maximum=0.999)
     group_by_prompt: bool = setting(True, "InstructGPT: all comparisons of a prompt in one batch element.")
-    center_rewards: float = setting(0.0, "Coefficient of mean(r^2), keeps rewards centred near 0 (TRL's option).",
-                                    minimum=0)
-    dropout: bool = setting(False, "Keep the backbone's dropout (off by default: it adds noise to every reward "
-                                   "comparison).")
+    center_rewards: float = setting(
+        0.0, "Coefficient of mean(r^2), keeps rewards centred near 0 (TRL's option).", minimum=0
+    )
+    dropout: bool = setting(
+        False, "Keep the backbone's dropout (off by default: it adds noise to every reward comparison)."
+    )
     save_steps: int = setting(50, "Checkpoint every N steps (resumable).", minimum=1)
     threads: int | None = setting(None, "torch CPU threads (default: torch's choice).", minimum=1)
 
@@ -84,7 +88,7 @@ def _trainer_class():
             r = rewards_of(model, inputs)
             loss = grouped(r, inputs["first"], inputs["second"], inputs["p"], inputs["group"], inputs["n_groups"])
             if self.center:
-                loss = loss + self.center * (r ** 2).mean()
+                loss = loss + self.center * (r**2).mean()
             return (loss, {"rewards": r}) if return_outputs else loss
 
     return PMTrainer
@@ -99,7 +103,7 @@ def evaluate(model, feats: list[dict], groups: list[pmdata.Group], collate, batc
     preds, labels, margins, principles, all_rewards = [], [], [], [], []
     with torch.no_grad():
         for start in range(0, len(feats), batch_size):
-            batch = collate(feats[start:start + batch_size])
+            batch = collate(feats[start : start + batch_size])
             r = rewards_of(model, batch)
             all_rewards += r.tolist()
             m = (r[batch["first"]] - r[batch["second"]]).tolist()
@@ -108,15 +112,18 @@ def evaluate(model, feats: list[dict], groups: list[pmdata.Group], collate, batc
             preds += [1 / (1 + math.exp(-x)) for x in m]
         for g in groups:
             principles += [c[3] for c in g.comparisons]
-    decided = [(pr, p, ps) for pr, p, ps in zip(preds, labels, principles) if p != 0.5]
+    decided = [(pr, p, ps) for pr, p, ps in zip(preds, labels, principles, strict=True) if p != 0.5]
     correct = [(pr > 0.5) == (p > 0.5) for pr, p, _ in decided]
-    bins = [[] for _ in range(10)]
-    for pr, p in zip(preds, labels):
+    bins: list[list[tuple[float, float]]] = [[] for _ in range(10)]
+    for pr, p in zip(preds, labels, strict=True):
         bins[min(int(pr * 10), 9)].append((pr, p))
-    ece = sum(len(b) / len(preds) * abs(sum(x for x, _ in b) / len(b) - sum(y for _, y in b) / len(b))
-              for b in bins if b) if preds else 0.0
+    ece = (
+        sum(len(b) / len(preds) * abs(sum(x for x, _ in b) / len(b) - sum(y for _, y in b) / len(b)) for b in bins if b)
+        if preds
+        else 0.0
+    )
     per_principle: dict[str, list[bool]] = {}
-    for ok, (_, _, ps) in zip(correct, decided):
+    for ok, (_, _, ps) in zip(correct, decided, strict=True):
         for name in ps:
             per_principle.setdefault(name, []).append(ok)
     mean = sum(all_rewards) / len(all_rewards) if all_rewards else 0.0
@@ -124,7 +131,9 @@ def evaluate(model, feats: list[dict], groups: list[pmdata.Group], collate, batc
     return {
         "eval_accuracy": sum(correct) / len(correct) if correct else None,
         "eval_ece": ece,
-        "eval_mean_margin": sum(m if p >= 0.5 else -m for m, p in zip(margins, labels)) / len(margins) if margins else 0.0,
+        "eval_mean_margin": sum(m if p >= 0.5 else -m for m, p in zip(margins, labels, strict=True)) / len(margins)
+        if margins
+        else 0.0,
         "eval_accuracy_per_principle": {k: sum(v) / len(v) for k, v in sorted(per_principle.items())},
         "eval_comparisons": len(preds),
         "reward_mean": mean,
@@ -152,17 +161,29 @@ def train(source: str, out: str, log=print, **settings) -> dict:
     train_feats = pmdata.features(train_groups, encode)
     eval_feats = pmdata.features(eval_groups, encode)
     collate = pmdata.Collator(tokenizer.pad_token_id)
-    log(f"train-pm: {len(rows)} pairs in {len(groups)} batch elements ({len(train_groups)} train, "
-        f"{len(eval_groups)} eval); {encode.truncated} responses truncated to {config.max_length} tokens")
+    log(
+        f"train-pm: {len(rows)} pairs in {len(groups)} batch elements ({len(train_groups)} train, "
+        f"{len(eval_groups)} eval); {encode.truncated} responses truncated to {config.max_length} tokens"
+    )
 
     out_dir = Path(out)
     ckpt_dir = out_dir / "checkpoints"
     args = TrainingArguments(
-        output_dir=str(ckpt_dir), num_train_epochs=config.epochs, learning_rate=config.lr,
-        per_device_train_batch_size=config.batch_size, seed=config.seed, data_seed=config.seed,
-        save_strategy="steps", save_steps=config.save_steps, save_total_limit=2, logging_steps=10,
-        report_to=[], remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, disable_tqdm=False,
+        output_dir=str(ckpt_dir),
+        num_train_epochs=config.epochs,
+        learning_rate=config.lr,
+        per_device_train_batch_size=config.batch_size,
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=10,
+        report_to=[],
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=False,
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_feats, data_collator=collate)
     trainer.center = config.center_rewards
@@ -179,11 +200,18 @@ def train(source: str, out: str, log=print, **settings) -> dict:
     model.config.cai_reward_std = metrics["reward_std"]
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    metrics.update({
-        "train_loss": result.training_loss, "train_steps": result.global_step,
-        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2), "pairs": len(rows),
-        "train_groups": len(train_groups), "eval_groups": len(eval_groups), "truncated": encode.truncated,
-        "seconds": round(time.monotonic() - started, 2), "config": asdict(config),
-    })
+    metrics.update(
+        {
+            "train_loss": result.training_loss,
+            "train_steps": result.global_step,
+            "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+            "pairs": len(rows),
+            "train_groups": len(train_groups),
+            "eval_groups": len(eval_groups),
+            "truncated": encode.truncated,
+            "seconds": round(time.monotonic() - started, 2),
+            "config": asdict(config),
+        }
+    )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

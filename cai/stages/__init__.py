@@ -6,7 +6,7 @@ from cai import plugins
 from cai.errors import CaiError
 from cai.stages.base import Stage
 
-__all__ = ["Stage", "get", "names", "ordered", "for_split"]
+__all__ = ["Stage", "for_split", "get", "names", "ordered"]
 
 
 def names() -> list[str]:

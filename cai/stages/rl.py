@@ -29,16 +29,33 @@ BINS = 5  # p_chosen in [0.5, 0.6), ..., [0.9, 1.0]
 
 @dataclass(frozen=True)
 class RLOptions:
-    pairs: str = setting("sampled", "Candidates: sampled (2 answers), revision (initial vs final revision), "
-                                    "file (your pairs).", identity=True, choices=lambda: PAIRS)
-    pairs_from: str | None = setting(None, "With --pairs revision: an SL run folder; with --pairs file: the pairs "
-                                           "file.", identity=True, path=True, when=("pairs", ("revision", "file")),
-                                     aliases=("--from",))
-    pair_temperature: float = setting(1.0, "Temperature of the two sampled candidates (they need diversity, or "
-                                           "the two answers are often identical).", identity=True, minimum=0,
-                                      maximum=5)
-    judge: str = setting("logprob", "The judge that labels the pairs (registered under 'cai.judges'): logprob, "
-                                    "cot, grm.", identity=True, choices=judges.names)
+    pairs: str = setting(
+        "sampled",
+        "Candidates: sampled (2 answers), revision (initial vs final revision), file (your pairs).",
+        identity=True,
+        choices=lambda: PAIRS,
+    )
+    pairs_from: str | None = setting(
+        None,
+        "With --pairs revision: an SL run folder; with --pairs file: the pairs file.",
+        identity=True,
+        path=True,
+        when=("pairs", ("revision", "file")),
+        aliases=("--from",),
+    )
+    pair_temperature: float = setting(
+        1.0,
+        "Temperature of the two sampled candidates (they need diversity, or the two answers are often identical).",
+        identity=True,
+        minimum=0,
+        maximum=5,
+    )
+    judge: str = setting(
+        "logprob",
+        "The judge that labels the pairs (registered under 'cai.judges'): logprob, cot, grm.",
+        identity=True,
+        choices=judges.names,
+    )
 
 
 def candidates_from_file(source: str) -> dict[str, tuple[str, str]]:
@@ -83,6 +100,9 @@ class RLStage(Stage):
         self.judge: Judge = judges.get(self.o.judge)(config)
         self._table: dict[str, tuple[str, str]] | None = None  # the candidates of --pairs revision/file
 
+    def needs_engine(self) -> bool:
+        return self.o.pairs == "sampled" or self.judge.needs_engine()
+
     def template_specs(self) -> tuple[TemplateSpec, ...]:
         return self.templates + self.judge.templates
 
@@ -91,24 +111,39 @@ class RLStage(Stage):
 
         # TRL's explicit-prompt conversational preference format, plus the soft label and its evidence.
         messages = messages_type()
-        return pa.schema([
-            ("id", pa.string()), ("prompt", messages), ("chosen", messages), ("rejected", messages),
-            ("p_chosen", pa.float64()),
-            ("votes", pa.list_(pa.struct([("principle", pa.string()), ("p_chosen_ab", pa.float64()),
-                                          ("p_chosen_ba", pa.float64())]))),
-            ("tie", pa.bool_()),
-            ("failed_votes", pa.list_(pa.struct([("principle", pa.string()), ("order", pa.string()),
-                                                 ("reason", pa.string())]))),
-            *self.judge.evidence_fields(),
-            ("judge", pa.string()), ("model", pa.string()),
-        ])
+        return pa.schema(
+            [
+                ("id", pa.string()),
+                ("prompt", messages),
+                ("chosen", messages),
+                ("rejected", messages),
+                ("p_chosen", pa.float64()),
+                (
+                    "votes",
+                    pa.list_(
+                        pa.struct(
+                            [("principle", pa.string()), ("p_chosen_ab", pa.float64()), ("p_chosen_ba", pa.float64())]
+                        )
+                    ),
+                ),
+                ("tie", pa.bool_()),
+                (
+                    "failed_votes",
+                    pa.list_(pa.struct([("principle", pa.string()), ("order", pa.string()), ("reason", pa.string())])),
+                ),
+                *self.judge.evidence_fields(),
+                ("judge", pa.string()),
+                ("model", pa.string()),
+            ]
+        )
 
     def check(self, ctx: RunContext) -> None:
         o, sft = self.o, "sft"
-        if o.pairs == "revision" and not o.pairs_from and ctx.config.stage == self.name \
-                and not ctx.store.count(sft):
-            raise CaiError(f"--pairs revision: {ctx.store.root / sft} has no SL rows; run --stage sl first, use "
-                           "--stage all, or point --pairs-from at an SL run")
+        if o.pairs == "revision" and not o.pairs_from and ctx.config.stage == self.name and not ctx.store.count(sft):
+            raise CaiError(
+                f"--pairs revision: {ctx.store.root / sft} has no SL rows; run --stage sl first, use "
+                "--stage all, or point --pairs-from at an SL run"
+            )
         if o.pairs == "revision" and o.pairs_from and not RunStore(o.pairs_from).count(sft):
             raise CaiError(f"--pairs-from {o.pairs_from}: not a cai run with an {sft}/ split")
         if o.pairs == "file":
@@ -119,7 +154,7 @@ class RLStage(Stage):
         result = ChunkResult()
         pairs = self._candidates(ctx, chunk, result)
         fields = [f.name for f in self.judge.evidence_fields()]
-        for pair, verdict in zip(pairs, self.judge.judge(ctx, pairs, result)):
+        for pair, verdict in zip(pairs, self.judge.judge(ctx, pairs, result), strict=True):
             if isinstance(verdict, Failure):
                 result.skip(pair.prompt.id, verdict.reason)
             else:
@@ -129,20 +164,29 @@ class RLStage(Stage):
     def _row(self, ctx: RunContext, pair: Pair, v: Verdict, fields: list[str]) -> dict:
         fw = v.first_wins
         chosen, rejected = (pair.first, pair.second) if fw else (pair.second, pair.first)
-        return {"id": pair.prompt.id, "prompt": list(pair.prompt.messages), "chosen": assistant(chosen),
-                "rejected": assistant(rejected), "p_chosen": v.p_chosen, "tie": v.p_chosen == 0.5,
-                "votes": [x.row(fw) for x in v.votes], "failed_votes": [x.row(fw) for x in v.failed],
-                **{f: [e.row(fw) for e in v.evidence.get(f, ())] for f in fields},
-                "judge": self.o.judge, "model": ctx.config.model}
+        return {
+            "id": pair.prompt.id,
+            "prompt": list(pair.prompt.messages),
+            "chosen": assistant(chosen),
+            "rejected": assistant(rejected),
+            "p_chosen": v.p_chosen,
+            "tie": v.p_chosen == 0.5,
+            "votes": [x.row(fw) for x in v.votes],
+            "failed_votes": [x.row(fw) for x in v.failed],
+            **{f: [e.row(fw) for e in v.evidence.get(f, ())] for f in fields},
+            "judge": self.o.judge,
+            "model": ctx.config.model,
+        }
 
     def _candidates(self, ctx: RunContext, chunk: list[Prompt], result: ChunkResult) -> list[Pair]:
         c, pairs = ctx.config, []
         if self.o.pairs == "sampled":
-            sampling = Sampling(max_tokens=c.max_tokens, temperature=self.o.pair_temperature, top_p=c.top_p, n=2,
-                                label="rl candidates")
+            sampling = Sampling(
+                max_tokens=c.max_tokens, temperature=self.o.pair_temperature, top_p=c.top_p, n=2, label="rl candidates"
+            )
             seeds = [request_seed(c.seed, p.id, "rl-candidates") for p in chunk]
             outs = ctx.engine.generate([with_system(ctx.constitution, p.messages) for p in chunk], sampling, seeds)
-            for p, samples in zip(chunk, outs):
+            for p, samples in zip(chunk, outs, strict=True):
                 for out in samples:
                     result.tally(out)
                 bad = next((out.error for out in samples if not out.ok), None)
@@ -154,8 +198,10 @@ class RLStage(Stage):
                     pairs.append(Pair(p, samples[0].text.strip(), samples[1].text.strip()))
         else:
             table = self._pairs_table(ctx)
-            missing = {"revision": "no SL row for this prompt to compare",
-                       "file": "the pairs file has no pair for this prompt"}[self.o.pairs]
+            missing = {
+                "revision": "no SL row for this prompt to compare",
+                "file": "the pairs file has no pair for this prompt",
+            }[self.o.pairs]
             for p in chunk:
                 if p.id not in table:
                     result.skip(p.id, f"candidates: {missing}")
@@ -186,23 +232,51 @@ class RLStage(Stage):
         import polars as pl
 
         p = rows.select("p_chosen", "tie", "failed_votes", "votes")
-        summary = p.select(
-            pl.len().alias("pairs"), pl.col("p_chosen").mean().alias("mean"),
-            pl.col("p_chosen").median().alias("median"), pl.col("tie").sum().alias("ties"),
-            pl.col("failed_votes").list.len().sum().alias("failed_votes"),
-        ).collect().row(0, named=True)
-        hist = (p.select((((pl.col("p_chosen") - 0.5) * 10).floor().clip(0, BINS - 1) / 10 + 0.5).round(1).alias("bin"))
-                .group_by("bin").len().sort("bin").collect().rows(named=True))
-        votes = (p.select("votes").explode("votes").unnest("votes").drop_nulls("principle")
-                 .with_columns((((pl.col("p_chosen_ab") > 0.5) & (pl.col("p_chosen_ba") > 0.5))
-                                | ((pl.col("p_chosen_ab") < 0.5) & (pl.col("p_chosen_ba") < 0.5))).alias("consistent")))
+        summary = (
+            p.select(
+                pl.len().alias("pairs"),
+                pl.col("p_chosen").mean().alias("mean"),
+                pl.col("p_chosen").median().alias("median"),
+                pl.col("tie").sum().alias("ties"),
+                pl.col("failed_votes").list.len().sum().alias("failed_votes"),
+            )
+            .collect()
+            .row(0, named=True)
+        )
+        hist = (
+            p.select((((pl.col("p_chosen") - 0.5) * 10).floor().clip(0, BINS - 1) / 10 + 0.5).round(1).alias("bin"))
+            .group_by("bin")
+            .len()
+            .sort("bin")
+            .collect()
+            .rows(named=True)
+        )
+        votes = (
+            p.select("votes")
+            .explode("votes")
+            .unnest("votes")
+            .drop_nulls("principle")
+            .with_columns(
+                (
+                    ((pl.col("p_chosen_ab") > 0.5) & (pl.col("p_chosen_ba") > 0.5))
+                    | ((pl.col("p_chosen_ab") < 0.5) & (pl.col("p_chosen_ba") < 0.5))
+                ).alias("consistent")
+            )
+        )
         return {
-            "pairs": summary["pairs"], "p_chosen": {k: summary[k] for k in ("mean", "median")},
-            "ties": summary["ties"], "failed_votes": summary["failed_votes"], "p_chosen_histogram": hist,
+            "pairs": summary["pairs"],
+            "p_chosen": {k: summary[k] for k in ("mean", "median")},
+            "ties": summary["ties"],
+            "failed_votes": summary["failed_votes"],
+            "p_chosen_histogram": hist,
             "position_consistent": votes.select(pl.col("consistent").mean()).collect().item(),
-            "consistent_per_principle": (votes.group_by("principle")
-                                         .agg(pl.col("consistent").mean().alias("share"), pl.len().alias("votes"))
-                                         .sort("principle").collect().rows(named=True)),
+            "consistent_per_principle": (
+                votes.group_by("principle")
+                .agg(pl.col("consistent").mean().alias("share"), pl.len().alias("votes"))
+                .sort("principle")
+                .collect()
+                .rows(named=True)
+            ),
             "judge": self.o.judge,
         }
 
@@ -214,35 +288,50 @@ class RLStage(Stage):
     def summary_lines(self, s: dict) -> list[str]:
         d = self.judge.describe()
         counts = {round(r["bin"], 1): r["len"] for r in s["p_chosen_histogram"]}
-        bins = "  ".join(f"{0.5 + i / 10:.1f}-{0.6 + i / 10:.1f}: {counts.get(round(0.5 + i / 10, 1), 0)}"
-                         for i in range(BINS))
-        return [f"labels         mean p_chosen {s['p_chosen']['mean']:.3f}, ties {s['ties']}, "
-                f"position-consistent votes {self._consistency(s)}, {d.failures} {s['failed_votes']}",
-                f"p_chosen       {bins}"]
+        bins = "  ".join(
+            f"{0.5 + i / 10:.1f}-{0.6 + i / 10:.1f}: {counts.get(round(0.5 + i / 10, 1), 0)}" for i in range(BINS)
+        )
+        return [
+            f"labels         mean p_chosen {s['p_chosen']['mean']:.3f}, ties {s['ties']}, "
+            f"position-consistent votes {self._consistency(s)}, {d.failures} {s['failed_votes']}",
+            f"p_chosen       {bins}",
+        ]
 
     def report_lines(self, s: dict) -> list[str]:
         d = self.judge.describe()
-        lines = ["", f"{'judge':<28}{s['judge']}",
-                 f"{'p_chosen mean / median':<28}{s['p_chosen']['mean']:.3f} / {s['p_chosen']['median']:.3f}",
-                 f"{'ties':<28}{s['ties']}", f"{d.failures:<28}{s['failed_votes']}",
-                 f"{'position-consistent votes':<28}{self._consistency(s)}", "p_chosen histogram:"]
+        lines = [
+            "",
+            f"{'judge':<28}{s['judge']}",
+            f"{'p_chosen mean / median':<28}{s['p_chosen']['mean']:.3f} / {s['p_chosen']['median']:.3f}",
+            f"{'ties':<28}{s['ties']}",
+            f"{d.failures:<28}{s['failed_votes']}",
+            f"{'position-consistent votes':<28}{self._consistency(s)}",
+            "p_chosen histogram:",
+        ]
         top = max([r["len"] for r in s["p_chosen_histogram"]] or [1])
         for r in s["p_chosen_histogram"]:
-            lines.append(f"  [{r['bin']:.1f}, {r['bin'] + 0.1:.1f})  {'#' * max(1, round(30 * r['len'] / top))} "
-                         f"{r['len']}")
+            lines.append(
+                f"  [{r['bin']:.1f}, {r['bin'] + 0.1:.1f})  {'#' * max(1, round(30 * r['len'] / top))} {r['len']}"
+            )
         if d.pairwise_votes:
             lines.append("position-consistent share per principle:")
-            lines += [f"  {r['principle']:<26}{100 * r['share']:5.1f}%  ({r['votes']} votes)"
-                      for r in s["consistent_per_principle"]]
+            lines += [
+                f"  {r['principle']:<26}{100 * r['share']:5.1f}%  ({r['votes']} votes)"
+                for r in s["consistent_per_principle"]
+            ]
         return lines
 
     def card_lines(self, s: dict) -> list[str]:
         d = self.judge.describe()
-        return [f"- **`{self.split}`**: `{self.o.pairs}` candidate pairs labelled by the `{self.o.judge}` judge: "
-                f"{d.label_source}"]
+        return [
+            f"- **`{self.split}`**: `{self.o.pairs}` candidate pairs labelled by the `{self.o.judge}` judge: "
+            f"{d.label_source}"
+        ]
 
     def card_stats(self, s: dict) -> list[str]:
         d = self.judge.describe()
-        return [f"- mean p_chosen {s['p_chosen']['mean']:.3f}, median {s['p_chosen']['median']:.3f}",
-                f"- position-consistent votes: {self._consistency(s)}",
-                f"- ties: {s['ties']}, {d.failures}: {s['failed_votes']}"]
+        return [
+            f"- mean p_chosen {s['p_chosen']['mean']:.3f}, median {s['p_chosen']['median']:.3f}",
+            f"- position-consistent votes: {self._consistency(s)}",
+            f"- ties: {s['ties']}, {d.failures}: {s['failed_votes']}",
+        ]

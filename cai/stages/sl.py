@@ -22,8 +22,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SLOptions:
-    rounds: int = setting(4, "Critique-revision rounds, a principle sampled per round (Bai et al. revised up to "
-                             "four times).", identity=True, minimum=1)
+    rounds: int = setting(
+        4,
+        "Critique-revision rounds, a principle sampled per round (Bai et al. revised up to four times).",
+        identity=True,
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,14 @@ class Trace:
     def row(self) -> dict:
         prompt = list(self.prompt.messages)
         completion = assistant(self.latest)
-        return {"id": self.prompt.id, "prompt": prompt, "completion": completion, "messages": prompt + completion,
-                "initial": self.initial, "revisions": [vars(r) for r in self.revisions]}
+        return {
+            "id": self.prompt.id,
+            "prompt": prompt,
+            "completion": completion,
+            "messages": prompt + completion,
+            "initial": self.initial,
+            "revisions": [vars(r) for r in self.revisions],
+        }
 
 
 def demonstrations(constitution: Constitution, templates: Templates) -> list[dict]:
@@ -78,8 +88,10 @@ class SLStage(Stage):
     name = "sl"
     split = "sft"
     settings = (SLOptions,)
-    templates = (TemplateSpec("critique.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}),
-                 TemplateSpec("revision.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}))
+    templates = (
+        TemplateSpec("critique.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}),
+        TemplateSpec("revision.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}),
+    )
 
     def schema(self) -> pa.Schema:
         import pyarrow as pa
@@ -87,12 +99,28 @@ class SLStage(Stage):
         # TRL's conversational prompt-completion format, plus the trace. `prompt` is a message list: a plain
         # string column would make TRL's SFTTrainer treat the data as non-conversational.
         messages = messages_type()
-        return pa.schema([
-            ("id", pa.string()), ("prompt", messages), ("completion", messages), ("messages", messages),
-            ("initial", pa.string()),
-            ("revisions", pa.list_(pa.struct([("round", pa.int32()), ("principle", pa.string()),
-                                              ("critique", pa.string()), ("revision", pa.string())]))),
-        ])
+        return pa.schema(
+            [
+                ("id", pa.string()),
+                ("prompt", messages),
+                ("completion", messages),
+                ("messages", messages),
+                ("initial", pa.string()),
+                (
+                    "revisions",
+                    pa.list_(
+                        pa.struct(
+                            [
+                                ("round", pa.int32()),
+                                ("principle", pa.string()),
+                                ("critique", pa.string()),
+                                ("revision", pa.string()),
+                            ]
+                        )
+                    ),
+                ),
+            ]
+        )
 
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
         """Run the whole SL stage on one chunk. One engine call per step of a round, over every prompt
@@ -108,7 +136,7 @@ class SLStage(Stage):
             sampling = Sampling(max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p, label=label)
             seeds = [request_seed(c.seed, t.prompt.id, name) for t in traces]
             alive = []
-            for t, (out,) in zip(traces, ctx.engine.generate([t.chat for t in traces], sampling, seeds)):
+            for t, (out,) in zip(traces, ctx.engine.generate([t.chat for t in traces], sampling, seeds), strict=True):
                 result.tally(out)
                 if not out.ok:
                     result.skip(t.prompt.id, f"{name}: {out.error}")
@@ -154,32 +182,51 @@ class SLStage(Stage):
     def stats(self, rows: pl.LazyFrame) -> dict:
         import polars as pl
 
-        revs = (rows.select("id", "initial", "revisions").explode("revisions").unnest("revisions")
-                .with_columns(pl.col("revision").shift(1).over("id").fill_null(pl.col("initial")).alias("input")))
-        lengths = revs.select(
-            pl.col("initial").str.len_chars().mean().alias("initial"),
-            pl.col("critique").str.len_chars().mean().alias("critique"),
-            pl.col("revision").str.len_chars().mean().alias("revision"),
-            (pl.col("revision") == pl.col("input")).mean().alias("unchanged"),
-        ).collect().row(0, named=True)
+        revs = (
+            rows.select("id", "initial", "revisions")
+            .explode("revisions")
+            .unnest("revisions")
+            .with_columns(pl.col("revision").shift(1).over("id").fill_null(pl.col("initial")).alias("input"))
+        )
+        lengths = (
+            revs.select(
+                pl.col("initial").str.len_chars().mean().alias("initial"),
+                pl.col("critique").str.len_chars().mean().alias("critique"),
+                pl.col("revision").str.len_chars().mean().alias("revision"),
+                (pl.col("revision") == pl.col("input")).mean().alias("unchanged"),
+            )
+            .collect()
+            .row(0, named=True)
+        )
         return {
-            "principles_per_round": (revs.group_by("round", "principle").len()
-                                     .sort("round", "len", descending=[False, True]).collect().rows(named=True)),
+            "principles_per_round": (
+                revs.group_by("round", "principle")
+                .len()
+                .sort("round", "len", descending=[False, True])
+                .collect()
+                .rows(named=True)
+            ),
             "mean_chars": {k: lengths[k] for k in ("initial", "critique", "revision")},
             "revision_unchanged_share": lengths["unchanged"],
         }
 
     def report_lines(self, s: dict) -> list[str]:
         m = s["mean_chars"]
-        lines = ["", f"{'mean chars':<28}initial {m['initial'] or 0:.0f}  critique {m['critique'] or 0:.0f}  "
-                     f"revision {m['revision'] or 0:.0f}",
-                 f"{'revision == its input':<28}{100 * (s['revision_unchanged_share'] or 0):.1f}%", "",
-                 "principle usage per round:"]
+        lines = [
+            "",
+            f"{'mean chars':<28}initial {m['initial'] or 0:.0f}  critique {m['critique'] or 0:.0f}  "
+            f"revision {m['revision'] or 0:.0f}",
+            f"{'revision == its input':<28}{100 * (s['revision_unchanged_share'] or 0):.1f}%",
+            "",
+            "principle usage per round:",
+        ]
         lines += [f"  round {r['round']}  {r['principle']:<26}{r['len']:>6}" for r in s["principles_per_round"]]
         return lines
 
     def card_lines(self, s: dict) -> list[str]:
         rounds = self.config.options(SLOptions).rounds
-        return [f"- **`{self.split}`**: each prompt was answered by the model, then critiqued and revised under a "
-                f"principle sampled per round ({rounds} round(s)). `completion` is the final revision; "
-                "`revisions` holds the whole trace."]
+        return [
+            f"- **`{self.split}`**: each prompt was answered by the model, then critiqued and revised under a "
+            f"principle sampled per round ({rounds} round(s)). `completion` is the final revision; "
+            "`revisions` holds the whole trace."
+        ]
