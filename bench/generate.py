@@ -49,13 +49,16 @@ def main():
     if args.quick:
         args.prompts, args.max_tokens, args.naive_prompts = 16, 32, 4
 
-    from cai import sl
     from cai.backends import Sampling
     from cai.backends.vllm import VLLMBackend, on_gpu
     from cai.config import RunConfig
     from cai.constitution import load as load_constitution
     from cai.inputs import load as load_prompts
     from cai.prompts import Templates
+    from cai.records import with_system
+    from cai.run import RunContext
+    from cai.stages.sl import SLStage, demonstrations
+    from cai.store import RunStore
 
     const = load_constitution(ROOT / "constitution" / "harmless.yaml")
     templates = Templates()
@@ -64,9 +67,12 @@ def main():
     engine = VLLMBackend(args.model, progress=False)
     device = "GPU" if on_gpu() else f"CPU ({platform.machine()}, {__import__('os').cpu_count()} cores)"
     fixed = FixedLength(engine)
+    stage = SLStage(config)
+    # A stage's run writes nothing itself (the generate loop does), so the store is never opened here.
+    ctx = RunContext(config, const, templates, RunStore(ROOT / "data" / "runs" / "bench"), backend=fixed)
 
     # 1. the raw engine: one call over every prompt
-    chats = [sl.with_system(const, p.messages) for p in prompts]
+    chats = [with_system(const, p.messages) for p in prompts]
     sampling = Sampling(max_tokens=args.max_tokens, temperature=config.temperature, top_p=config.top_p)
     outs, raw_s = timed(lambda: fixed.generate(chats, sampling))
     raw_tokens = sum(c.tokens for (c,) in outs)
@@ -75,7 +81,7 @@ def main():
     # 2. the cai SL pipeline: initial answer + one round of critique and revision, three engine calls
     engine.llm.reset_prefix_cache()
     first_call = len(fixed.calls)
-    result, pipe_s = timed(lambda: sl.run(fixed, prompts, const, templates, config))
+    result, pipe_s = timed(lambda: stage.run(ctx, prompts))
     pipe_tokens = result.output_tokens
 
     # 2b. the raw engine on exactly the pipeline's requests (same chats, same three calls), with no cai
@@ -103,13 +109,11 @@ def main():
 
     # 3. the same pipeline, naively: one prompt at a time
     engine.llm.reset_prefix_cache()
-    naive, naive_s = timed(
-        lambda: [sl.run(fixed, [p], const, templates, config) for p in prompts[: args.naive_prompts]]
-    )
+    naive, naive_s = timed(lambda: [stage.run(ctx, [p]) for p in prompts[: args.naive_prompts]])
     naive_tokens = sum(r.output_tokens for r in naive)
 
     # 4. prefix caching on vs off: one critique step, whose chats share system + few-shot turns
-    demos = sl.demonstrations(const, templates)
+    demos = demonstrations(const, templates)
     principle = const.principles[0]
     critique_chats = [
         c[:1]

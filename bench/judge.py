@@ -33,13 +33,15 @@ def main():
     if args.quick:
         args.pairs, args.cot_max_tokens = 8, 128
 
-    from cai import rl
     from cai.backends.vllm import VLLMBackend, on_gpu
     from cai.config import RunConfig
     from cai.constitution import load as load_constitution
     from cai.inputs import load as load_prompts
     from cai.prompts import Templates
-    from cai.sl import ChunkResult
+    from cai.records import ChunkResult
+    from cai.run import RunContext
+    from cai.stages.rl import RLStage
+    from cai.store import RunStore
 
     const = load_constitution(ROOT / "constitution" / "harmless.yaml")
     templates = Templates()
@@ -47,14 +49,10 @@ def main():
     engine = VLLMBackend(args.model, max_model_len=4096, progress=False)
     device = "GPU" if on_gpu() else f"CPU ({platform.processor() or platform.machine()})"
 
-    base = dict(
-        constitution=str(const.path),
-        max_tokens=96,
-        principles_per_pair=args.principles_per_pair,
-        cot_max_tokens=args.cot_max_tokens,
-        model=args.model,
-    )
-    pairs = rl._candidates(engine, prompts, const, RunConfig(prompts="-", out="-", **base), None, ChunkResult())
+    base = dict(constitution=str(const.path), max_tokens=96, model=args.model)
+    sampled = RunConfig(prompts="-", out="-", **base)
+    ctx = RunContext(sampled, const, templates, RunStore(ROOT / "data" / "runs" / "bench"), backend=engine)
+    pairs = [(p.prompt, (p.first, p.second)) for p in RLStage(sampled).candidates(ctx, prompts, ChunkResult())]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pairs.jsonl"
         path.write_text(
@@ -62,8 +60,11 @@ def main():
         )
         kept = [p for p, _ in pairs]
         results, chosen = {}, {}
-        runs = [("logprob", {}), ("cot", {})] + [
-            (f"grm k={k}", {"grm_samples": int(k)}) for k in args.grm_k.split(",") if k.strip()
+        pairwise = {"principles_per_pair": args.principles_per_pair}
+        runs = [("logprob", pairwise), ("cot", {**pairwise, "cot_max_tokens": args.cot_max_tokens})] + [
+            (f"grm k={k}", {"grm_samples": int(k), "cot_max_tokens": args.cot_max_tokens})
+            for k in args.grm_k.split(",")
+            if k.strip()
         ]
         for judge, extra in runs:
             config = RunConfig(
@@ -73,13 +74,16 @@ def main():
             # whichever ran second would otherwise get its prefill nearly free.
             if not args.no_reset:
                 engine.llm.reset_prefix_cache()
+            stage = RLStage(config)
+            judged = RunContext(config, const, templates, RunStore(tmp), backend=engine)
+            stage.check(judged)
             t0 = time.perf_counter()
-            out = rl.run(engine, kept, const, templates, config)
+            out = stage.run(judged, kept)
             seconds = time.perf_counter() - t0
             results[judge] = (len(out.rows), seconds, out.output_tokens, len(out.skips))
             chosen[judge] = {r["id"]: r["chosen"][0]["content"] for r in out.rows if not r["tie"]}
             for skip in out.skips[:2]:
-                print(f"  {judge}: skipped {skip['id']}: {skip['reason'][:300]}")
+                print(f"  {judge}: skipped {skip.id}: {skip.reason[:300]}")
     engine.close()
 
     print(

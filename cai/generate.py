@@ -61,8 +61,6 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Plan:
     const = constitution_mod.load(config.constitution)
     templates = Templates(config.templates)
     run = selected(config)
-    # The identity covers every stage's templates, not only this invocation's: running the stages one at a
-    # time into one folder must give that folder one identity.
     templates.check(spec for stage in run for spec in stage.template_specs())
     prompts, duplicates = inputs.load(config.prompts, config.prompt_column, config.limit)
     ctx = RunContext(config, const, templates, RunStore(config.out), log=log)
@@ -76,7 +74,9 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
     started = time.monotonic()
     plan = prepare(config, log)
     ctx, store = plan.ctx, plan.ctx.store
-    every = selected(config, every=True)  # the identity and the counts cover all stages
+    # The identity (and the counts) cover every stage, not only this invocation's: running the stages one at
+    # a time into one folder must give that folder one identity.
+    every = selected(config, every=True)
     specs = [spec for stage in every for spec in stage.template_specs()]
     identity = config.identity(ctx.constitution.sha256, ctx.templates.sha256(specs))
     store.check(identity, force=config.force)

@@ -30,7 +30,13 @@ def get(kind: str, name: str) -> Any:
     """The class registered under `name`; its module is imported only now (heavy imports stay at the edge)."""
     ep = _registered(kind).get(name)
     if ep is not None:
-        return ep.load()
+        try:
+            return ep.load()
+        except Exception as e:  # a broken plug-in: one line naming it, not a traceback from importlib
+            raise CaiError(
+                f"--{kind} {name}: its entry point {ep.value!r} ({GROUPS[kind]}) failed to load: "
+                f"{type(e).__name__}: {e}"
+            ) from None
     raise CaiError(f"--{kind} {name!r}: unknown {kind} (installed: {', '.join(names(kind)) or 'none'})")
 
 

@@ -139,19 +139,10 @@ def card(repo, manifest, const, counts, summary, license, run_stages) -> str:
         "```python",
         "from datasets import load_dataset",
         "",
-        f'sft = load_dataset("{repo}", "sft")      # TRL SFTTrainer reads prompt/completion as is',
-        f'prefs = load_dataset("{repo}", "prefs")  # TRL RewardTrainer / DPOTrainer read prompt/chosen/rejected',
+        *(f'{s.split} = load_dataset("{repo}", "{s.split}")  # {s.readers}' for s in written),
         "```",
         "",
-        "Train a soft-label preference model with `cai train-pm`, or TRL's `RewardTrainer` with hard labels:",
-        "",
-        "```python",
-        "from trl import RewardConfig, RewardTrainer",
-        "",
-        'trainer = RewardTrainer(model="your/model", args=RewardConfig(output_dir="pm"), train_dataset=prefs["train"])',
-        "trainer.train()",
-        "```",
-        "",
+        *(line for stage in written for line in stage.card_use()),
     ]
     return "\n".join(lines)
 

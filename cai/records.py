@@ -59,6 +59,11 @@ def with_system(constitution: Constitution, messages: Sequence[dict]) -> list[di
     return out
 
 
+def continued(question: str, prefix: str) -> list[dict]:
+    """A question, and the start of the answer for the model to continue (a judge's forced prefix)."""
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": prefix}]
+
+
 def assistant(text: str) -> list[dict]:
     """One assistant turn as a message list (TRL's completion / chosen / rejected shape)."""
     return [{"role": "assistant", "content": text}]

@@ -257,3 +257,67 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert RunStore(elsewhere / "run").count("sft") == 2
+
+
+def _readme_block(language: str, first_line: str) -> str:
+    """The README's fenced `language` block whose first line is `first_line`."""
+    text = (ROOT / "README.md").read_text()
+    for block in text.split(f"```{language}\n")[1:]:
+        body = block.split("```", 1)[0]
+        if body.startswith(first_line):
+            return body
+    raise AssertionError(f"README has no {language} block starting {first_line!r}")
+
+
+def test_the_readme_judge_example_runs_as_written(tmp_path, cli):
+    """The contributor note's judge, taken from the README verbatim, installed through its entry point."""
+    site = tmp_path / "site"
+    write(site / "my_judges" / "__init__.py", "")
+    write(site / "my_judges" / "pointwise.py", _readme_block("python", "# my_judges/pointwise.py"))
+    write(site / "my_judges" / "templates" / "pointwise.j2", _readme_block("jinja", "{# my_judges/templates/"))
+    toml = _readme_block("toml", "# in my package's pyproject.toml")
+    import tomllib
+
+    ((name, target),) = tomllib.loads(toml)["project"]["entry-points"]["cai.judges"].items()
+    entry = f"{name} = {target}"
+    write(site / "my_judges-0.1.dist-info" / "METADATA", "Metadata-Version: 2.1\nName: my-judges\nVersion: 0.1\n")
+    write(site / "my_judges-0.1.dist-info" / "entry_points.txt", f"[cai.judges]\n{entry}\n")
+    env = {"PYTHONPATH": str(site)}
+    out = tmp_path / "run"
+    r = cli(
+        "generate",
+        "--backend",
+        "scripted",
+        "--stage",
+        "rl",
+        "--judge",
+        "pointwise",
+        "--pointwise-principles",
+        "3",
+        "--templates",
+        site / "my_judges" / "templates",
+        "--prompts",
+        RED_TEAM,
+        "--limit",
+        "4",
+        "--out",
+        out,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = RunStore(out).read("prefs")
+    assert len(rows) == 4 and all(row["judge"] == "pointwise" and 0.5 <= row["p_chosen"] <= 1 for row in rows)
+    assert "failed pointwise reads 0" in r.stdout
+    wrong = cli(
+        "generate",
+        "--backend",
+        "scripted",
+        "--pointwise-principles",
+        "3",
+        "--prompts",
+        RED_TEAM,
+        "--out",
+        tmp_path / "x",
+        env=env,
+    )
+    assert wrong.returncode == 2 and "--pointwise-principles is a setting of the pointwise judge" in wrong.stderr

@@ -9,7 +9,7 @@ from cai.backends import Sampling
 from cai.judges.base import Description
 from cai.judges.pairwise import OPTIONS, PairwiseJudge, PairwiseOptions, Question, Read, read_options
 from cai.prompts import SAMPLE_CONVERSATION, SAMPLE_PRINCIPLE, TemplateSpec
-from cai.records import ChunkResult, Failure
+from cai.records import ChunkResult, Failure, continued
 from cai.run import RunContext
 from cai.sampling import request_seed
 from cai.settings import setting
@@ -69,7 +69,7 @@ class CotJudge(PairwiseJudge):
         """Reason first (one generation), then read the choice after the reasoning (one forward pass)."""
         c = ctx.config
         opening = ctx.templates.render("compare_cot_reasoning.j2")
-        chats = [[{"role": "user", "content": q.text}, {"role": "assistant", "content": opening}] for q in questions]
+        chats = [continued(q.text, opening) for q in questions]
         seeds = [request_seed(c.seed, q.prompt_id, f"cot-{q.principle}-{q.order}") for q in questions]
         sampling = Sampling(
             max_tokens=self.max_tokens,
@@ -94,7 +94,7 @@ class CotJudge(PairwiseJudge):
             else:
                 reads.append(Read(Failure("unread"), text))  # replaced by the choice read below
                 answer = ctx.templates.render("compare_cot_answer.j2", reasoning=text)
-                follow.append([{"role": "user", "content": q.text}, {"role": "assistant", "content": answer}])
+                follow.append(continued(q.text, answer))
                 where.append(i)
         if follow:
             outs = ctx.engine.generate(follow, Sampling(options=OPTIONS, continue_final=True, label="rl judge choice"))

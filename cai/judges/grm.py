@@ -22,7 +22,7 @@ from cai.backends.base import option_probability
 from cai.judges.base import Description, FailedRead, Judge, Pair, Verdict
 from cai.judges.cot import ReasoningOptions
 from cai.prompts import SAMPLE_CONVERSATION, TemplateSpec
-from cai.records import ChunkResult, Failure
+from cai.records import ChunkResult, Failure, continued
 from cai.run import RunContext
 from cai.sampling import request_seed, stable_int
 from cai.settings import setting
@@ -234,7 +234,7 @@ class GrmJudge(Judge):
         """The judgements (sampled, one call), then their scores (a few greedy tokens after the forced prefix)."""
         c = ctx.config
         opening = ctx.templates.render("grm_reasoning.j2")
-        chats = [[{"role": "user", "content": s.question}, {"role": "assistant", "content": opening}] for s in samples]
+        chats = [continued(s.question, opening) for s in samples]
         seeds = [request_seed(c.seed, s.prompt_id, f"grm-{s.k}") for s in samples]
         sampling = Sampling(
             max_tokens=self.max_tokens,
@@ -254,7 +254,7 @@ class GrmJudge(Judge):
             # write them now, and a reply that is not two scores is recorded as unparseable.
             s.text = out.text.strip()
             closing = ctx.templates.render("grm_scores.j2", reasoning=s.text)
-            follow.append([{"role": "user", "content": s.question}, {"role": "assistant", "content": closing}])
+            follow.append(continued(s.question, closing))
             where.append(s)
         if not follow:
             return
@@ -277,12 +277,7 @@ class GrmJudge(Judge):
         for s in good:
             assert s.shown is not None
             judgement = f"{s.question}\n\nPrinciples: {s.text}\nScores: [[{s.shown[0]}, {s.shown[1]}]]"
-            chats.append(
-                [
-                    {"role": "user", "content": ctx.templates.render("grm_meta.j2", judgement=judgement)},
-                    {"role": "assistant", "content": prefix},
-                ]
-            )
+            chats.append(continued(ctx.templates.render("grm_meta.j2", judgement=judgement), prefix))
         outs = ctx.engine.generate(chats, Sampling(options=META, continue_final=True, label="rl grm meta judge"))
         for s, (out,) in zip(good, outs, strict=True):
             result.tally(out)

@@ -6,7 +6,7 @@ from cai.backends import Sampling
 from cai.judges.base import Description
 from cai.judges.pairwise import OPTIONS, PairwiseJudge, Question, Read, read_options
 from cai.prompts import SAMPLE_CONVERSATION, SAMPLE_PRINCIPLE, TemplateSpec
-from cai.records import ChunkResult
+from cai.records import ChunkResult, continued
 from cai.run import RunContext
 
 _PAIR = {"conversation": SAMPLE_CONVERSATION, "principle": SAMPLE_PRINCIPLE, "response_a": "a", "response_b": "b"}
@@ -18,7 +18,7 @@ class LogprobJudge(PairwiseJudge):
 
     def read(self, ctx: RunContext, questions: list[Question], result: ChunkResult) -> list[Read]:
         answer = ctx.templates.render("compare_answer.j2")
-        chats = [[{"role": "user", "content": q.text}, {"role": "assistant", "content": answer}] for q in questions]
+        chats = [continued(q.text, answer) for q in questions]
         outs = ctx.engine.generate(chats, Sampling(options=OPTIONS, continue_final=True, label="rl judge"))
         return [Read(read_options(c, result)) for (c,) in outs]
 

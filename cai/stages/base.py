@@ -26,7 +26,7 @@ class Stage:
 
     The generate loop calls `check` once before the engine starts, then `run` for every chunk of prompts
     not yet done, and writes the result. `stats` adds the stage's section to `cai stats` and the run
-    summary; `summary_lines` and `card_lines` say it in words.
+    summary; `summary_lines`, `report_lines` and the `card_*` methods say it in words.
     """
 
     name: ClassVar[str]
@@ -35,6 +35,7 @@ class Stage:
     settings: ClassVar[tuple[type, ...]] = ()
     templates: ClassVar[tuple[TemplateSpec, ...]] = ()
     task_categories: ClassVar[tuple[str, ...]] = ("text-generation",)  # the Hub's, for the dataset card
+    readers: ClassVar[str] = ""  # who reads the split as it is, for the dataset card
 
     def __init__(self, config: Any):
         self.config = config
@@ -70,6 +71,10 @@ class Stage:
 
     def card_lines(self, stats: dict) -> list[str]:
         """Markdown bullets for the dataset card: what this split holds and how it was made."""
+        return []
+
+    def card_use(self) -> list[str]:
+        """Markdown for the card's "Use" section beyond loading the split (how to train on it)."""
         return []
 
     def card_stats(self, stats: dict) -> list[str]:

@@ -90,6 +90,7 @@ def candidates_from_file(source: str) -> dict[str, tuple[str, str]]:
 class RLStage(Stage):
     name = "rl"
     split = "prefs"
+    readers = "TRL's RewardTrainer / DPOTrainer read prompt/chosen/rejected"
     inputs = ("sft",)  # with --pairs revision
     settings = (RLOptions,)
     task_categories = ("text-generation", "text-classification")
@@ -138,7 +139,7 @@ class RLStage(Stage):
         )
 
     def check(self, ctx: RunContext) -> None:
-        o, sft = self.o, "sft"
+        o, (sft,) = self.o, self.inputs
         if o.pairs == "revision" and not o.pairs_from and ctx.config.stage == self.name and not ctx.store.count(sft):
             raise CaiError(
                 f"--pairs revision: {ctx.store.root / sft} has no SL rows; run --stage sl first, use "
@@ -152,7 +153,7 @@ class RLStage(Stage):
 
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
         result = ChunkResult()
-        pairs = self._candidates(ctx, chunk, result)
+        pairs = self.candidates(ctx, chunk, result)
         fields = [f.name for f in self.judge.evidence_fields()]
         for pair, verdict in zip(pairs, self.judge.judge(ctx, pairs, result), strict=True):
             if isinstance(verdict, Failure):
@@ -178,7 +179,7 @@ class RLStage(Stage):
             "model": ctx.config.model,
         }
 
-    def _candidates(self, ctx: RunContext, chunk: list[Prompt], result: ChunkResult) -> list[Pair]:
+    def candidates(self, ctx: RunContext, chunk: list[Prompt], result: ChunkResult) -> list[Pair]:
         c, pairs = ctx.config, []
         if self.o.pairs == "sampled":
             sampling = Sampling(
@@ -223,7 +224,7 @@ class RLStage(Stage):
                 self._table = candidates_from_file(self.o.pairs_from or ctx.config.prompts)
             else:
                 store = RunStore(self.o.pairs_from) if self.o.pairs_from else ctx.store
-                rows = store.read("sft", columns=["id", "initial", "completion"])
+                rows = store.read(self.inputs[0], columns=["id", "initial", "completion"])
                 self._table = {r["id"]: (r["initial"], r["completion"][-1]["content"]) for r in rows}
         return self._table
 
@@ -326,6 +327,20 @@ class RLStage(Stage):
         return [
             f"- **`{self.split}`**: `{self.o.pairs}` candidate pairs labelled by the `{self.o.judge}` judge: "
             f"{d.label_source}"
+        ]
+
+    def card_use(self) -> list[str]:
+        return [
+            "Train a soft-label preference model with `cai train-pm`, or TRL's `RewardTrainer` with hard labels:",
+            "",
+            "```python",
+            "from trl import RewardConfig, RewardTrainer",
+            "",
+            'trainer = RewardTrainer(model="your/model", args=RewardConfig(output_dir="pm"), '
+            f'train_dataset={self.split}["train"])',
+            "trainer.train()",
+            "```",
+            "",
         ]
 
     def card_stats(self, s: dict) -> list[str]:

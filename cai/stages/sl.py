@@ -87,6 +87,7 @@ def demonstrations(constitution: Constitution, templates: Templates) -> list[dic
 class SLStage(Stage):
     name = "sl"
     split = "sft"
+    readers = "TRL's SFTTrainer reads prompt/completion as is"
     settings = (SLOptions,)
     templates = (
         TemplateSpec("critique.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}),
