@@ -68,10 +68,13 @@ def generate(config_file, **flags):
 def plugins():
     """List the installed stages, judges and backends (entry points cai.stages, cai.judges, cai.backends)."""
     from cai import plugins as registry
+    from cai import stages
 
     for kind in ("stage", "judge", "backend"):
-        click.echo(f"{kind}s:")
-        for name, cls in registry.every(kind).items():
+        click.echo(f"{kind}s:" + ("  (in the order --stage all runs them)" if kind == "stage" else ""))
+        found = registry.every(kind)
+        for name in stages.ordered(list(found)) if kind == "stage" else found:
+            cls = found[name]
             doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
             extra = f" -> {cls.split}/" if kind == "stage" else ""
             click.echo(f"  {name:<10}{extra:<11} {doc}  ({cls.__module__})")
