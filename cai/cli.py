@@ -205,12 +205,20 @@ def constitution_check(file):
     click.echo(f"name        {c.name}")
     if c.description:
         click.echo(f"description {c.description[:100]}")
-    click.echo(f"principles  {len(c.principles)} ({len(c.comparable)} with a compare question for the RL stage)")
+    click.echo(
+        f"principles  {len(c.principles)} ({len(c.critiquable)} with critique and revision for the SL stage, "
+        f"{len(c.comparable)} with a compare question for the RL stage)"
+    )
+    click.echo(f"rules       {len(c.rules)} ({sum(r.hard for r in c.rules)} hard)")
     click.echo(f"few-shot    {len(c.few_shot)} demonstration(s)")
     click.echo(f"system      {'yes' if c.system else 'no'}")
     click.echo(f"sha256      {c.sha256[:16]}")
     for p in c.principles:
-        click.echo(f"  - {p.id:<24} w={p.weight:g} {'compare ' if p.compare else '        '}{', '.join(p.tags)}")
+        kinds = ", ".join(r.kind for r in p.rules)
+        click.echo(
+            f"  - {p.id:<24} w={p.weight:g} {'compare ' if p.compare else '        '}{', '.join(p.tags)}"
+            + (f"  rules: {kinds}" if kinds else "")
+        )
 
 
 @constitution.command("show")
@@ -223,10 +231,13 @@ def constitution_show(file):
     click.echo(f"{c.name}: {len(c.principles)} principles")
     for p in c.principles:
         click.echo(f"\n[{p.id}] weight {p.weight:g}" + (f"  tags: {', '.join(p.tags)}" if p.tags else ""))
-        click.echo(f"  critique: {p.critique}")
-        click.echo(f"  revision: {p.revision}")
+        if p.critique:
+            click.echo(f"  critique: {p.critique}")
+            click.echo(f"  revision: {p.revision}")
         if p.compare:
             click.echo(f"  compare:  {p.compare}")
+        for r in p.rules:
+            click.echo(f"  rule:     {r.id}  {r.describe()}")
 
 
 STARTER = """# A cai constitution. Check it with: cai constitution check {file}
@@ -244,6 +255,10 @@ principles:
     compare: Which answer is ...?  # optional: the question for the RL stage
     tags: [example]                # optional
     weight: 1.0                    # optional: relative chance of being sampled
+#   rules:                         # optional: checked by code (beside or instead of critique/revision)
+#     - max_words: 300             # also max_chars, must_match / must_not_match (regex, flags: [ignorecase]),
+#       weight: 1.0                #   format (think-answer, boxed-answer or a regex), language: en + threshold,
+#       hard: false                #   accuracy: math|exact (against the prompt record's `reference`)
 
 # few_shot:                        # optional demonstrations of one critique and revision
 #   - prompt: ...
@@ -278,7 +293,9 @@ def constitution_diff(a, b):
     changes = [f"+ {i}" for i in new if i not in old] + [f"- {i}" for i in old if i not in new]
     for i in (i for i in old if i in new and old[i] != new[i]):
         fields = [
-            f for f in ("critique", "revision", "compare", "tags", "weight") if getattr(old[i], f) != getattr(new[i], f)
+            f
+            for f in ("critique", "revision", "compare", "tags", "weight", "rules")
+            if getattr(old[i], f) != getattr(new[i], f)
         ]
         changes.append(f"~ {i} ({', '.join(fields)})")
     click.echo("\n".join(changes) if changes else "no differences in principles")

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import yaml
 
+from cai import rules as rules_mod
 from cai.errors import CaiError
+from cai.rules import Rule
 
 MAX_BYTES = 1 << 20  # a constitution is a page of text; anything bigger is a mistake (or an attack)
 # Letters and digits of any script (höflichkeit, вежливость), then also '_', '-' and '.'.
@@ -35,12 +37,15 @@ def resolve(spec: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class Principle:
+    """A principle is judged by the model (critique, revision, compare), checked by rules, or both."""
+
     id: str
-    critique: str  # the critique request: what to look for in the answer
-    revision: str  # the revision request: how to rewrite the answer
+    critique: str | None = None  # the critique request: what to look for in the answer
+    revision: str | None = None  # the revision request: how to rewrite the answer
     compare: str | None = None  # the multiple-choice question for the RL stage
     tags: tuple[str, ...] = ()
     weight: float = 1.0  # relative chance of being sampled
+    rules: tuple[Rule, ...] = ()  # checked by code (cai.rules)
 
 
 @dataclass(frozen=True)
@@ -72,13 +77,31 @@ class Constitution:
         raise KeyError(pid)
 
     @property
+    def critiquable(self) -> tuple[Principle, ...]:
+        """Principles with a critique and revision request, the ones the SL stage samples."""
+        return tuple(p for p in self.principles if p.critique)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Every rule of every principle."""
+        return tuple(r for p in self.principles for r in p.rules)
+
+    @property
     def comparable(self) -> tuple[Principle, ...]:
         """Principles that carry a `compare` question, the ones the RL stage can sample."""
         return tuple(p for p in self.principles if p.compare)
 
 
 _TOP = {"name": True, "principles": True, "description": False, "system": False, "few_shot": False, "license": False}
-_PRINCIPLE = {"id": True, "critique": True, "revision": True, "compare": False, "tags": False, "weight": False}
+_PRINCIPLE = {
+    "id": True,
+    "critique": False,
+    "revision": False,
+    "compare": False,
+    "tags": False,
+    "weight": False,
+    "rules": False,
+}
 _DEMO = {"prompt": True, "answer": True, "principle": True, "critique": True, "revision": True}
 
 
@@ -192,14 +215,39 @@ class _Builder:
             weight = float(w.value)
             if not weight > 0 or weight == float("inf"):
                 self.fail(w, f"{where}: 'weight' must be a positive number, got {w.value}")
+        for have, lack in (("critique", "revision"), ("revision", "critique")):
+            if have in m and lack not in m:
+                self.fail(node, f"{where}: missing required key {lack!r} ({have} and {lack} go together)")
+        rules = self.rules(m["rules"], pid) if "rules" in m else ()
+        if "critique" not in m and not rules:
+            self.fail(node, f"{where}: missing required key 'critique' (with 'revision'), or 'rules'")
         return Principle(
             id=pid,
-            critique=self.text(m["critique"], f"{where}: 'critique'"),
-            revision=self.text(m["revision"], f"{where}: 'revision'"),
+            critique=self.text(m["critique"], f"{where}: 'critique'") if "critique" in m else None,
+            revision=self.text(m["revision"], f"{where}: 'revision'") if "revision" in m else None,
             compare=self.text(m["compare"], f"{where}: 'compare'") if "compare" in m else None,
             tags=tags,
             weight=weight,
+            rules=rules,
         )
+
+    def rules(self, node, pid: str) -> tuple[Rule, ...]:
+        where = f"principle {pid!r}: 'rules'"
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            self.fail(node, f"{where} must be a non-empty list of rules, got {_kind(node)}")
+        out: list[Rule] = []
+        seen: dict[str, int] = {}
+        for item in node.value:
+            if not isinstance(item, yaml.MappingNode):
+                self.fail(item, f"{where}: each rule must be a mapping such as {{max_words: 200}}, got {_kind(item)}")
+            spec = yaml.SafeLoader("").construct_object(item, deep=True)
+            kind = next((k for k in spec if k in rules_mod.KINDS), "")
+            seen[kind] = seen.get(kind, -1) + 1
+            try:
+                out.append(rules_mod.build(pid, seen[kind], spec))
+            except ValueError as e:
+                self.fail(item, f"principle {pid!r}: {e}")
+        return tuple(out)
 
     def constitution(self, node, sha256):
         m = self.mapping(node, _TOP, "constitution")
@@ -225,6 +273,11 @@ class _Builder:
                 values = {k: self.text(v, f"few_shot[{i}].{k}") for k, v in d.items()}
                 if values["principle"] not in seen:
                     self.fail(d["principle"], f"few_shot[{i}]: unknown principle id {values['principle']!r}")
+                if not next(p for p in principles if p.id == values["principle"]).critique:
+                    self.fail(
+                        d["principle"],
+                        f"few_shot[{i}]: principle {values['principle']!r} has no critique to demonstrate",
+                    )
                 demos.append(Demonstration(**values))
         return Constitution(
             name=self.text(m["name"], "'name'"),

@@ -16,6 +16,7 @@ ROLES = ("system", "user", "assistant")
 class Prompt:
     id: str
     messages: tuple[dict, ...]  # OpenAI-style {"role", "content"}, ending with the user turn
+    reference: str | None = None  # the known answer, for rules that check accuracy (a `reference` field)
 
 
 def prompt_id(messages) -> str:
@@ -49,7 +50,7 @@ def load(source: str, prompt_column: str | None = None, limit: int | None = None
             duplicates += 1
             continue
         seen.add(pid)
-        prompts.append(Prompt(pid, messages))
+        prompts.append(Prompt(pid, messages, reference(record, where)))
         if limit is not None and len(prompts) >= limit:
             break
     if not prompts:
@@ -114,6 +115,16 @@ def _dataset(source: str):
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"] if "train" in ds else next(iter(ds.values()))
     return [(f"{source}: row {i}", r) for i, r in enumerate(ds)]
+
+
+def reference(record: dict, where: str) -> str | None:
+    """The record's known answer: text, or a number written as text; None when it has none."""
+    value = record.get("reference")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip():
+        raise CaiError(f"{where}: 'reference' must be a non-empty text or number, got {value!r}")
+    return str(value).strip()
 
 
 def to_messages(record, where: str, column: str | None) -> tuple[dict, ...]:

@@ -127,8 +127,18 @@ def card(repo, manifest, const, counts, summary, license, run_stages) -> str:
         f"max_tokens {cfg.get('max_tokens')}",
     ]
     if const:
-        lines += ["", "## Constitution", "", "| id | critique request | comparison question |", "| --- | --- | --- |"]
-        lines += [f"| {p.id} | {_cell(p.critique)} | {_cell(p.compare or '')} |" for p in const.principles]
+        lines += [
+            "",
+            "## Constitution",
+            "",
+            "| id | critique request | comparison question | rules |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {p.id} | {_cell(p.critique or '')} | {_cell(p.compare or '')} | "
+            f"{_cell('; '.join(r.describe() for r in p.rules))} |"
+            for p in const.principles
+        ]
     statistics = [line for stage in written for line in stage.card_stats(summary)]
     if statistics:
         lines += ["", "## Label statistics", "", *statistics]

@@ -183,9 +183,8 @@ class GrmJudge(Judge):
 
     def judge(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Verdict | Failure]:
         c = ctx.config
-        principles = (
-            [p.compare or p.critique for p in ctx.constitution.principles] if self.o.grm_seed_principles else []
-        )
+        shown = [p.compare or p.critique for p in ctx.constitution.principles] if self.o.grm_seed_principles else []
+        principles = [text for text in shown if text]  # principles checked only by rules have neither
         samples = []
         for i, pair in enumerate(pairs):
             for k in range(self.o.grm_samples):

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 
 from cai.backends import Sampling
 from cai.constitution import Constitution, Principle
+from cai.errors import CaiError
 from cai.inputs import Prompt
 from cai.prompts import SAMPLE_PRINCIPLE, Templates, TemplateSpec
 from cai.records import ChunkResult, assistant, messages_type, with_system
+from cai.rules import Rule, RuleResult, check_all, result_type, total
 from cai.run import RunContext
 from cai.sampling import request_seed, sample_principles
 from cai.settings import setting
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+KEEP = ("last", "best-rules")
+
+
 @dataclass(frozen=True)
 class SLOptions:
     rounds: int = setting(
@@ -27,6 +32,13 @@ class SLOptions:
         "Critique-revision rounds, a principle sampled per round (Bai et al. revised up to four times).",
         identity=True,
         minimum=1,
+    )
+    keep: str = setting(
+        "last",
+        "Which text of the trace is the SFT completion: last (the final revision) or best-rules (the one that "
+        "passes the most hard rules, then scores highest on the constitution's rules; ties go to the later).",
+        identity=True,
+        choices=lambda: KEEP,
     )
 
 
@@ -36,6 +48,11 @@ class Revision:
     principle: str
     critique: str
     revision: str
+    rules: tuple[RuleResult, ...] = ()  # the constitution's rules on this revision
+    regressed: bool = False  # it breaks a hard rule that the text before it kept
+
+    def row(self) -> dict:
+        return {**vars(self), "rules": [r.row() for r in self.rules]}
 
 
 @dataclass
@@ -45,6 +62,7 @@ class Trace:
     prompt: Prompt
     base: list[dict]  # the prompt behind the constitution's system prompt
     initial: str = ""
+    initial_rules: tuple[RuleResult, ...] = ()
     revisions: list[Revision] = field(default_factory=list)
     chat: list[dict] = field(default_factory=list)  # the request being made
     principle: Principle | None = None  # this round's
@@ -54,17 +72,37 @@ class Trace:
     def latest(self) -> str:
         return self.revisions[-1].revision if self.revisions else self.initial
 
-    def row(self) -> dict:
+    @property
+    def latest_rules(self) -> tuple[RuleResult, ...]:
+        return self.revisions[-1].rules if self.revisions else self.initial_rules
+
+    def kept(self, keep: str, rules: dict[str, Rule]) -> int:
+        """The round whose text becomes the completion (0: the initial answer)."""
+        if keep == "last" or not rules:
+            return len(self.revisions)
+        results = [self.initial_rules, *(r.rules for r in self.revisions)]
+        return max(range(len(results)), key=lambda i: (*total(list(results[i]), rules), i))
+
+    def row(self, keep: str, rules: dict[str, Rule]) -> dict:
         prompt = list(self.prompt.messages)
-        completion = assistant(self.latest)
+        kept = self.kept(keep, rules)
+        completion = assistant(self.revisions[kept - 1].revision if kept else self.initial)
         return {
             "id": self.prompt.id,
             "prompt": prompt,
             "completion": completion,
             "messages": prompt + completion,
             "initial": self.initial,
-            "revisions": [vars(r) for r in self.revisions],
+            "initial_rules": [r.row() for r in self.initial_rules],
+            "revisions": [r.row() for r in self.revisions],
+            "kept": kept,
         }
+
+
+def regressed(before: tuple[RuleResult, ...], after: tuple[RuleResult, ...], rules: dict[str, Rule]) -> bool:
+    """Whether `after` breaks a hard rule that `before` kept."""
+    kept = {r.rule for r in before if r.passed and rules[r.rule].hard}
+    return any(r.rule in kept and not r.passed for r in after)
 
 
 def demonstrations(constitution: Constitution, templates: Templates) -> list[dict]:
@@ -107,6 +145,7 @@ class SLStage(Stage):
                 ("completion", messages),
                 ("messages", messages),
                 ("initial", pa.string()),
+                ("initial_rules", result_type()),
                 (
                     "revisions",
                     pa.list_(
@@ -116,10 +155,13 @@ class SLStage(Stage):
                                 ("principle", pa.string()),
                                 ("critique", pa.string()),
                                 ("revision", pa.string()),
+                                ("rules", result_type()),
+                                ("regressed", pa.bool_()),
                             ]
                         )
                     ),
                 ),
+                ("kept", pa.int32()),  # the round whose text is the completion (0: the initial answer)
             ]
         )
 
@@ -127,7 +169,9 @@ class SLStage(Stage):
         """Run the whole SL stage on one chunk. One engine call per step of a round, over every prompt
         still alive, so the engine always sees the full width of the chunk."""
         c, const, templates = ctx.config, ctx.constitution, ctx.templates
-        rounds = c.options(SLOptions).rounds
+        o = c.options(SLOptions)
+        rounds = o.rounds
+        rules = {r.id: r for r in const.rules}
         result = ChunkResult()
         demos = demonstrations(const, templates)
 
@@ -153,11 +197,12 @@ class SLStage(Stage):
             traces.append(Trace(p, base, chat=base))
         for t, text in step(traces, "initial", "sl initial"):
             t.initial = text
+            t.initial_rules = tuple(check_all(const.rules, text, t.prompt.reference))
         traces = [t for t in traces if t.initial]
 
         for r in range(1, rounds + 1):
             for t in traces:
-                (t.principle,) = sample_principles(const.principles, 1, c.seed, t.prompt.id, f"sl-round-{r}")
+                (t.principle,) = sample_principles(const.critiquable, 1, c.seed, t.prompt.id, f"sl-round-{r}")
                 # system, then demonstrations (shared prefix), then this prompt's conversation.
                 head = t.base[:1] + demos + t.base[1:] if t.base[0]["role"] == "system" else demos + t.base
                 t.chat = head + [
@@ -174,11 +219,23 @@ class SLStage(Stage):
             revised = step([t for t, _ in critiqued], f"round {r} revision", f"sl round {r}/{rounds} revision")
             for t, revision in revised:
                 assert t.principle is not None
-                t.revisions.append(Revision(r, t.principle.id, t.critique, revision))
+                checked = tuple(check_all(const.rules, revision, t.prompt.reference))
+                t.revisions.append(
+                    Revision(
+                        r, t.principle.id, t.critique, revision, checked, regressed(t.latest_rules, checked, rules)
+                    )
+                )
             traces = [t for t, _ in revised]
 
-        result.rows = [t.row() for t in traces]
+        result.rows = [t.row(o.keep, rules) for t in traces]
         return result
+
+    def check(self, ctx: RunContext) -> None:
+        if not ctx.constitution.critiquable:
+            raise CaiError(
+                f"{ctx.constitution.path}: no principle has a critique and revision request, so the SL "
+                "stage has nothing to sample (principles checked only by rules are for scoring)"
+            )
 
     def stats(self, rows: pl.LazyFrame) -> dict:
         import polars as pl

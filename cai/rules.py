@@ -1,0 +1,287 @@
+"""Rules checked by code (DeepSeek-R1's rule-based rewards): pure functions over text, each bounded in time.
+
+A principle of the constitution may carry `rules:`; each rule scores a text in [0, 1] and says whether it
+passed. The same rules annotate the SL trace, vote in the RL stage, and become reward functions for online
+RL (cai.rewards). A rule that cannot apply (accuracy without a reference) gives None; a rule that fails to
+finish in time, or errs, gives a failed result that carries the reason, never a silent default.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+KINDS = ("must_match", "must_not_match", "format", "max_words", "max_chars", "language", "accuracy")
+# Named formats; any other `format` value is a regular expression the whole text must match (groups allowed).
+FORMATS = {
+    # DeepSeek-R1: the reasoning inside <think>...</think>, then the answer.
+    "think-answer": r"\s*<think>(?P<reasoning>(?:(?!</?think>).)+)</think>\s*(?P<answer>\S.*)",
+    # A final answer in \boxed{...} somewhere after the working.
+    "boxed-answer": r".*\\boxed\{.+\}.*",
+}
+FLAGS = ("ignorecase", "multiline", "dotall")
+ACCURACY = ("math", "exact")
+# The languages a `language` rule tells apart by default: widely used ones. A rule may list its own (`among`).
+COMMON_LANGUAGES = (
+    "en",
+    "de",
+    "fr",
+    "es",
+    "it",
+    "pt",
+    "nl",
+    "sv",
+    "pl",
+    "cs",
+    "ru",
+    "uk",
+    "el",
+    "tr",
+    "ar",
+    "he",
+    "fa",
+    "hi",
+    "bn",
+    "zh",
+    "ja",
+    "ko",
+    "vi",
+    "id",
+    "th",
+)
+SECONDS = 0.5  # the time one rule may take on one text; a pattern that backtracks past it is a recorded failure
+_SENTENCE = re.compile(r"(?<=[.!?。！？\n])\s+|(?<=[。！？])")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of a principle. `id` is `<principle>.<kind>` (numbered when a principle has two of a kind)."""
+
+    id: str
+    kind: str
+    value: Any  # the pattern, format, limit, language code or accuracy mode
+    weight: float = 1.0
+    hard: bool = False  # a hard rule decides a pair on its own, and its breaking is flagged in the SL trace
+    flags: tuple[str, ...] = ()  # must_match, must_not_match, format: regex flags
+    threshold: float | None = None  # language: the share of the text that must be in the language
+    among: tuple[str, ...] = ()  # language: the languages to tell apart (default COMMON_LANGUAGES)
+
+    def describe(self) -> str:
+        extra = f" (share >= {self.threshold:g})" if self.kind == "language" else ""
+        return f"{self.kind}: {self.value}{extra}, weight {self.weight:g}" + (", hard" if self.hard else "")
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: str
+    passed: bool
+    score: float  # in [0, 1]
+    error: str | None = None  # why the rule could not be checked (timed out, failed to parse): it counts as failed
+
+    def row(self) -> dict:
+        return {"rule": self.rule, "passed": self.passed, "score": self.score, "error": self.error}
+
+
+def result_type():  # -> pa.DataType of a list of RuleResult rows (pyarrow imported only when a schema is built)
+    import pyarrow as pa
+
+    return pa.list_(
+        pa.struct([("rule", pa.string()), ("passed", pa.bool_()), ("score", pa.float64()), ("error", pa.string())])
+    )
+
+
+# -- validation (called by the constitution loader; a ValueError's message is shown with file:line) -------------
+def build(principle: str, index: int, spec: dict[str, Any]) -> Rule:
+    """A Rule from its YAML mapping (already type-checked as a mapping of scalars and lists)."""
+    kinds = [k for k in spec if k in KINDS]
+    if len(kinds) != 1:
+        raise ValueError(f"a rule names exactly one of {', '.join(KINDS)}; got {', '.join(kinds) or 'none'}")
+    kind = kinds[0]
+    allowed = {kind, "weight", "hard"} | {
+        "must_match": {"flags"},
+        "must_not_match": {"flags"},
+        "format": {"flags"},
+        "language": {"threshold", "among"},
+    }.get(kind, set())
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ValueError(f"rule {kind!r}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    value = spec[kind]
+    weight = spec.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+        raise ValueError(f"rule {kind!r}: 'weight' must be a positive number, got {weight!r}")
+    hard = spec.get("hard", False)
+    if not isinstance(hard, bool):
+        raise ValueError(f"rule {kind!r}: 'hard' must be true or false, got {hard!r}")
+    flags = tuple(spec.get("flags", ()))
+    for f in flags:
+        if f not in FLAGS:
+            raise ValueError(f"rule {kind!r}: unknown flag {f!r} (allowed: {', '.join(FLAGS)})")
+    threshold: float | None = None
+    among: tuple[str, ...] = ()
+    if kind in ("must_match", "must_not_match") or (kind == "format" and value not in FORMATS):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"rule {kind!r}: expected a regular expression (or a format: {', '.join(FORMATS)})")
+        try:
+            compiled(value, flags)
+        except Exception as e:  # the regex module raises its own error type
+            raise ValueError(f"rule {kind!r}: bad regular expression {value!r}: {e}") from None
+    elif kind in ("max_words", "max_chars"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"rule {kind!r}: expected a whole number of at least 1, got {value!r}")
+    elif kind == "language":
+        among = tuple(spec.get("among", COMMON_LANGUAGES))
+        for code in (value, *among):
+            _language(code)  # raises ValueError naming an unknown code
+        if value not in among:
+            among = (value, *among)
+        threshold = spec.get("threshold")
+        if threshold is None:
+            raise ValueError(f"rule 'language': missing 'threshold' (the share of the text in {value!r}, 0 to 1)")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise ValueError(f"rule 'language': 'threshold' must be in (0, 1], got {threshold!r}")
+    elif kind == "accuracy":
+        if value not in ACCURACY:
+            raise ValueError(f"rule 'accuracy': expected one of {', '.join(ACCURACY)}, got {value!r}")
+    return Rule(
+        f"{principle}.{kind}" + (f"{index}" if index else ""),
+        kind,
+        value,
+        float(weight),
+        hard,
+        flags,
+        None if threshold is None else float(threshold),
+        among,
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def compiled(pattern: str, flags: tuple[str, ...] = ()) -> Any:
+    import regex
+
+    bits = 0
+    for f in flags:
+        bits |= {"ignorecase": regex.IGNORECASE, "multiline": regex.MULTILINE, "dotall": regex.DOTALL}[f]
+    return regex.compile(pattern, bits | regex.VERSION0)
+
+
+# -- checking ---------------------------------------------------------------------------------------------------
+def check(rule: Rule, text: str, reference: str | None = None) -> RuleResult | None:
+    """Score `text` under `rule`; None where the rule does not apply (accuracy with no reference)."""
+    if rule.kind == "accuracy" and reference is None:
+        return None
+    try:
+        score = _score(rule, text, reference)
+    except TimeoutError:
+        return RuleResult(rule.id, False, 0.0, f"timed out after {SECONDS:g}s")
+    except Exception as e:  # a checker that errs on odd text must not take the run down; the reason is kept
+        return RuleResult(rule.id, False, 0.0, f"{type(e).__name__}: {str(e)[:200]}")
+    passed = score >= rule.threshold if rule.kind == "language" and rule.threshold is not None else score == 1.0
+    return RuleResult(rule.id, passed, score)
+
+
+def check_all(rules: tuple[Rule, ...], text: str, reference: str | None = None) -> list[RuleResult]:
+    return [r for r in (check(rule, text, reference) for rule in rules) if r is not None]
+
+
+def total(results: list[RuleResult], rules: dict[str, Rule]) -> tuple[float, float]:
+    """(weight of the hard rules passed, weighted score of all): larger is better, hard rules first."""
+    hard = sum(rules[r.rule].weight for r in results if rules[r.rule].hard and r.passed)
+    return hard, sum(rules[r.rule].weight * r.score for r in results)
+
+
+def _score(rule: Rule, text: str, reference: str | None) -> float:
+    k = rule.kind
+    if k in ("must_match", "must_not_match"):
+        found = compiled(rule.value, rule.flags).search(text, timeout=SECONDS) is not None
+        return float(found == (k == "must_match"))
+    if k == "format":
+        pattern = FORMATS.get(rule.value, rule.value)
+        flags = ("dotall", *rule.flags) if rule.value in FORMATS else rule.flags
+        return float(compiled(pattern, tuple(flags)).fullmatch(text, timeout=SECONDS) is not None)
+    if k == "max_words":
+        return float(len(text.split()) <= rule.value)
+    if k == "max_chars":
+        return float(len(text) <= rule.value)
+    if k == "language":
+        return language_share(text, rule.value, rule.among)
+    if k == "accuracy":
+        assert reference is not None
+        return float(accurate(text, reference, rule.value))
+    raise ValueError(f"unknown rule kind {k!r}")
+
+
+# -- language ---------------------------------------------------------------------------------------------------
+def _language(code: str) -> Any:
+    from lingua import IsoCode639_1, Language
+
+    iso = getattr(IsoCode639_1, str(code).upper(), None)
+    if iso is None:
+        raise ValueError(f"unknown language code {code!r} (ISO 639-1, such as en, de, zh)")
+    return Language.from_iso_code_639_1(iso)
+
+
+@functools.lru_cache(maxsize=4)
+def _detector(among: tuple[str, ...]) -> Any:
+    """One detector per language set and process (high-accuracy models of those languages only: loading
+    every language lingua knows takes seconds and over 1 GB)."""
+    from lingua import LanguageDetectorBuilder
+
+    return LanguageDetectorBuilder.from_languages(*(_language(c) for c in among)).build()
+
+
+def language_share(text: str, code: str, among: tuple[str, ...] = COMMON_LANGUAGES) -> float:
+    """The share of `text`'s characters in sentences written in `code`. Sentences are told apart one by
+    one (a mixed answer is scored by how much of it is in the language); sentences with no detectable
+    language (numbers, formulas, code) count for neither side. No language at all scores 1."""
+    sentences = [s for s in _SENTENCE.split(text) if s.strip()]
+    if not sentences:
+        return 1.0
+    target = _language(code)
+    found = _detector(tuple(sorted(set(among) | {code}))).detect_languages_in_parallel_of(sentences)
+    sized = [(len(s.strip()), lang) for s, lang in zip(sentences, found, strict=True) if lang is not None]
+    total_chars = sum(n for n, _ in sized)
+    return sum(n for n, lang in sized if lang == target) / total_chars if total_chars else 1.0
+
+
+# -- accuracy ---------------------------------------------------------------------------------------------------
+_ANSWER_LINE = re.compile(r"^\s*(?:final\s+)?answer\s*[:：]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def final_answer(text: str) -> str | None:
+    """The last `\\boxed{...}` (braces balanced), else the last "Answer: ..." line, else None."""
+    start = text.rfind("\\boxed{")
+    if start >= 0:
+        depth, i = 0, start + len("\\boxed")
+        for j in range(i, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                return text[i + 1 : j].strip()
+    lines = _ANSWER_LINE.findall(text)
+    return lines[-1] if lines else None
+
+
+def _normal(s: str) -> str:
+    return " ".join(s.strip().strip(".").lower().split())
+
+
+def accurate(text: str, reference: str, mode: str = "math") -> bool:
+    """Whether the final answer of `text` equals `reference`: by Hugging Face's math-verify (symbolic and
+    numeric equivalence of LaTeX or plain expressions), falling back to exact match (case and spacing
+    aside) when either side is not mathematics."""
+    answer = final_answer(text)
+    if answer is None:
+        return False
+    if mode == "math":
+        from math_verify import parse, verify
+
+        # math-verify bounds its own time with SIGALRM, which only the main thread may use.
+        timeout = SECONDS * 4 if threading.current_thread() is threading.main_thread() else None
+        gold = parse(f"${reference}$" if "$" not in reference else reference, parsing_timeout=timeout)
+        pred = parse(f"${answer}$", parsing_timeout=timeout)
+        if gold and pred:
+            return bool(verify(gold, pred, timeout_seconds=timeout))
+    return _normal(answer) == _normal(reference)
