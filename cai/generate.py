@@ -88,7 +88,7 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
         _summarise(store, every, summary)
         summary.seconds = time.monotonic() - started
         return summary
-    own = backend is None and any(todo[s.name] and s.needs_engine() for s in plan.stages)
+    own = backend is None and any(todo[s.name] and s.needs_engine(ctx) for s in plan.stages)
     if own:
         assert backend_cls is not None
         log(f"starting the {config.backend} engine with {config.model} ...")

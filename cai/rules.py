@@ -18,7 +18,7 @@ KINDS = ("must_match", "must_not_match", "format", "max_words", "max_chars", "la
 # Named formats; any other `format` value is a regular expression the whole text must match (groups allowed).
 FORMATS = {
     # DeepSeek-R1: the reasoning inside <think>...</think>, then the answer.
-    "think-answer": r"\s*<think>(?P<reasoning>(?:(?!</?think>).)+)</think>\s*(?P<answer>\S.*)",
+    "think-answer": r"\s*<think>(?P<reasoning>(?:(?!</?think>).)+)</think>\s*(?!.*</?think>)(?P<answer>\S.*)",
     # A final answer in \boxed{...} somewhere after the working.
     "boxed-answer": r".*\\boxed\{.+\}.*",
 }
@@ -53,6 +53,7 @@ COMMON_LANGUAGES = (
     "th",
 )
 SECONDS = 0.5  # the time one rule may take on one text; a pattern that backtracks past it is a recorded failure
+MATH_SECONDS = 2  # math-verify's own bound on parsing and comparing (it takes whole seconds)
 _SENTENCE = re.compile(r"(?<=[.!?。！？\n])\s+|(?<=[。！？])")
 
 
@@ -264,24 +265,34 @@ def final_answer(text: str) -> str | None:
     return lines[-1] if lines else None
 
 
+_WORD = re.compile(r"(?<!\\)\b[^\W\d_]{2,}")  # two or more letters, not a LaTeX command such as \frac
+
+
+def looks_like_math(reference: str) -> bool:
+    """Numbers, LaTeX and single-letter variables; not words. (math-verify would read a word as a product of
+    one-letter symbols, and find "ab" equal to "ba".)"""
+    return _WORD.search(reference) is None
+
+
 def _normal(s: str) -> str:
     return " ".join(s.strip().strip(".").lower().split())
 
 
 def accurate(text: str, reference: str, mode: str = "math") -> bool:
-    """Whether the final answer of `text` equals `reference`: by Hugging Face's math-verify (symbolic and
-    numeric equivalence of LaTeX or plain expressions), falling back to exact match (case and spacing
-    aside) when either side is not mathematics."""
+    """Whether the final answer of `text` equals `reference`: the same text (case, spacing and a final full
+    stop aside), or with mode math, equivalent by Hugging Face's math-verify (symbolic and numeric equivalence
+    of LaTeX or plain expressions)."""
     answer = final_answer(text)
     if answer is None:
         return False
-    if mode == "math":
+    if _normal(answer) == _normal(reference):
+        return True
+    if mode == "math" and looks_like_math(reference):
         from math_verify import parse, verify
 
-        # math-verify bounds its own time with SIGALRM, which only the main thread may use.
-        timeout = SECONDS * 4 if threading.current_thread() is threading.main_thread() else None
+        # math-verify bounds its own time with SIGALRM (whole seconds), which only the main thread may use.
+        timeout = MATH_SECONDS if threading.current_thread() is threading.main_thread() else None
         gold = parse(f"${reference}$" if "$" not in reference else reference, parsing_timeout=timeout)
         pred = parse(f"${answer}$", parsing_timeout=timeout)
-        if gold and pred:
-            return bool(verify(gold, pred, timeout_seconds=timeout))
-    return _normal(answer) == _normal(reference)
+        return bool(gold and pred and verify(gold, pred, timeout_seconds=timeout))
+    return False

@@ -20,7 +20,7 @@ def votes(verdict):
 def test_two_orders_are_averaged():
     label = combine([Vote("p", 0.8, 0.6)])
     assert label.first_wins and label.p_chosen == pytest.approx(0.7)
-    assert votes(label) == [{"principle": "p", "p_chosen_ab": 0.8, "p_chosen_ba": 0.6}]
+    assert votes(label) == [{"principle": "p", "p_chosen_ab": 0.8, "p_chosen_ba": 0.6, "kind": "ai", "weight": 1.0}]
 
 
 def test_second_candidate_wins_and_votes_are_seen_from_chosen():
@@ -61,13 +61,16 @@ def test_consistency_and_stats():
             "p_chosen": 0.5,
             "tie": True,
             "failed_votes": [],
-            "votes": [{"principle": "p", "p_chosen_ab": 0.8, "p_chosen_ba": 0.2}],
+            "votes": [{"principle": "p", "p_chosen_ab": 0.8, "p_chosen_ba": 0.2, "kind": "ai", "weight": 1.0}],
         },
         {
             "p_chosen": 0.95,
             "tie": False,
             "failed_votes": [failed],
-            "votes": [{"principle": "p", "p_chosen_ab": 0.9, "p_chosen_ba": 0.99}],
+            "votes": [
+                {"principle": "p", "p_chosen_ab": 0.9, "p_chosen_ba": 0.99, "kind": "ai", "weight": 1.0},
+                {"principle": "r", "p_chosen_ab": 1.0, "p_chosen_ba": 1.0, "kind": "rule", "weight": 1.0},
+            ],
         },
     ]
     stats = stages.get("rl")(RunConfig()).stats(pl.DataFrame(rows).lazy())

@@ -40,12 +40,19 @@ class Vote:
     principle: str
     p_ab: float
     p_ba: float
+    kind: str = "ai"  # "ai": the judge model's read; "rule": a rule checked by code (then p_ab == p_ba)
+    weight: float = 1.0
 
     def row(self, first_wins: bool) -> dict:
-        if first_wins:
-            return {"principle": self.principle, "p_chosen_ab": self.p_ab, "p_chosen_ba": self.p_ba}
-        # The second candidate is chosen: it was shown first in the BA order, second in the AB order.
-        return {"principle": self.principle, "p_chosen_ab": 1 - self.p_ba, "p_chosen_ba": 1 - self.p_ab}
+        a, b = (self.p_ab, self.p_ba) if first_wins else (1 - self.p_ba, 1 - self.p_ab)
+        # When the second candidate is chosen, it was shown first in the BA order, second in the AB order.
+        return {
+            "principle": self.principle,
+            "p_chosen_ab": a,
+            "p_chosen_ba": b,
+            "kind": self.kind,
+            "weight": self.weight,
+        }
 
 
 @dataclass(frozen=True)

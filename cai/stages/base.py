@@ -48,7 +48,7 @@ class Stage:
         """Every template this stage (and whatever it delegates to) renders."""
         return self.templates
 
-    def needs_engine(self) -> bool:
+    def needs_engine(self, ctx: RunContext) -> bool:
         return True
 
     def check(self, ctx: RunContext) -> None:

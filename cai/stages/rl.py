@@ -10,9 +10,11 @@ from cai import inputs, judges
 from cai.backends import Sampling
 from cai.errors import CaiError
 from cai.inputs import Prompt
-from cai.judges import Judge, Pair, Verdict
+from cai.judges import FailedRead, Judge, Pair, Verdict
+from cai.labels import Label, blend, hard_winner, rule_votes
 from cai.prompts import TemplateSpec
 from cai.records import ChunkResult, Failure, assistant, messages_type, with_system
+from cai.rules import RuleResult, check_all, result_type
 from cai.run import RunContext
 from cai.sampling import request_seed
 from cai.settings import setting
@@ -49,6 +51,13 @@ class RLOptions:
         identity=True,
         minimum=0,
         maximum=5,
+    )
+    hard_rule_p: float = setting(
+        1.0,
+        "P(chosen is better) for a pair that a hard rule decides (one answer keeps it, the other breaks it).",
+        identity=True,
+        minimum=0.5,
+        maximum=1.0,
     )
     judge: str = setting(
         "logprob",
@@ -101,8 +110,9 @@ class RLStage(Stage):
         self.judge: Judge = judges.get(self.o.judge)(config)
         self._table: dict[str, tuple[str, str]] | None = None  # the candidates of --pairs revision/file
 
-    def needs_engine(self) -> bool:
-        return self.o.pairs == "sampled" or self.judge.needs_engine()
+    def needs_engine(self, ctx: RunContext) -> bool:
+        judged = bool(ctx.constitution.comparable) and self.judge.needs_engine()
+        return self.o.pairs == "sampled" or judged
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
         return self.templates + self.judge.templates
@@ -123,7 +133,13 @@ class RLStage(Stage):
                     "votes",
                     pa.list_(
                         pa.struct(
-                            [("principle", pa.string()), ("p_chosen_ab", pa.float64()), ("p_chosen_ba", pa.float64())]
+                            [
+                                ("principle", pa.string()),  # the principle, or the rule's id for a rule's vote
+                                ("p_chosen_ab", pa.float64()),
+                                ("p_chosen_ba", pa.float64()),
+                                ("kind", pa.string()),  # ai or rule
+                                ("weight", pa.float64()),
+                            ]
                         )
                     ),
                 ),
@@ -132,6 +148,9 @@ class RLStage(Stage):
                     "failed_votes",
                     pa.list_(pa.struct([("principle", pa.string()), ("order", pa.string()), ("reason", pa.string())])),
                 ),
+                ("decided_by", pa.string()),  # judge, rules, judge+rules, hard rule, none
+                ("rules_chosen", result_type()),  # the constitution's rules on each answer
+                ("rules_rejected", result_type()),
                 *self.judge.evidence_fields(),
                 ("judge", pa.string()),
                 ("model", pa.string()),
@@ -149,32 +168,74 @@ class RLStage(Stage):
             raise CaiError(f"--pairs-from {o.pairs_from}: not a cai run with an {sft}/ split")
         if o.pairs == "file":
             self._table = candidates_from_file(o.pairs_from or ctx.config.prompts)
-        self.judge.check(ctx)
+        if ctx.constitution.comparable:
+            self.judge.check(ctx)
+        elif not ctx.constitution.rules:
+            raise CaiError(
+                f"{ctx.constitution.path}: no principle has a 'compare' question or rules: nothing can judge the pairs"
+            )
 
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
+        """Candidates, then the rules on both answers of every pair (pure, fast), then the judge on the pairs
+        that no hard rule decided (one batched call), then one label per pair from both."""
         result = ChunkResult()
         pairs = self.candidates(ctx, chunk, result)
+        rules = {r.id: r for r in ctx.constitution.rules}
+        checked = [
+            (
+                check_all(ctx.constitution.rules, p.first, p.prompt.reference),
+                check_all(ctx.constitution.rules, p.second, p.prompt.reference),
+            )
+            for p in pairs
+        ]
+        hard = [hard_winner(a, b, rules) for a, b in checked]
+        verdicts: list[Verdict | Failure | None] = [None] * len(pairs)
+        if ctx.constitution.comparable:
+            ask = [i for i, h in enumerate(hard) if not h]
+            for i, answer in zip(ask, self.judge.judge(ctx, [pairs[i] for i in ask], result), strict=True):
+                verdicts[i] = answer
         fields = [f.name for f in self.judge.evidence_fields()]
-        for pair, verdict in zip(pairs, self.judge.judge(ctx, pairs, result), strict=True):
-            if isinstance(verdict, Failure):
-                result.skip(pair.prompt.id, verdict.reason)
-            else:
-                result.rows.append(self._row(ctx, pair, verdict, fields))
+        for pair, (a, b), h, judged in zip(pairs, checked, hard, verdicts, strict=True):
+            votes = rule_votes(a, b, rules)
+            failed: tuple[FailedRead, ...] = ()
+            verdict = judged if isinstance(judged, Verdict) else None
+            if isinstance(judged, Failure):
+                if not votes:  # nothing else can label the pair: on record with the judge's reason
+                    result.skip(pair.prompt.id, judged.reason)
+                    continue
+                failed = (FailedRead("judge", "", judged.reason),)
+            label = blend(verdict, votes, h, self.o.hard_rule_p)
+            result.rows.append(self._row(ctx, pair, label, verdict, failed, (a, b), fields))
         return result
 
-    def _row(self, ctx: RunContext, pair: Pair, v: Verdict, fields: list[str]) -> dict:
-        fw = v.first_wins
+    def _row(
+        self,
+        ctx: RunContext,
+        pair: Pair,
+        label: Label,
+        v: Verdict | None,
+        failed: tuple[FailedRead, ...],
+        checked: tuple[list[RuleResult], list[RuleResult]],
+        fields: list[str],
+    ) -> dict:
+        fw = label.p_first >= 0.5
+        p_chosen = label.p_first if fw else 1 - label.p_first
         chosen, rejected = (pair.first, pair.second) if fw else (pair.second, pair.first)
+        rules_chosen, rules_rejected = checked if fw else checked[::-1]
+        evidence = v.evidence if v is not None else {}
         return {
             "id": pair.prompt.id,
             "prompt": list(pair.prompt.messages),
             "chosen": assistant(chosen),
             "rejected": assistant(rejected),
-            "p_chosen": v.p_chosen,
-            "tie": v.p_chosen == 0.5,
-            "votes": [x.row(fw) for x in v.votes],
-            "failed_votes": [x.row(fw) for x in v.failed],
-            **{f: [e.row(fw) for e in v.evidence.get(f, ())] for f in fields},
+            "p_chosen": p_chosen,
+            "tie": p_chosen == 0.5,
+            "votes": [x.row(fw) for x in label.votes],
+            "failed_votes": [x.row(fw) for x in (*(v.failed if v is not None else ()), *failed)],
+            "decided_by": label.decided_by,
+            "rules_chosen": [r.row() for r in rules_chosen],
+            "rules_rejected": [r.row() for r in rules_rejected],
+            **{f: [e.row(fw) for e in evidence.get(f, ())] for f in fields},
             "judge": self.o.judge,
             "model": ctx.config.model,
         }
@@ -252,20 +313,21 @@ class RLStage(Stage):
             .collect()
             .rows(named=True)
         )
-        votes = (
-            p.select("votes")
-            .explode("votes")
-            .unnest("votes")
-            .drop_nulls("principle")
-            .with_columns(
-                (
-                    ((pl.col("p_chosen_ab") > 0.5) & (pl.col("p_chosen_ba") > 0.5))
-                    | ((pl.col("p_chosen_ab") < 0.5) & (pl.col("p_chosen_ba") < 0.5))
-                ).alias("consistent")
-            )
+        every = p.select("votes").explode("votes").unnest("votes").drop_nulls("principle")
+        if "kind" in every.collect_schema().names():  # runs made before rules voted have only the judge's
+            every = every.filter(pl.col("kind") == "ai")
+        votes = every.with_columns(
+            (
+                ((pl.col("p_chosen_ab") > 0.5) & (pl.col("p_chosen_ba") > 0.5))
+                | ((pl.col("p_chosen_ab") < 0.5) & (pl.col("p_chosen_ba") < 0.5))
+            ).alias("consistent")
         )
+        decided: dict[str, int] = {}
+        if "decided_by" in rows.collect_schema().names():
+            decided = dict(rows.group_by("decided_by").len().sort("decided_by").collect().iter_rows())
         return {
             "pairs": summary["pairs"],
+            "decided_by": decided,
             "p_chosen": {k: summary[k] for k in ("mean", "median")},
             "ties": summary["ties"],
             "failed_votes": summary["failed_votes"],
@@ -296,6 +358,7 @@ class RLStage(Stage):
             f"labels         mean p_chosen {s['p_chosen']['mean']:.3f}, ties {s['ties']}, "
             f"position-consistent votes {self._consistency(s)}, {d.failures} {s['failed_votes']}",
             f"p_chosen       {bins}",
+            *([f"decided by     {_decided(s)}"] if s["decided_by"] else []),
         ]
 
     def report_lines(self, s: dict) -> list[str]:
@@ -307,6 +370,7 @@ class RLStage(Stage):
             f"{'ties':<28}{s['ties']}",
             f"{d.failures:<28}{s['failed_votes']}",
             f"{'position-consistent votes':<28}{self._consistency(s)}",
+            *([f"{'labels decided by':<28}{_decided(s)}"] if s["decided_by"] else []),
             "p_chosen histogram:",
         ]
         top = max([r["len"] for r in s["p_chosen_histogram"]] or [1])
@@ -324,9 +388,15 @@ class RLStage(Stage):
 
     def card_lines(self, s: dict) -> list[str]:
         d = self.judge.describe()
+        rules = (
+            " Where the constitution's rules (checked by code) score the two answers differently, each such "
+            "rule adds a vote of kind `rule` to `votes`, weighted by the rule's weight; a hard rule that one "
+            f"answer keeps and the other breaks decides the pair (p_chosen {self.o.hard_rule_p:g}). "
+            "`decided_by` says which, and `rules_chosen`/`rules_rejected` hold every rule's result."
+        )
         return [
             f"- **`{self.split}`**: `{self.o.pairs}` candidate pairs labelled by the `{self.o.judge}` judge: "
-            f"{d.label_source}"
+            f"{d.label_source}" + (rules if s.get("decided_by", {}).keys() - {"judge"} else "")
         ]
 
     def card_use(self) -> list[str]:
@@ -349,4 +419,10 @@ class RLStage(Stage):
             f"- mean p_chosen {s['p_chosen']['mean']:.3f}, median {s['p_chosen']['median']:.3f}",
             f"- position-consistent votes: {self._consistency(s)}",
             f"- ties: {s['ties']}, {d.failures}: {s['failed_votes']}",
+            *([f"- labels decided by: {_decided(s)}"] if s["decided_by"] else []),
         ]
+
+
+def _decided(s: dict) -> str:
+    """How many labels each source decided: the judge alone, rules alone, both, or a hard rule."""
+    return ", ".join(f"{source} {n}" for source, n in s["decided_by"].items())

@@ -266,6 +266,37 @@ class SLStage(Stage):
             ),
             "mean_chars": {k: lengths[k] for k in ("initial", "critique", "revision")},
             "revision_unchanged_share": lengths["unchanged"],
+            **self._rule_stats(rows),
+        }
+
+    @staticmethod
+    def _rule_stats(rows: pl.LazyFrame) -> dict:
+        """Per rule, the share of initial answers and of final revisions that pass it (does revising help?),
+        the revisions that broke a hard rule their input kept, and which round the completions come from."""
+        import polars as pl
+
+        if "initial_rules" not in rows.collect_schema().names():  # runs made before rules existed
+            return {}
+
+        def passed(results: pl.LazyFrame, name: str) -> pl.LazyFrame:
+            return (
+                results.explode("r")
+                .unnest("r")
+                .drop_nulls("rule")
+                .group_by("rule")
+                .agg(pl.col("passed").mean().alias(name))
+            )
+
+        initial = passed(rows.select(pl.col("initial_rules").alias("r")), "initial")
+        final = passed(rows.select(pl.col("revisions").list.last().struct.field("rules").alias("r")), "final")
+        per_rule = initial.join(final, on="rule", how="full", coalesce=True).sort("rule").collect().rows(named=True)
+        if not per_rule:
+            return {}
+        revs = rows.select(pl.col("revisions").explode().struct.field("regressed").alias("regressed"))
+        return {
+            "rules_passed": per_rule,
+            "hard_rule_regressions": revs.select(pl.col("regressed").sum()).collect().item(),
+            "kept_round": dict(rows.group_by("kept").len().sort("kept").collect().iter_rows()),
         }
 
     def report_lines(self, s: dict) -> list[str]:
@@ -279,12 +310,48 @@ class SLStage(Stage):
             "principle usage per round:",
         ]
         lines += [f"  round {r['round']}  {r['principle']:<26}{r['len']:>6}" for r in s["principles_per_round"]]
+        if s.get("rules_passed"):
+            lines += ["", f"{'rule':<36}{'initial':>9}{'final':>9}   (share of texts that pass)"]
+            lines += [f"  {r['rule']:<34}{_pct(r['initial']):>9}{_pct(r['final']):>9}" for r in s["rules_passed"]]
+            lines += [
+                f"{'revisions breaking a hard rule':<36}{s['hard_rule_regressions']}",
+                f"{'completion taken from round':<36}" + ", ".join(f"{k}: {n}" for k, n in s["kept_round"].items()),
+            ]
         return lines
 
     def card_lines(self, s: dict) -> list[str]:
-        rounds = self.config.options(SLOptions).rounds
+        o = self.config.options(SLOptions)
+        kept = (
+            "final revision"
+            if o.keep == "last"
+            else (
+                "text of the trace (initial answer or a revision) that does best on the constitution's rules; `kept` "
+                "says which round"
+            )
+        )
+        rules = (
+            (
+                ", with each text's rule results (`initial_rules`, `revisions.rules`) and the revisions that broke "
+                "a hard rule their input kept flagged (`revisions.regressed`)"
+            )
+            if s.get("rules_passed")
+            else ""
+        )
         return [
             f"- **`{self.split}`**: each prompt was answered by the model, then critiqued and revised under a "
-            f"principle sampled per round ({rounds} round(s)). `completion` is the final revision; "
-            "`revisions` holds the whole trace."
+            f"principle sampled per round ({o.rounds} round(s)). `completion` is the {kept}; `revisions` holds the "
+            f"whole trace{rules}."
         ]
+
+    def card_stats(self, s: dict) -> list[str]:
+        if not s.get("rules_passed"):
+            return []
+        lines = [
+            f"- `{r['rule']}` passed by {_pct(r['initial'])} of initial answers, {_pct(r['final'])} of final revisions"
+            for r in s["rules_passed"]
+        ]
+        return [*lines, f"- revisions that broke a hard rule their input kept: {s['hard_rule_regressions']}"]
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.0f}%"
