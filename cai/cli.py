@@ -125,18 +125,29 @@ def train_pm(source, out, **settings):
 
 
 @cli.command()
-@click.option("--pm", required=True, help="A folder written by cai train-pm.")
-@click.option("--data", required=True, help="A run folder, or a preference parquet/JSONL file.")
-@click.option("--out", required=True, help="JSONL file: one line per (prompt, response) with its score.")
+@click.option("--pm", help="A folder written by cai train-pm.")
+@click.option("--rules", help="A constitution (file or shipped name) whose rules score each response.")
+@click.option(
+    "--data",
+    required=True,
+    help="A run folder, a preference parquet/JSONL file, or a JSONL/parquet file "
+    "of completions ({prompt or messages, completion, reference?}).",
+)
+@click.option("--out", required=True, help="JSONL file: one line per (prompt, response) with its scores.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
-def score(pm, data, out, batch_size):
-    """Score responses with a trained preference model (on preference data: both sides, and accuracy)."""
-    from cai.pm import score as run
+def score(pm, rules, data, out, batch_size):
+    """Score responses with a trained preference model and/or a constitution's rules (on preference data:
+    both sides, and how often chosen scores higher)."""
+    from cai.scoring import score as run
 
-    report = run(pm, data, out, batch_size=batch_size)
+    report = run(data, out, pm=pm, rules=rules, batch_size=batch_size)
     click.echo(f"scored {report['scored']} responses -> {report['out']}")
     if report.get("accuracy") is not None:
         click.echo(f"accuracy (chosen scores above rejected): {report['accuracy']:.3f}")
+    for rule, share in (report.get("rules_passed") or {}).items():
+        click.echo(f"  {rule:<34} passed by {'n/a' if share is None else f'{100 * share:.1f}%'}")
+    if report.get("rules_accuracy") is not None:
+        click.echo(f"rules accuracy (chosen's rules score above rejected's): {report['rules_accuracy']:.3f}")
 
 
 @cli.command()

@@ -1,6 +1,5 @@
-"""The bundled preference-model trainer: soft-label Bradley-Terry on RLAIF data, evaluation, scoring."""
+"""The bundled preference-model trainer: soft-label Bradley-Terry on RLAIF data, evaluation, rewards."""
 
-from cai.pm.score import score
 from cai.pm.trainer import train
 
-__all__ = ["score", "train"]
+__all__ = ["train"]

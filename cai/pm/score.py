@@ -1,33 +1,11 @@
-"""Score (prompt, response) pairs with a trained preference model, batched."""
+"""A trained preference model, loaded once per process, and its batched rewards of (prompt, response) items."""
 
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 from cai.errors import CaiError
-
-
-def _items(source: str) -> tuple[list[dict], bool]:
-    """(items, is_preference). Items: {id, prompt, response, side}."""
-    from cai import stages
-    from cai.pm.data import load_rows
-    from cai.store import RunStore
-
-    sft, prefs = stages.get("sl").split, stages.get("rl").split
-    if RunStore.is_run(source) and RunStore(source).count(sft) and not RunStore(source).count(prefs):
-        rows = RunStore(source).read(sft, columns=["id", "prompt", "completion"])
-        return [
-            {"id": r["id"], "prompt": r["prompt"], "response": r["completion"][-1]["content"], "side": "completion"}
-            for r in rows
-        ], False
-    rows = load_rows(source)
-    items = []
-    for r in rows:
-        for side in ("chosen", "rejected"):
-            items.append({"id": r["id"], "prompt": r["prompt"], "response": r[side], "side": side, "p": r["p"]})
-    return items, True
 
 
 def check_pm(pm: str, flag: str = "--pm") -> None:
@@ -72,34 +50,3 @@ def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, 
             )
             scores += ((rewards_of(model, batch) - mean) / std).reshape(-1).tolist()
     return {"scores": scores, "truncated": encode.truncated}
-
-
-def score(pm: str, data: str, out: str, batch_size: int = 16, max_length: int = 512) -> dict:
-    """Write one JSONL line per (prompt, response) with its `score` (normalised reward); on preference
-    data, also report how often chosen outscores rejected."""
-    check_pm(pm)
-    items, is_pref = _items(data)
-    scored = rewards(pm, [(it["prompt"], it["response"]) for it in items], batch_size, max_length)
-    scores = scored["scores"]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w") as f:
-        for it, s in zip(items, scores, strict=True):
-            f.write(
-                json.dumps(
-                    {
-                        "id": it["id"],
-                        "side": it["side"],
-                        "prompt": it["prompt"],
-                        "response": it["response"],
-                        "score": s,
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
-    report = {"scored": len(items), "out": out, "truncated": scored["truncated"]}
-    if is_pref:
-        pairs = [(scores[i], scores[i + 1], items[i]["p"]) for i in range(0, len(items), 2)]
-        decided = [(c, r) for c, r, p in pairs if p != 0.5]
-        report["accuracy"] = sum(c > r for c, r in decided) / len(decided) if decided else None
-    return report

@@ -149,6 +149,7 @@ class RLStage(Stage):
                     pa.list_(pa.struct([("principle", pa.string()), ("order", pa.string()), ("reason", pa.string())])),
                 ),
                 ("decided_by", pa.string()),  # judge, rules, judge+rules, hard rule, none
+                ("reference", pa.string()),  # the prompt record's known answer, if it had one
                 ("rules_chosen", result_type()),  # the constitution's rules on each answer
                 ("rules_rejected", result_type()),
                 *self.judge.evidence_fields(),
@@ -233,6 +234,7 @@ class RLStage(Stage):
             "votes": [x.row(fw) for x in label.votes],
             "failed_votes": [x.row(fw) for x in (*(v.failed if v is not None else ()), *failed)],
             "decided_by": label.decided_by,
+            "reference": pair.prompt.reference,
             "rules_chosen": [r.row() for r in rules_chosen],
             "rules_rejected": [r.row() for r in rules_rejected],
             **{f: [e.row(fw) for e in evidence.get(f, ())] for f in fields},

@@ -93,6 +93,7 @@ class Trace:
             "completion": completion,
             "messages": prompt + completion,
             "initial": self.initial,
+            "reference": self.prompt.reference,
             "initial_rules": [r.row() for r in self.initial_rules],
             "revisions": [r.row() for r in self.revisions],
             "kept": kept,
@@ -145,6 +146,7 @@ class SLStage(Stage):
                 ("completion", messages),
                 ("messages", messages),
                 ("initial", pa.string()),
+                ("reference", pa.string()),  # the prompt record's known answer, if it had one
                 ("initial_rules", result_type()),
                 (
                     "revisions",
