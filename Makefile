@@ -39,6 +39,7 @@ test: lint
 bench: setup
 	$(PY) bench/generate.py --quick
 	$(PY) bench/judge.py --quick
+	$(PY) bench/rules.py --quick
 
 clean:
 	rm -rf $(VENV) data/runs .pytest_cache

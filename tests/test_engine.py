@@ -194,3 +194,48 @@ def test_grm_judge_writes_a_valid_preference_split(engine, tmp_path):
         assert row["judge"] == "grm" and 0.5 <= row["p_chosen"] <= 1
         assert len(row["grm"]) + len(row["failed_votes"]) == 2
         assert all(1 <= s["score_chosen"] <= 10 and s["meta"] is not None for s in row["grm"])
+
+
+def test_reasoning_constitution_on_the_real_engine(engine, tmp_path):
+    """The rules annotate the SL trace of real generations and vote in the RL stage beside the real judge.
+    The pairs are given (one a hard rule decides, one the judge and the accuracy rule label together), so
+    the rule votes do not depend on what the tiny model writes."""
+    good = "<think>6 times 7 is 42.</think> The product is \\boxed{42}."
+    wrong = "<think>6 times 7 is 48.</think> The product is \\boxed{48}."
+    pairs = write(
+        tmp_path / "pairs.jsonl",
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"prompt": "What is 6 times 7?", "reference": "42", "responses": [wrong, good]},
+                {"prompt": "What is 7 times 6?", "reference": "42", "responses": ["It is 42.", good]},
+            ]
+        ),
+    )
+    config = RunConfig(
+        constitution="reasoning",
+        prompts=str(pairs),
+        out=str(tmp_path / "run"),
+        pairs="file",
+        rounds=1,
+        max_tokens=32,
+        principles_per_pair=2,
+        max_model_len=2048,
+    )
+    generate(config, backend=engine, log=lambda *_: None)
+    store = RunStore(tmp_path / "run")
+    sft = store.read("sft")
+    assert len(sft) == 2
+    for row in sft:
+        rules = {r["rule"] for r in row["initial_rules"]}
+        assert "correct-answer.accuracy" in rules and "think-then-answer.format" in rules  # a reference: applies
+        assert all(len(r["rules"]) == len(row["initial_rules"]) for r in row["revisions"])
+        assert row["reference"] == "42" and row["kept"] == 1
+    prefs = {row["prompt"][-1]["content"]: row for row in store.read("prefs")}
+    soft, hard = prefs["What is 6 times 7?"], prefs["What is 7 times 6?"]
+    assert soft["decided_by"] == "judge+rules" and soft["chosen"][0]["content"] == good  # accuracy weighs 2 of 4
+    kinds = [v["kind"] for v in soft["votes"]]
+    assert kinds.count("ai") == 2 and kinds.count("rule") == 1
+    judge_p = sum((v["p_chosen_ab"] + v["p_chosen_ba"]) / 2 for v in soft["votes"] if v["kind"] == "ai") / 2
+    assert soft["p_chosen"] == pytest.approx((2 * judge_p + 2 * 1.0) / 4)
+    assert hard["decided_by"] == "hard rule" and hard["p_chosen"] == 1.0 and hard["chosen"][0]["content"] == good
