@@ -63,6 +63,14 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Plan:
     run = selected(config)
     templates.check(spec for stage in run for spec in stage.template_specs())
     prompts, duplicates = inputs.load(config.prompts, config.prompt_column, config.limit)
+    accuracy = [r.id for r in const.rules if r.kind == "accuracy"]
+    if accuracy and not any(p.reference for p in prompts):
+        # A prompt without a reference leaves its accuracy rules out; with none at all they were meant for
+        # another prompt file.
+        raise CaiError(
+            f"{config.prompts}: the constitution's accuracy rule {accuracy[0]} needs a 'reference' in "
+            "the prompt records, and none has one"
+        )
     ctx = RunContext(config, const, templates, RunStore(config.out), log=log)
     for stage in run:
         stage.check(ctx)

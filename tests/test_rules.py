@@ -247,3 +247,20 @@ def test_words_are_compared_as_text_not_as_products_of_symbols():
     assert not rules.check(rule(accuracy="math"), "Answer: ba", "ab").passed
     assert rules.check(rule(accuracy="math"), "Answer: AB", "ab").passed
     assert rules.looks_like_math("\\frac{x}{2} + 3") and not rules.looks_like_math("Canberra")
+
+
+def test_accuracy_rules_with_no_reference_anywhere_fail_before_the_engine(tmp_path, cli):
+    out = tmp_path / "run"
+    r = cli(
+        "generate",
+        "--constitution",
+        "reasoning",
+        "--prompts",
+        ROOT / "data" / "prompts" / "red_team.jsonl",
+        "--out",
+        out,
+        "--limit",
+        "2",
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not out.exists()
+    assert "accuracy rule correct-answer.accuracy needs a 'reference' in the prompt records" in r.stderr
