@@ -144,10 +144,12 @@ class RunConfig:
             if s.meta["when"] is not None:
                 key, values = s.meta["when"]
                 if getattr(self, key) not in values and getattr(self, name) != s.default:
+                    flag = "--" + key.replace("_", "-")
+                    if values == (True,):  # a switch: the setting means something only when it is on
+                        raise CaiError(f"{where.get(name, '')}{s.flag} applies only with {flag}")
                     raise CaiError(
-                        f"{where.get(name, '')}{s.flag} applies to --{key.replace('_', '-')} "
-                        f"{' or '.join(values)}, but this run uses --{key.replace('_', '-')} "
-                        f"{getattr(self, key)}"
+                        f"{where.get(name, '')}{s.flag} applies to {flag} {' or '.join(values)}, but this run uses "
+                        f"{flag} {getattr(self, key)}"
                     )
 
     def options(self, group: type[T]) -> T:
@@ -173,6 +175,12 @@ class RunConfig:
                     value = getattr(self, s.name)
                     out[s.name] = str(Path(value).resolve()) if s.meta["path"] and value else value
         return out
+
+    @staticmethod
+    def identity_defaults() -> dict[str, Any]:
+        """Every identity setting's default: a run folder written before a setting existed (or by a run whose
+        judge did not use it) holds rows made as with the default, so a resume at the default is the same run."""
+        return {name: s.default for name, s in catalogue().settings.items() if s.meta["identity"]}
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in catalogue().settings}

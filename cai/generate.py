@@ -87,7 +87,7 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
     every = selected(config, every=True)
     specs = [spec for stage in every for spec in stage.template_specs()]
     identity = config.identity(ctx.constitution.sha256, ctx.templates.sha256(specs))
-    store.check(identity, force=config.force)
+    store.check(identity, force=config.force, defaults=config.identity_defaults())
     backend_cls = backends.get(config.backend) if backend is None else None
     summary = Summary(out=str(store.root), prompts=len(plan.prompts), duplicates=plan.duplicates)
     todo = {stage.name: [p for p in plan.prompts if p.id not in store.done_ids(stage.split)] for stage in plan.stages}
@@ -103,7 +103,13 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
         backend = backend_cls.from_config(config)  # before the folder is claimed: a failed start writes nothing
     ctx = replace(ctx, backend=backend)
     try:
-        store.open(identity, config.to_dict(), splits={s.name: s.split for s in every}, force=config.force)
+        store.open(
+            identity,
+            config.to_dict(),
+            splits={s.name: s.split for s in every},
+            force=config.force,
+            defaults=config.identity_defaults(),
+        )
         c = ctx.constitution
         store.record_source(config.model, config.seed, {"name": c.name, "path": c.path, "sha256": c.sha256})
         for stage in plan.stages:

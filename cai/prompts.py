@@ -25,6 +25,7 @@ class TemplateSpec:
     name: str
     sample: dict = field(default_factory=dict)
     ends_with: str | None = None
+    requires: tuple[str, ...] = ()  # variables whose (sample) value must appear in the rendered text
 
 
 SAMPLE_PRINCIPLE = {"id": "p", "critique": "c", "revision": "r", "compare": "q"}
@@ -78,6 +79,12 @@ class Templates:
         raises CaiError on the first problem."""
         for spec in every_spec() if specs is None else specs:
             text = self.render(spec.name, **spec.sample)
+            for var in spec.requires:
+                if str(spec.sample[var]) not in text:
+                    raise CaiError(
+                        f"{self.path(spec.name)}: must show {{{{ {var} }}}}: the model cannot judge what "
+                        "it is not shown"
+                    )
             if spec.ends_with and not text.endswith(spec.ends_with):
                 raise CaiError(
                     f"{self.path(spec.name)}: must end with {spec.ends_with!r} so the answer that is "

@@ -26,7 +26,7 @@ def setting(
     maximum: float | None = None,
     above: float | None = None,
     choices: Callable[[], Iterable[str]] | None = None,
-    when: tuple[str, tuple[str, ...]] | None = None,
+    when: tuple[str, tuple[Any, ...]] | None = None,
     aliases: tuple[str, ...] = (),
     path: bool = False,
 ) -> Any:

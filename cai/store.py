@@ -72,9 +72,10 @@ class RunStore:
         return (Path(path) / MANIFEST).is_file()
 
     # -- opening ------------------------------------------------------------------------------------
-    def check(self, identity: dict, *, force: bool = False) -> dict | None:
+    def check(self, identity: dict, *, force: bool = False, defaults: dict | None = None) -> dict | None:
         """Read-only: may a run of `identity` use this folder? Returns the previous manifest, if any.
-        Refuses a non-empty folder that is not a cai run (unless force) and a run of another identity."""
+        Refuses a non-empty folder that is not a cai run (unless force) and a run of another identity. A key
+        that one side lacks counts as its value in `defaults` (a setting added since the folder was written)."""
         previous = self.manifest()
         if previous is None and self.root.exists():
             if not self.root.is_dir():
@@ -86,13 +87,17 @@ class RunStore:
                     f"(has {', '.join(foreign[:3])}); choose another folder or pass --force"
                 )
         if previous is not None:
-            old = previous.get("identity", {})
-            diff = [k for k in sorted(set(old) | set(identity)) if old.get(k) != identity.get(k)]
+            old, missing, defaults = previous.get("identity", {}), object(), defaults or {}
+
+            def value(side: dict, k: str) -> object:
+                return side.get(k, defaults.get(k, missing))
+
+            diff = [k for k in sorted(set(old) | set(identity)) if value(old, k) != value(identity, k)]
             if diff:
                 k = diff[0]
                 raise CaiError(
-                    f"--out {self.root}: holds a run with a different {k} ({old.get(k)!r}, now "
-                    f"{identity.get(k)!r}); mixing them would corrupt the data. Use a new --out folder"
+                    f"--out {self.root}: holds a run with a different {k} ({old.get(k, defaults.get(k))!r}, now "
+                    f"{identity.get(k, defaults.get(k))!r}); mixing them would corrupt the data. Use a new --out folder"
                 )
         return previous
 
@@ -103,10 +108,12 @@ class RunStore:
             return True
         return p.is_dir() and all(_SHARD.match(c.name) or c.name.startswith(".") for c in p.iterdir())
 
-    def open(self, identity: dict, config: dict, *, splits: dict[str, str], force: bool = False) -> dict | None:
+    def open(
+        self, identity: dict, config: dict, *, splits: dict[str, str], force: bool = False, defaults: dict | None = None
+    ) -> dict | None:
         """Claim the folder for a run of `identity` (checked again), lock it, write the manifest with counts
         taken from the data on disk. `splits` maps each stage name to the split it writes."""
-        previous = self.check(identity, force=force)
+        previous = self.check(identity, force=force, defaults=defaults)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.root / LOCK, "w")
         try:

@@ -321,3 +321,36 @@ def test_the_readme_judge_example_runs_as_written(tmp_path, cli):
         env=env,
     )
     assert wrong.returncode == 2 and "--pointwise-principles is a setting of the pointwise judge" in wrong.stderr
+
+
+def test_a_setting_added_since_a_run_was_written_resumes_at_its_default(tmp_path):
+    """A folder written before a setting existed holds rows made as with that setting's default."""
+    from cai.backends.scripted import ScriptedBackend
+
+    config = RunConfig(
+        prompts=str(RED_TEAM), out=str(tmp_path / "run"), backend="scripted", stage="sl", limit=2, rounds=1
+    )
+    generate(config, backend=ScriptedBackend(), log=lambda *_: None)
+    store = RunStore(tmp_path / "run")
+    manifest = store.manifest()
+    del manifest["identity"]["self_eval"], manifest["identity"]["keep"]  # as an older cai wrote it
+    store.write_manifest(manifest)
+    more = RunConfig(
+        prompts=str(RED_TEAM), out=str(tmp_path / "run"), backend="scripted", stage="sl", limit=3, rounds=1
+    )
+    generate(more, backend=ScriptedBackend(), log=lambda *_: None)
+    assert store.count("sft") == 3
+    with pytest.raises(CaiError, match=r"different self_eval \(False, now True\)"):
+        generate(
+            RunConfig(
+                prompts=str(RED_TEAM),
+                out=str(tmp_path / "run"),
+                backend="scripted",
+                stage="sl",
+                limit=3,
+                rounds=1,
+                self_eval=True,
+            ),
+            backend=ScriptedBackend(),
+            log=lambda *_: None,
+        )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from cai import selfeval
 from cai.backends import Sampling
 from cai.constitution import Constitution, Principle
 from cai.errors import CaiError
@@ -14,6 +15,7 @@ from cai.records import ChunkResult, assistant, messages_type, with_system
 from cai.rules import Rule, RuleResult, check_all, result_type, total
 from cai.run import RunContext
 from cai.sampling import request_seed, sample_principles
+from cai.selfeval import TrueRead
 from cai.settings import setting
 from cai.stages.base import Stage
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-KEEP = ("last", "best-rules")
+KEEP = ("last", "best-rules", "best")
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,9 @@ class SLOptions:
     )
     keep: str = setting(
         "last",
-        "Which text of the trace is the SFT completion: last (the final revision) or best-rules (the one that "
-        "passes the most hard rules, then scores highest on the constitution's rules; ties go to the later).",
+        "Which text of the trace is the SFT completion: last (the final revision), best-rules (the one that "
+        "passes the most hard rules, then scores highest on the constitution's rules) or best (the highest "
+        "P(True) under --self-eval); ties go to the later.",
         identity=True,
         choices=lambda: KEEP,
     )
@@ -50,6 +53,7 @@ class Revision:
     revision: str
     rules: tuple[RuleResult, ...] = ()  # the constitution's rules on this revision
     regressed: bool = False  # it breaks a hard rule that the text before it kept
+    p_true: float | None = None  # the model's own P(True) of this revision (--self-eval)
 
     def row(self) -> dict:
         return {**vars(self), "rules": [r.row() for r in self.rules]}
@@ -64,6 +68,7 @@ class Trace:
     initial: str = ""
     initial_rules: tuple[RuleResult, ...] = ()
     revisions: list[Revision] = field(default_factory=list)
+    self_eval: list[TrueRead] = field(default_factory=list)  # P(True) of the initial answer, then each revision
     chat: list[dict] = field(default_factory=list)  # the request being made
     principle: Principle | None = None  # this round's
     critique: str = ""  # this round's
@@ -76,12 +81,19 @@ class Trace:
     def latest_rules(self) -> tuple[RuleResult, ...]:
         return self.revisions[-1].rules if self.revisions else self.initial_rules
 
+    @property
+    def texts(self) -> list[str]:
+        return [self.initial, *(r.revision for r in self.revisions)]
+
     def kept(self, keep: str, rules: dict[str, Rule]) -> int:
-        """The round whose text becomes the completion (0: the initial answer)."""
-        if keep == "last" or not rules:
-            return len(self.revisions)
-        results = [self.initial_rules, *(r.rules for r in self.revisions)]
-        return max(range(len(results)), key=lambda i: (*total(list(results[i]), rules), i))
+        """The round whose text becomes the completion (0: the initial answer); ties go to the later."""
+        rounds = range(len(self.revisions) + 1)
+        if keep == "best" and self.self_eval:
+            return max(rounds, key=lambda i: (_or_lowest(self.self_eval[i].p_true), i))
+        if keep == "best-rules" and rules:
+            results = [self.initial_rules, *(r.rules for r in self.revisions)]
+            return max(rounds, key=lambda i: (*total(list(results[i]), rules), i))
+        return len(self.revisions)
 
     def row(self, keep: str, rules: dict[str, Rule]) -> dict:
         prompt = list(self.prompt.messages)
@@ -95,9 +107,15 @@ class Trace:
             "initial": self.initial,
             "reference": self.prompt.reference,
             "initial_rules": [r.row() for r in self.initial_rules],
+            "initial_p_true": self.self_eval[0].p_true if self.self_eval else None,
             "revisions": [r.row() for r in self.revisions],
             "kept": kept,
+            "self_eval": [read.row(i) for i, read in enumerate(self.self_eval)],
         }
+
+
+def _or_lowest(p: float | None) -> float:
+    return -1.0 if p is None else p
 
 
 def regressed(before: tuple[RuleResult, ...], after: tuple[RuleResult, ...], rules: dict[str, Rule]) -> bool:
@@ -127,7 +145,14 @@ class SLStage(Stage):
     name = "sl"
     split = "sft"
     readers = "TRL's SFTTrainer reads prompt/completion as is"
-    settings = (SLOptions,)
+    settings = (SLOptions, selfeval.SelfEvalOptions)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.selfeval = config.options(selfeval.SelfEvalOptions)
+        if config.options(SLOptions).keep == "best" and not self.selfeval.self_eval:
+            raise CaiError("--keep best picks the answer with the highest P(True): it needs --self-eval")
+
     templates = (
         TemplateSpec("critique.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}),
         TemplateSpec("revision.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}),
@@ -148,6 +173,7 @@ class SLStage(Stage):
                 ("initial", pa.string()),
                 ("reference", pa.string()),  # the prompt record's known answer, if it had one
                 ("initial_rules", result_type()),
+                ("initial_p_true", pa.float64()),  # --self-eval: the model's own P(True) of the initial answer
                 (
                     "revisions",
                     pa.list_(
@@ -159,11 +185,26 @@ class SLStage(Stage):
                                 ("revision", pa.string()),
                                 ("rules", result_type()),
                                 ("regressed", pa.bool_()),
+                                ("p_true", pa.float64()),
                             ]
                         )
                     ),
                 ),
                 ("kept", pa.int32()),  # the round whose text is the completion (0: the initial answer)
+                (
+                    "self_eval",  # --self-eval: P(True) of every text (round 0: the initial answer), both orders
+                    pa.list_(
+                        pa.struct(
+                            [
+                                ("round", pa.int32()),
+                                ("p_true", pa.float64()),
+                                ("p_true_ab", pa.float64()),
+                                ("p_true_ba", pa.float64()),
+                                ("error", pa.string()),
+                            ]
+                        )
+                    ),
+                ),
             ]
         )
 
@@ -229,8 +270,22 @@ class SLStage(Stage):
                 )
             traces = [t for t, _ in revised]
 
+        if self.selfeval.self_eval and traces:
+            self._self_evaluate(ctx, traces, result)
         result.rows = [t.row(o.keep, rules) for t in traces]
         return result
+
+    def _self_evaluate(self, ctx: RunContext, traces: list[Trace], result: ChunkResult) -> None:
+        """P(True) of every text of every trace, in one engine call (after K brainstormed samples per prompt)."""
+        samples = selfeval.brainstorm(ctx, [t.prompt for t in traces], self.selfeval.self_eval_samples, result)
+        items = [(list(t.prompt.messages), text, samples.get(t.prompt.id, [])) for t in traces for text in t.texts]
+        reads = iter(selfeval.evaluate(ctx, items, result))
+        for t in traces:
+            t.self_eval = [next(reads) for _ in t.texts]
+            t.revisions = [replace(r, p_true=read.p_true) for r, read in zip(t.revisions, t.self_eval[1:], strict=True)]
+
+    def template_specs(self) -> tuple[TemplateSpec, ...]:
+        return self.templates + (selfeval.TEMPLATES if self.selfeval.self_eval else ())
 
     def check(self, ctx: RunContext) -> None:
         if not ctx.constitution.critiquable:
