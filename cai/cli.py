@@ -64,6 +64,46 @@ def generate(config_file, **flags):
     _print_summary(summary)
 
 
+@cli.group("eval")
+def eval_():
+    """How good are the labels? Measure them against labels people gave."""
+
+
+@eval_.command("self")
+@click.option("--data", required=True, help="JSONL/parquet of {prompt or messages, answer, acceptable: true|false}.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_run_options
+def eval_self(data, as_json, config_file, **flags):
+    """Calibration of self-evaluation: P(True) of each labelled answer (read as `generate --self-eval` reads
+    it), its accuracy against the labels, expected calibration error and Brier score."""
+    import json
+
+    from cai import config as config_mod
+    from cai.evaluation import self_eval
+
+    config = config_mod.load(config_file, **{**flags, "self_eval": True})
+    r = self_eval(config, data, log=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(
+        f"answers        {r['records']} ({r['failed']} reads failed), model {r['model']}, "
+        f"constitution {r['constitution']}, brainstorm samples {r['brainstorm_samples']}"
+    )
+    if r["n"]:
+        click.echo(f"accuracy       {r['accuracy']:.3f}  (P(True) > 0.5 agrees with the label)")
+        click.echo(
+            f"ECE            {r['ece']:.3f}   Brier {r['brier']:.3f}   option orders disagree "
+            f"{100 * r['orders_disagree']:.1f}%"
+        )
+        click.echo("reliability    P(True) bin: mean P(True) vs share acceptable (answers)")
+        for b in r["reliability"]:
+            click.echo(
+                f"  [{b['bin']:.1f}, {b['bin'] + 0.1:.1f})  {b['mean_p']:.2f} vs {b['share_true']:.2f}  ({b['n']})"
+            )
+
+
 @cli.command()
 def plugins():
     """List the installed stages, judges and backends (entry points cai.stages, cai.judges, cai.backends)."""
@@ -174,7 +214,12 @@ def stats(run, as_json, plot):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
 @click.option("--license", "license_", help="Dataset license [default: the constitution's, else cc-by-4.0].")
 @click.option("--attempts", type=int, default=5, show_default=True, help="Upload attempts on transient errors.")
-def publish(run, repo, private, dry_run, test_fraction, seed, license_, attempts):
+@click.option(
+    "--min-p-true",
+    type=float,
+    help="Publish only SFT rows whose completion has P(True) >= X (runs made with --self-eval).",
+)
+def publish(run, repo, private, dry_run, test_fraction, seed, license_, attempts, min_p_true):
     """Publish RUN as a Hub dataset: sft/ and prefs/ configs (train/test split by prompt), the
     constitution and a dataset card. Token from HF_TOKEN or `hf auth login`."""
     import tempfile
@@ -184,7 +229,7 @@ def publish(run, repo, private, dry_run, test_fraction, seed, license_, attempts
     if "/" not in repo or repo.count("/") != 1:
         raise CaiError(f"--repo {repo!r}: expected OWNER/NAME")
     if dry_run:
-        built = publish_mod.build(run, dry_run, repo, test_fraction, seed, license_)
+        built = publish_mod.build(run, dry_run, repo, test_fraction, seed, license_, min_p_true)
         click.echo(f"dataset folder written to {built['folder']} (nothing uploaded)")
     else:
         from huggingface_hub import get_token
@@ -192,7 +237,7 @@ def publish(run, repo, private, dry_run, test_fraction, seed, license_, attempts
         if not get_token():  # before any work: one clear line
             raise CaiError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run DIR)")
         with tempfile.TemporaryDirectory() as tmp:
-            built = publish_mod.build(run, str(Path(tmp) / "dataset"), repo, test_fraction, seed, license_)
+            built = publish_mod.build(run, str(Path(tmp) / "dataset"), repo, test_fraction, seed, license_, min_p_true)
             url = publish_mod.upload(built["folder"], repo, private=private, attempts=attempts)
         click.echo(f"published {url}")
     for k, v in built["counts"].items():

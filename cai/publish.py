@@ -24,8 +24,10 @@ def build(
     test_fraction: float = 0.05,
     seed: int = 0,
     license: str | None = None,
+    min_p_true: float | None = None,
 ) -> dict:
-    """Write the Hub folder for `run` into `folder`; returns what was written."""
+    """Write the Hub folder for `run` into `folder`; returns what was written. `min_p_true` keeps only the
+    SFT rows whose completion the model itself rated at least that likely true (runs made with --self-eval)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -40,13 +42,20 @@ def build(
     out = Path(folder)
     if out.exists() and any(out.iterdir()):
         raise CaiError(f"--dry-run {out}: folder exists and is not empty")
+    if min_p_true is not None and not 0 <= min_p_true <= 1:
+        raise CaiError(f"--min-p-true must be in [0, 1], got {min_p_true}")
     run_stages = stats.run_stages(store)
-    counts = {}
+    counts, notes = {}, []
     for stage in run_stages:
         table = store.table(stage.split)
         if table is None:
             continue
-        test_mask = pa.array([_is_test(i, seed, test_fraction) for i in table.column("id").to_pylist()])
+        if min_p_true is not None:
+            table, note = stage.select(table, min_p_true)
+            notes += [note] if note else []
+        test_mask = pa.array(
+            [_is_test(i, seed, test_fraction) for i in table.column("id").to_pylist()], type=pa.bool_()
+        )  # typed: a split filtered down to no rows still splits
         for name, mask in (("train", pc.invert(test_mask)), ("test", test_mask)):
             part = table.filter(mask)
             (out / stage.split).mkdir(parents=True, exist_ok=True)
@@ -60,7 +69,9 @@ def build(
         shutil.copy(const_path, out / f"constitution-{const_path.name}")
         const = constitution_mod.load(const_path)
     summary = stats.compute(run)
-    (out / "README.md").write_text(card(repo, manifest, const, counts, summary, license, run_stages))
+    if min_p_true is not None and not notes:
+        raise CaiError(f"--min-p-true: {run} has no P(True) to select by (generate with --self-eval)")
+    (out / "README.md").write_text(card(repo, manifest, const, counts, summary, license, run_stages, notes))
     return {"folder": str(out), "counts": counts}
 
 
@@ -71,7 +82,7 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def card(repo, manifest, const, counts, summary, license, run_stages) -> str:
+def card(repo, manifest, const, counts, summary, license, run_stages, notes=()) -> str:
     import yaml
 
     configs = []
@@ -115,7 +126,7 @@ def card(repo, manifest, const, counts, summary, license, run_stages) -> str:
     written = [stage for stage in run_stages if stage.name in summary["sections"]]
     for stage in written:
         lines += stage.card_lines(summary)
-    lines += ["", "## Rows", "", "| config | split | rows |", "| --- | --- | --- |"]
+    lines += ["", "## Rows", "", *notes, *([""] if notes else []), "| config | split | rows |", "| --- | --- | --- |"]
     lines += [f"| {k.split('/')[0]} | {k.split('/')[1]} | {v} |" for k, v in counts.items()]
     lines += [
         "",

@@ -73,6 +73,11 @@ class Stage:
         """Markdown bullets for the dataset card: what this split holds and how it was made."""
         return []
 
+    def select(self, table: pa.Table, min_p_true: float) -> tuple[pa.Table, str]:
+        """The rows to publish under `cai publish --min-p-true`, and a sentence for the card ('' if the split has
+        no P(True) to select by: then every row is kept)."""
+        return table, ""
+
     def card_use(self) -> list[str]:
         """Markdown for the card's "Use" section beyond loading the split (how to train on it)."""
         return []

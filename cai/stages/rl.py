@@ -19,6 +19,7 @@ from cai.run import RunContext
 from cai.sampling import request_seed
 from cai.settings import setting
 from cai.stages.base import Stage
+from cai.stages.sl import SLOptions
 from cai.store import RunStore
 
 if TYPE_CHECKING:
@@ -94,6 +95,19 @@ def candidates_from_file(source: str) -> dict[str, tuple[str, str]]:
             texts.append(answer.strip())
         out[inputs.prompt_id(messages)] = (texts[0], texts[1])
     return out
+
+
+def revision_pair(row: dict, by_p_true: bool) -> tuple[str, str]:
+    """An SL row as a pair: its initial answer and its completion; or, when the completion was picked by
+    P(True) (`by_p_true`, --keep best), the completion and the text of the trace the model rated least likely
+    true (where the row has P(True) for another text)."""
+    completion = row["completion"][-1]["content"]
+    if by_p_true:
+        texts = [(row.get("initial_p_true"), row["initial"])] + [(r["p_true"], r["revision"]) for r in row["revisions"]]
+        others = [(p, text) for i, (p, text) in enumerate(texts) if p is not None and i != row["kept"]]
+        if others:
+            return completion, min(others, key=lambda x: x[0])[1]
+    return row["initial"], completion
 
 
 class RLStage(Stage):
@@ -287,8 +301,9 @@ class RLStage(Stage):
                 self._table = candidates_from_file(self.o.pairs_from or ctx.config.prompts)
             else:
                 store = RunStore(self.o.pairs_from) if self.o.pairs_from else ctx.store
-                rows = store.read(self.inputs[0], columns=["id", "initial", "completion"])
-                self._table = {r["id"]: (r["initial"], r["completion"][-1]["content"]) for r in rows}
+                rows = store.read(self.inputs[0])
+                by_p_true = self.config.options(SLOptions).keep == "best"
+                self._table = {r["id"]: revision_pair(r, by_p_true) for r in rows}
         return self._table
 
     # -- what the split says about itself -------------------------------------------------------------------

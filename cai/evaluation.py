@@ -1,0 +1,94 @@
+"""`cai eval`: how good are the labels? Self-evaluation's P(True) against answers people labelled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cai import backends, inputs
+from cai.config import RunConfig
+from cai.errors import CaiError
+
+
+@dataclass(frozen=True)
+class Labelled:
+    prompt: inputs.Prompt
+    answer: str
+    acceptable: bool
+
+
+def read_labelled(source: str) -> list[Labelled]:
+    """Records with a prompt (or messages), an `answer` (or `completion`/`response`: text or assistant
+    messages) and `acceptable` (true/false, or 1/0), from JSONL or parquet."""
+    path = Path(source)
+    if not path.is_file():
+        raise CaiError(f"--data {source}: file not found")
+    records = inputs.read_parquet(path) if path.suffix == ".parquet" else inputs.read_jsonl(path)
+    out = []
+    for where, record in records:
+        messages = inputs.to_messages(record, where, None)
+        answer = next((record[k] for k in ("answer", "completion", "response") if k in record), None)
+        if isinstance(answer, list) and answer and isinstance(answer[-1], dict):
+            answer = answer[-1].get("content")
+        if not isinstance(answer, str) or not answer.strip():
+            raise CaiError(f"{where}: expected 'answer' (or 'completion'/'response'): non-empty text")
+        label = record.get("acceptable")
+        if label not in (True, False, 0, 1):
+            raise CaiError(f"{where}: expected 'acceptable': true or false (or 1/0), got {label!r}")
+        out.append(
+            Labelled(
+                inputs.Prompt(inputs.prompt_id(messages), messages, inputs.reference(record, where)),
+                answer.strip(),
+                bool(label),
+            )
+        )
+    if not out:
+        raise CaiError(f"--data {source}: no records")
+    return out
+
+
+def self_eval(
+    config: RunConfig, data: str, backend: backends.Backend | None = None, log: Callable[[str], None] = print
+) -> dict:
+    """P(True) of every labelled answer, read as `cai generate --self-eval` reads it (same template, both
+    option orders, the same brainstorm setting), and how well it agrees with the labels."""
+    from cai import selfeval
+    from cai.constitution import load
+    from cai.prompts import Templates
+    from cai.records import ChunkResult
+    from cai.run import RunContext
+    from cai.store import RunStore
+
+    records = read_labelled(data)
+    const = load(config.constitution)
+    templates = Templates(config.templates)
+    templates.check(selfeval.TEMPLATES)
+    ctx = RunContext(config, const, templates, RunStore(config.out or "."), log=log)
+    own = backend is None
+    if own:
+        log(f"starting the {config.backend} engine with {config.model} ...")
+        backend = backends.get(config.backend).from_config(config)
+    ctx = replace(ctx, backend=backend)
+    result = ChunkResult()
+    try:
+        k = config.options(selfeval.SelfEvalOptions).self_eval_samples
+        samples = selfeval.brainstorm(ctx, [r.prompt for r in records], k, result)
+        items = [(list(r.prompt.messages), r.answer, samples.get(r.prompt.id, [])) for r in records]
+        reads = selfeval.evaluate(ctx, items, result)
+    finally:
+        if own and backend is not None:
+            backend.close()
+    ok = [(read, r) for read, r in zip(reads, records, strict=True) if read.p_true is not None]
+    report = selfeval.calibration(
+        [read.p_true for read, _ in ok if read.p_true is not None], [r.acceptable for _, r in ok]
+    )
+    report.update(
+        records=len(records),
+        failed=len(records) - len(ok),
+        brainstorm_samples=k,
+        orders_disagree=sum(read.orders_disagree for read, _ in ok) / len(ok) if ok else None,
+        model=config.model,
+        constitution=const.name,
+    )
+    return report
