@@ -40,6 +40,7 @@ bench: setup
 	$(PY) bench/generate.py --quick
 	$(PY) bench/judge.py --quick
 	$(PY) bench/rules.py --quick
+	$(PY) bench/selfeval.py --quick
 
 clean:
 	rm -rf $(VENV) data/runs .pytest_cache

@@ -239,3 +239,35 @@ def test_reasoning_constitution_on_the_real_engine(engine, tmp_path):
     judge_p = sum((v["p_chosen_ab"] + v["p_chosen_ba"]) / 2 for v in soft["votes"] if v["kind"] == "ai") / 2
     assert soft["p_chosen"] == pytest.approx((2 * judge_p + 2 * 1.0) / 4)
     assert hard["decided_by"] == "hard rule" and hard["p_chosen"] == 1.0 and hard["chosen"][0]["content"] == good
+
+
+def test_self_evaluation_on_the_real_engine(engine, tmp_path):
+    """P(True) for every answer of the trace from the model's own log-probs, both orders, and --keep best."""
+    config = RunConfig(
+        constitution=str(HARMLESS),
+        prompts=str(RED_TEAM),
+        out=str(tmp_path / "run"),
+        stage="sl",
+        rounds=2,
+        limit=2,
+        max_tokens=24,
+        self_eval=True,
+        self_eval_samples=1,
+        keep="best",
+        max_model_len=2048,
+    )
+    generate(config, backend=engine, log=lambda *_: None)
+    rows = RunStore(tmp_path / "run").read("sft")
+    assert len(rows) + len(RunStore(tmp_path / "run").skipped()) == 2 and rows
+    for row in rows:
+        reads = row["self_eval"]
+        assert [r["round"] for r in reads] == [0, 1, 2] and all(r["error"] is None for r in reads)
+        for r in reads:
+            assert 0 < r["p_true_ab"] < 1 and 0 < r["p_true_ba"] < 1
+            assert r["p_true"] == pytest.approx((r["p_true_ab"] + r["p_true_ba"]) / 2)
+        p = [row["initial_p_true"], *(r["p_true"] for r in row["revisions"])]
+        assert p == [r["p_true"] for r in reads]
+        best = max(range(3), key=lambda i: (p[i], i))
+        assert row["kept"] == best
+        texts = [row["initial"], *(r["revision"] for r in row["revisions"])]
+        assert row["completion"][0]["content"] == texts[best]
