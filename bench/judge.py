@@ -1,11 +1,13 @@
 """Benchmark: the judges on the same pairs in one run: pairs/s of the log-prob judge vs the
 chain-of-thought judge, and the GRM judge's inference-time scaling table (k = 1, 2, 4, 8 samples:
-pairs/s and agreement with the log-prob judge).
+pairs/s, coverage and agreement with the log-prob judge), with its scores read from token probabilities
+(`--grm-scores read`, the default) and parsed from text (`parse`, the earlier way).
 
     python bench/judge.py [--quick] [--pairs N] [--model SPEC] [--principles-per-pair K] [--grm-k 1,2,4,8]
 
 Candidates are sampled once; every judge then labels exactly those pairs with the same engine, each
-from a cold prefix cache. Prints `logprob_vs_cot: X` (goal >= 5) and the GRM table.
+from a cold prefix cache. Prints `logprob_vs_cot: X` (goal >= 5), the GRM table, and for each k
+`grm_read_vs_parse_coverage` and `grm_read_vs_parse_pairs_per_s`.
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ def main():
         results, chosen = {}, {}
         pairwise = {"principles_per_pair": args.principles_per_pair}
         runs = [("logprob", pairwise), ("cot", {**pairwise, "cot_max_tokens": args.cot_max_tokens})] + [
-            (f"grm k={k}", {"grm_samples": int(k), "cot_max_tokens": args.cot_max_tokens})
+            (f"grm {path} k={k}", {"grm_samples": int(k), "cot_max_tokens": args.cot_max_tokens, "grm_scores": path})
             for k in args.grm_k.split(",")
             if k.strip()
+            for path in ("parse", "read")
         ]
         for judge, extra in runs:
             config = RunConfig(
@@ -101,13 +104,25 @@ def main():
     grm_runs = [j for j in results if j.startswith("grm")]
     if grm_runs:
         print("\nGRM inference-time scaling (same pairs; agreement = same chosen answer as the log-prob judge,")
-        print("over pairs both labelled without a tie):")
-        print(f"{'k':>3} {'pairs/s':>9} {'labelled':>9} {'agreement':>10} {'tokens':>8}")
+        print("over pairs both labelled without a tie; coverage = labelled pairs / pairs):")
+        print(f"{'scores':>7} {'k':>3} {'pairs/s':>9} {'coverage':>9} {'ties':>5} {'agreement':>10} {'tokens':>8}")
         for judge in grm_runs:
             rows, seconds, tokens, _ = results[judge]
             both = [i for i in chosen[judge] if i in chosen["logprob"]]
             agree = f"{sum(chosen[judge][i] == chosen['logprob'][i] for i in both) / len(both):.2f}" if both else "n/a"
-            print(f"{judge.split('=')[1]:>3} {len(pairs) / seconds:>9.3f} {rows:>9} {agree:>10} {tokens:>8}")
+            ties = rows - len(chosen[judge])
+            path, k = judge.split()[1], judge.split("=")[1]
+            print(
+                f"{path:>7} {k:>3} {len(pairs) / seconds:>9.3f} {rows / len(pairs):>9.2f} {ties:>5} {agree:>10} "
+                f"{tokens:>8}"
+            )
+        for k in dict.fromkeys(j.split("=")[1] for j in grm_runs):
+            (r_rows, r_s, _, _), (p_rows, p_s, _, _) = results[f"grm read k={k}"], results[f"grm parse k={k}"]
+            print(f"grm_read_vs_parse_coverage k={k}: {r_rows / len(pairs):.2f} vs {p_rows / len(pairs):.2f}")
+            print(
+                f"grm_read_vs_parse_pairs_per_s k={k}: {p_s / r_s:.2f} ({len(pairs) / r_s:.3f} vs "
+                f"{len(pairs) / p_s:.3f} pairs/s)"
+            )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def _reply(scores):
     return reply
 
 
-def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good"), meta_pm=None):
+def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good"), meta_pm=None, scores="parse"):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(f'{{"prompt": "q1", "responses": ["{pair[0]}", "{pair[1]}"]}}\n')
     config = RunConfig(
@@ -73,6 +73,7 @@ def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good"), meta_pm=None):
         grm_samples=k,
         grm_meta=meta,
         grm_meta_pm=meta_pm,
+        grm_scores=scores,
     )
     prompt = Prompt(prompt_id([{"role": "user", "content": "q1"}]), ({"role": "user", "content": "q1"},))
     return run_stage("rl", config, engine, [prompt])
@@ -176,3 +177,50 @@ def test_meta_pm_is_checked_before_the_engine_starts(tmp_path):
                 grm_meta_pm=str(tmp_path),
             )
             run_stage("rl", config, None, [])
+
+
+# -- scores read from token probabilities (the default) -------------------------------------------------------
+def test_soft_and_hard_scores_from_the_score_tokens():
+    lp = {"3": math.log(0.2), "7": math.log(0.5), "8": math.log(0.3)}
+    soft, hard = grm.read_score(lp)
+    assert soft == pytest.approx(0.2 * 3 + 0.5 * 7 + 0.3 * 8) and hard == 7
+    # renormalised over the scale's tokens that came back (a server's top-k may leave some out)
+    soft, hard = grm.read_score({"2": math.log(0.1), "4": math.log(0.1), "A": math.log(0.8)})
+    assert soft == pytest.approx(3.0) and hard == 2  # equal probabilities: the lower score, conservatively
+    assert isinstance(grm.read_score({"A": -0.1}), Failure)
+    # the vote sums soft scores: two samples (7.2 vs 3.1) and (4.0 vs 4.5)
+    samples = [
+        GrmSample(0, True, "", 7, 3, None, True, 7.2, 3.1, "read"),
+        GrmSample(1, False, "", 4, 5, None, True, 4.0, 4.5, "read"),
+    ]
+    assert grm.vote(samples) == (pytest.approx(11.2 / (11.2 + 7.6)), 2)
+
+
+def _score_judge(scores):
+    """Score-token log-probs by which response the read is about: a peaked distribution around `scores[text]`."""
+
+    def judge(chat, options):
+        question, prefix = chat[0]["content"], chat[1]["content"]
+        n = prefix.rsplit("Score of Response ", 1)[1][0]
+        shown = question.split(f"[Response {n}]\n", 1)[1].split("\n", 1)[0]
+        centre = scores[shown]
+        weights = {o: math.exp(-abs(int(o) - centre)) for o in options}
+        total = sum(weights.values())
+        return {o: math.log(w / total) for o, w in weights.items()}
+
+    return judge
+
+
+def test_read_scores_label_every_pair_whatever_the_model_writes(tmp_path):
+    """The model's text never says a score (it copies the placeholder, or rambles): every sample still counts."""
+    engine = backends.get("scripted")(reply=lambda *a: " N1, N2]] 1, 2, 3,", judge=_score_judge({"good": 8, "bad": 3}))
+    (row,) = _run(tmp_path, engine, k=4, scores="read").rows
+    assert row["chosen"][0]["content"] == "good" and row["failed_votes"] == []
+    assert len(row["grm"]) == 4 and all(s["path"] == "read" for s in row["grm"])
+    weights = {s: math.exp(-abs(s - 8)) for s in range(1, 10)}
+    soft_good = sum(s * w for s, w in weights.items()) / sum(weights.values())
+    assert all(s["score_chosen"] == 8 and s["soft_chosen"] == pytest.approx(soft_good) for s in row["grm"])
+    soft_bad = row["grm"][0]["soft_rejected"]
+    assert row["p_chosen"] == pytest.approx(soft_good / (soft_good + soft_bad))
+    reads = [n for n, s in engine.calls if s.options == grm.SCALE]
+    assert reads == [8]  # one engine call: 4 samples x 2 responses

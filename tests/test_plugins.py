@@ -176,13 +176,13 @@ def test_stats_and_card_let_the_judge_describe_itself(tmp_path, cli):
     )
     generate(config, backend=ScriptedBackend(), log=lambda *_: None)
     s = cli("stats", out)
-    assert s.returncode == 0 and "unparseable GRM judgements" in s.stdout and "failed CoT votes" not in s.stdout
+    assert s.returncode == 0 and "failed GRM judgements" in s.stdout and "failed CoT votes" not in s.stdout
     assert "n/a (no pairwise votes)" in s.stdout
     r = cli("publish", out, "--repo", "me/x", "--dry-run", tmp_path / "hub")
     assert r.returncode == 0, r.stderr
     card = (tmp_path / "hub" / "README.md").read_text()
     assert "DeepSeek-GRM" in card and "log-probabilities of (A) and (B)" not in card
-    assert "unparseable GRM judgements" in card
+    assert "failed GRM judgements" in card
 
 
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 _SCORES = re.compile(r"^\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\]")  # after the forced "Scores: [["
 META = (" Yes", " No")
+# The score scale when scores are read: single digits, one token each in common tokenizers (10 is often two).
+SCALE = tuple(str(i) for i in range(1, 10))
+PATHS = ("read", "parse")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,14 @@ class GrmOptions:
         identity=True,
     )
     grm_seed_principles: bool = setting(True, "Show the constitution's principles as a starting point.", identity=True)
+    grm_scores: str = setting(
+        "read",
+        "read: each response's score from the next token's probabilities over 1-9 (soft score: their expectation, "
+        "as G-Eval; hard score: the most likely), so no sample is lost to parsing; parse: the model writes "
+        "'Scores: [[x, y]]' and the text is parsed (for servers that return no log-probs).",
+        identity=True,
+        choices=lambda: PATHS,
+    )
 
 
 @dataclass
@@ -62,7 +73,8 @@ class _Sample:
     first_shown_first: bool
     question: str
     text: str = ""
-    shown: tuple[int, int] | None = None  # the scores as written: (shown first, shown second)
+    shown: tuple[int, int] | None = None  # the (hard) scores in the order shown: (shown first, shown second)
+    soft: tuple[float, float] | None = None  # read path: the expected scores, in the order shown
     error: str | None = None
     meta: float | None = None
 
@@ -71,6 +83,12 @@ class _Sample:
         """(first candidate's score, second candidate's score)."""
         assert self.shown is not None
         return self.shown if self.first_shown_first else (self.shown[1], self.shown[0])
+
+    @property
+    def soft_scores(self) -> tuple[float, float] | None:
+        if self.soft is None:
+            return None
+        return self.soft if self.first_shown_first else (self.soft[1], self.soft[0])
 
 
 @dataclass(frozen=True)
@@ -81,10 +99,21 @@ class GrmSample:
     sample: int
     first_shown_first: bool
     text: str
-    score_first: int
+    score_first: int  # the hard scores: read, the most likely; parsed, as written
     score_second: int
     meta: float | None = None
     kept: bool = True
+    soft_first: float | None = None  # read path: the probability-weighted scores (None when parsed)
+    soft_second: float | None = None
+    path: str = "parse"  # how the scores were obtained: read (token probabilities) or parse (text)
+
+    @property
+    def first(self) -> float:
+        return self.score_first if self.soft_first is None else self.soft_first
+
+    @property
+    def second(self) -> float:
+        return self.score_second if self.soft_second is None else self.soft_second
 
     def row(self, first_wins: bool) -> dict:
         return {
@@ -93,6 +122,9 @@ class GrmSample:
             "text": self.text,
             "score_chosen": self.score_first if first_wins else self.score_second,
             "score_rejected": self.score_second if first_wins else self.score_first,
+            "soft_chosen": self.soft_first if first_wins else self.soft_second,
+            "soft_rejected": self.soft_second if first_wins else self.soft_first,
+            "path": self.path,
             "meta": self.meta,
             "kept": self.kept,
         }
@@ -109,16 +141,28 @@ def parse_scores(text: str) -> tuple[int, int] | Failure:
     return a, b
 
 
+def read_score(logprobs: dict[str, float]) -> tuple[float, int] | Failure:
+    """(soft, hard) score from the next token's log-probs over the scale: the expectation of the score under
+    the model's distribution renormalised over the scale's tokens (G-Eval), and the most likely score."""
+    present = {int(t): math.exp(lp) for t, lp in logprobs.items() if t in SCALE}
+    total = sum(present.values())
+    if not present or total <= 0:
+        return Failure("scores: no log-prob for any score token")
+    soft = sum(s * p for s, p in present.items()) / total
+    return soft, max(present, key=lambda s: (present[s], -s))
+
+
 def vote(samples: list[GrmSample]) -> tuple[float, int]:
     """The first candidate's share of the kept samples' summed scores, and how many samples were kept.
 
     DeepSeek-GRM votes by summing each answer's pointwise scores over the samples: the higher sum wins,
     equal sums are a tie (exactly 0.5), and a sample that scores 9 vs 2 weighs more than one that scores
-    6 vs 5. The share of the summed score points is that vote as a probability in (0, 1)."""
+    6 vs 5. The share of the summed score points is that vote as a probability in (0, 1). Read scores are
+    summed soft (expected) scores, so exact ties become rare."""
     kept = [s for s in samples if s.kept]
     if not kept:
         return 0.5, 0
-    x, y = sum(s.score_first for s in kept), sum(s.score_second for s in kept)
+    x, y = sum(s.first for s in kept), sum(s.second for s in kept)
     return x / (x + y), len(kept)
 
 
@@ -127,9 +171,17 @@ class GrmJudge(Judge):
     settings = (ReasoningOptions, GrmOptions)
     templates = (
         TemplateSpec(
-            "grm.j2", {"conversation": SAMPLE_CONVERSATION, "principles": ["p"], "response_1": "a", "response_2": "b"}
+            "grm.j2",
+            {
+                "conversation": SAMPLE_CONVERSATION,
+                "principles": ["p"],
+                "response_1": "a",
+                "response_2": "b",
+                "read": True,
+            },
         ),
         TemplateSpec("grm_reasoning.j2"),
+        TemplateSpec("grm_score.j2", {"reasoning": "r", "response": 1}, ends_with="["),
         TemplateSpec("grm_scores.j2", {"reasoning": "r"}, ends_with="[["),
         TemplateSpec("grm_meta.j2", {"judgement": "j"}),
         TemplateSpec("grm_meta_prefix.j2"),
@@ -154,6 +206,9 @@ class GrmJudge(Judge):
                             ("text", pa.string()),
                             ("score_chosen", pa.int32()),
                             ("score_rejected", pa.int32()),
+                            ("soft_chosen", pa.float64()),
+                            ("soft_rejected", pa.float64()),
+                            ("path", pa.string()),
                             ("meta", pa.float64()),
                             ("kept", pa.bool_()),
                         ]
@@ -172,12 +227,21 @@ class GrmJudge(Judge):
         meta = {True: " The better half of the samples by the meta judge's score was kept before the vote.", False: ""}[
             bool(self.o.grm_meta or self.o.grm_meta_pm)
         ]
+        read = self.o.grm_scores == "read"
+        how = (
+            (
+                "each answer's 1-9 score read from the next token's probabilities (the soft score is their "
+                "expectation, the hard score the most likely)"
+            )
+            if read
+            else "a 1-10 score per answer, parsed from its text"
+        )
         return Description(
-            label_source=f"the model wrote {self.o.grm_samples} judgement(s) per pair (principles, a critique of "
-            "each answer, and a 1-10 score per answer, with the answers' order drawn afresh for each), "
-            "DeepSeek-GRM style; `p_chosen` is the chosen answer's share of the scores summed over the "
+            label_source=f"the model wrote {self.o.grm_samples} judgement(s) per pair (principles and a critique of "
+            f"each answer, with the answers' order drawn afresh for each), then {how}, DeepSeek-GRM style; "
+            f"`p_chosen` is the chosen answer's share of the {'soft ' if read else ''}scores summed over the "
             f"samples (`grm`).{meta}",
-            failures="unparseable GRM judgements",
+            failures="failed GRM judgements" if read else "unparseable GRM judgements",
             pairwise_votes=False,
         )
 
@@ -192,6 +256,7 @@ class GrmJudge(Judge):
                 r1, r2 = (pair.first, pair.second) if first_shown else (pair.second, pair.first)
                 question = ctx.templates.render(
                     "grm.j2",
+                    read=self.o.grm_scores == "read",
                     conversation=list(pair.prompt.messages),
                     principles=principles,
                     response_1=r1,
@@ -216,8 +281,20 @@ class GrmJudge(Judge):
                 failed[s.pair].append(FailedRead(f"grm-sample-{s.k}", order, s.error or "no scores"))
             else:
                 first, second = s.scores
+                soft = s.soft_scores
                 evidence[s.pair].append(
-                    GrmSample(s.k, s.first_shown_first, s.text, first, second, s.meta, id(s) in kept)
+                    GrmSample(
+                        s.k,
+                        s.first_shown_first,
+                        s.text,
+                        first,
+                        second,
+                        s.meta,
+                        id(s) in kept,
+                        soft[0] if soft else None,
+                        soft[1] if soft else None,
+                        self.o.grm_scores,
+                    )
                 )
         verdicts: list[Verdict | Failure] = []
         for i in range(len(pairs)):
@@ -230,7 +307,9 @@ class GrmJudge(Judge):
         return verdicts
 
     def _write_and_score(self, ctx: RunContext, samples: list[_Sample], result: ChunkResult) -> None:
-        """The judgements (sampled, one call), then their scores (a few greedy tokens after the forced prefix)."""
+        """The judgements (sampled, one call), then their scores: read from the score tokens' probabilities
+        (two forward passes per judgement, sharing it as a cached prefix), or parsed from a few greedy tokens
+        after a forced `Scores: [[`."""
         c = ctx.config
         opening = ctx.templates.render("grm_reasoning.j2")
         chats = [continued(s.question, opening) for s in samples]
@@ -240,18 +319,48 @@ class GrmJudge(Judge):
             temperature=c.temperature,
             top_p=c.top_p,
             continue_final=True,
-            stop=("Scores:",),
+            stop=("Scores:", "Score of Response"),
             label=f"rl grm judgements (k={self.o.grm_samples})",
         )
-        follow, where = [], []
+        written = []
         for s, (out,) in zip(samples, ctx.engine.generate(chats, sampling, seeds), strict=True):
             result.tally(out)
             if not out.ok:
                 s.error = f"judgement: {out.error}"
                 continue
-            # A judgement cut by the token budget still gets its scores: the forced prefix asks the model to
-            # write them now, and a reply that is not two scores is recorded as unparseable.
+            # A judgement cut by the token budget still gets its scores: they are asked for now.
             s.text = out.text.strip()
+            written.append(s)
+        if self.o.grm_scores == "read":
+            self._read_scores(ctx, written, result)
+        else:
+            self._parse_scores(ctx, written, result)
+
+    def _read_scores(self, ctx: RunContext, written: list[_Sample], result: ChunkResult) -> None:
+        """Each response's score from one forward pass after `Score of Response N: [`: a sample fails only
+        when the engine fails, never because of what the model wrote."""
+        chats = [
+            continued(s.question, ctx.templates.render("grm_score.j2", reasoning=s.text, response=n))
+            for s in written
+            for n in (1, 2)
+        ]
+        outs = ctx.engine.generate(chats, Sampling(options=SCALE, continue_final=True, label="rl grm scores"))
+        for i, s in enumerate(written):
+            reads = []
+            for (out,) in outs[2 * i : 2 * i + 2]:
+                result.tally(out)
+                reads.append(read_score(out.option_logprobs) if out.ok else Failure(f"scores: {out.error}"))
+            bad = next((r for r in reads if isinstance(r, Failure)), None)
+            if bad is not None:
+                s.error = bad.reason
+                continue
+            (soft1, hard1), (soft2, hard2) = reads  # type: ignore[misc]
+            s.shown, s.soft = (hard1, hard2), (soft1, soft2)
+
+    def _parse_scores(self, ctx: RunContext, written: list[_Sample], result: ChunkResult) -> None:
+        """The text path: a few greedy tokens after a forced `Scores: [[`, parsed; unparseable is recorded."""
+        follow, where = [], []
+        for s in written:
             closing = ctx.templates.render("grm_scores.j2", reasoning=s.text)
             follow.append(continued(s.question, closing))
             where.append(s)
@@ -295,7 +404,7 @@ class GrmJudge(Judge):
         scores = rewards(self.o.grm_meta_pm, items)["scores"]
         margin = {i: scores[2 * j] - scores[2 * j + 1] for j, i in enumerate(used)}  # r(first) - r(second)
         for s in good:
-            first, second = s.scores
+            first, second = s.soft_scores or s.scores
             verdict = (first > second) - (first < second)  # +1: first, -1: second, 0: tie
             s.meta = 1 / (1 + math.exp(-verdict * margin[s.pair]))
 
