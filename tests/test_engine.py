@@ -172,7 +172,11 @@ def test_wide_seeded_batch_of_long_chats_keeps_the_engine_alive(engine):
     assert c.ok
 
 
-def test_grm_judge_writes_a_valid_preference_split(engine, tmp_path):
+@pytest.mark.parametrize("scores", ["read", "parse"])
+def test_grm_judge_loses_no_sample_to_parsing(engine, tmp_path, scores):
+    """read: the scores come from the score tokens' probabilities, whatever the tiny model writes. parse: the
+    scores line is guided-decoded (structured output), so the text the model once left unparseable parses.
+    Either way every pair whose engine calls succeed is labelled."""
     config = RunConfig(
         constitution=str(HARMLESS),
         prompts=str(RED_TEAM),
@@ -181,6 +185,7 @@ def test_grm_judge_writes_a_valid_preference_split(engine, tmp_path):
         judge="grm",
         grm_samples=2,
         grm_meta=True,
+        grm_scores=scores,
         limit=2,
         max_tokens=24,
         cot_max_tokens=32,
@@ -188,18 +193,19 @@ def test_grm_judge_writes_a_valid_preference_split(engine, tmp_path):
     )
     generate(config, backend=engine, log=lambda *_: None)
     store = RunStore(tmp_path / "run")
-    rows, skipped = store.read("prefs"), store.skipped()
-    # Scores are read from the score tokens' probabilities: whatever the tiny model writes, no sample is lost
-    # to parsing, so every pair whose engine calls succeed is labelled.
-    assert skipped == [] and len(rows) == 2
+    rows = store.read("prefs")
+    assert store.skipped() == [] and len(rows) == 2
     for row in rows:
         assert row["judge"] == "grm" and 0.5 <= row["p_chosen"] <= 1 and row["failed_votes"] == []
-        assert len(row["grm"]) == 2 and all(s["path"] == "read" for s in row["grm"])
-        for s in row["grm"]:
-            assert 1 <= s["score_chosen"] <= 9 and 1 <= s["soft_chosen"] <= 9 and s["meta"] is not None
+        assert len(row["grm"]) == 2 and all(s["path"] == scores and s["meta"] is not None for s in row["grm"])
         kept = [s for s in row["grm"] if s["kept"]]
-        chosen = sum(s["soft_chosen"] for s in kept)
-        assert row["p_chosen"] == pytest.approx(chosen / (chosen + sum(s["soft_rejected"] for s in kept)))
+        if scores == "read":
+            assert all(1 <= s["score_chosen"] <= 9 and 1 <= s["soft_chosen"] <= 9 for s in row["grm"])
+            chosen, rejected = sum(s["soft_chosen"] for s in kept), sum(s["soft_rejected"] for s in kept)
+        else:
+            assert all(1 <= s["score_chosen"] <= 10 and s["soft_chosen"] is None for s in row["grm"])
+            chosen, rejected = sum(s["score_chosen"] for s in kept), sum(s["score_rejected"] for s in kept)
+        assert row["p_chosen"] == pytest.approx(chosen / (chosen + rejected))
 
 
 def test_reasoning_constitution_on_the_real_engine(engine, tmp_path):
@@ -277,30 +283,3 @@ def test_self_evaluation_on_the_real_engine(engine, tmp_path):
         assert row["kept"] == best
         texts = [row["initial"], *(r["revision"] for r in row["revisions"])]
         assert row["completion"][0]["content"] == texts[best]
-
-
-def test_grm_text_path_is_kept_in_format_by_structured_output(engine, tmp_path):
-    """`--grm-scores parse` asks vLLM for guided decoding of the scores line: the 135M model, which left most
-    samples unparseable when free, now writes scores that parse."""
-    config = RunConfig(
-        constitution=str(HARMLESS),
-        prompts=str(RED_TEAM),
-        out=str(tmp_path / "run"),
-        stage="rl",
-        judge="grm",
-        grm_samples=2,
-        grm_scores="parse",
-        limit=2,
-        max_tokens=24,
-        cot_max_tokens=32,
-        max_model_len=2048,
-    )
-    generate(config, backend=engine, log=lambda *_: None)
-    store = RunStore(tmp_path / "run")
-    rows = store.read("prefs")
-    assert store.skipped() == [] and len(rows) == 2
-    for row in rows:
-        assert row["failed_votes"] == [] and len(row["grm"]) == 2
-        assert all(
-            s["path"] == "parse" and s["soft_chosen"] is None and 1 <= s["score_chosen"] <= 10 for s in row["grm"]
-        )
