@@ -64,6 +64,7 @@ def self_eval(
     const = load(config.constitution)
     templates = Templates(config.templates)
     templates.check(selfeval.TEMPLATES)
+    # Self-evaluation reads; it writes nothing, so the context's store is never opened.
     ctx = RunContext(config, const, templates, RunStore(config.out or "."), log=log)
     own = backend is None
     if own:
