@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cai.backends import Sampling
-from cai.backends.base import option_probability
 from cai.constitution import Constitution
+from cai.judges.pairwise import read_options
 from cai.prompts import SAMPLE_CONVERSATION, TemplateSpec
-from cai.records import ChunkResult, continued, with_system
+from cai.records import ChunkResult, Failure, continued, with_system
 from cai.run import RunContext
 from cai.sampling import request_seed
 from cai.settings import setting
@@ -128,20 +128,12 @@ def evaluate(ctx: RunContext, items: list[tuple[list[dict], str, list[str]]], re
     outs = ctx.engine.generate(chats, Sampling(options=OPTIONS, continue_final=True, label="self-eval P(True)"))
     reads = []
     for i in range(len(items)):
-        pair: list[float | str] = []
-        for (out,) in outs[2 * i : 2 * i + 2]:
-            result.tally(out)
-            if not out.ok:
-                pair.append(f"self-eval: {out.error}")
-            elif not all(o in out.option_logprobs for o in OPTIONS):
-                pair.append("self-eval: no log-prob for an option")
-            else:
-                pair.append(option_probability(out.option_logprobs, *OPTIONS))
-        first, second = pair
-        if isinstance(first, str) or isinstance(second, str):
-            reads.append(TrueRead(None, error=first if isinstance(first, str) else str(second)))
-        else:
+        first, second = (read_options(out, result, OPTIONS, "self-eval") for (out,) in outs[2 * i : 2 * i + 2])
+        if isinstance(first, float) and isinstance(second, float):
             reads.append(combine(first, second))
+        else:  # the first failure's reason is kept: a failed read is never a silent default
+            failed = first if isinstance(first, Failure) else second
+            reads.append(TrueRead(None, error=failed.reason if isinstance(failed, Failure) else None))
     return reads
 
 

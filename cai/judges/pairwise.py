@@ -83,15 +83,17 @@ def consistent(vote: dict) -> bool:
     )
 
 
-def read_options(c: Completion, result: ChunkResult) -> float | Failure:
-    """P(A) / (P(A) + P(B)) from one read's option log-probs, or why there is none."""
+def read_options(
+    c: Completion, result: ChunkResult, options: tuple[str, str] = OPTIONS, what: str = "read"
+) -> float | Failure:
+    """P(first option) / (P(first) + P(second)) from one read's option log-probs, or why there is none."""
     result.tally(c)
     if not c.ok:
-        return Failure(f"read: {c.error}")
-    missing = [o for o in OPTIONS if o not in c.option_logprobs]
+        return Failure(f"{what}: {c.error}")
+    missing = [o for o in options if o not in c.option_logprobs]
     if missing:
-        return Failure(f"read: no log-prob for option {missing[0]}")
-    return option_probability(c.option_logprobs, *OPTIONS)
+        return Failure(f"{what}: no log-prob for option {missing[0]}")
+    return option_probability(c.option_logprobs, *options)
 
 
 class PairwiseJudge(Judge):
