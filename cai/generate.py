@@ -90,7 +90,8 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
     store.check(identity, force=config.force, defaults=config.identity_defaults())
     backend_cls = backends.get(config.backend) if backend is None else None
     summary = Summary(out=str(store.root), prompts=len(plan.prompts), duplicates=plan.duplicates)
-    todo = {stage.name: [p for p in plan.prompts if p.id not in store.done_ids(stage.split)] for stage in plan.stages}
+    done = {stage.name: store.done_ids(stage.split) for stage in plan.stages}  # one read of the shards per split
+    todo = {stage.name: [p for p in plan.prompts if p.id not in done[stage.name]] for stage in plan.stages}
     if not any(todo.values()):
         log("nothing to do: every prompt is already in the run")
         _summarise(store, every, summary)
