@@ -173,7 +173,8 @@ def plugins():
             cls = found[name]
             doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
             extra = f" -> {cls.split}/" if kind == "stage" else ""
-            click.echo(f"  {name:<10}{extra:<11} {doc}  ({cls.__module__})")
+            named = "  [runs only when named]" if kind == "stage" and not cls.in_all else ""
+            click.echo(f"  {name:<10}{extra:<11} {doc}  ({cls.__module__}){named}")
 
 
 def _print_summary(s) -> None:
@@ -201,8 +202,10 @@ def _print_summary(s) -> None:
 @click.option("--out", required=True, help="Folder for the preference model, checkpoints and metrics.json.")
 @_train_options
 def train_pm(source, out, **settings):
-    """Train a preference model on SOURCE (a run folder, a preference parquet/JSONL file or a dataset)
-    with the soft-label Bradley-Terry loss; rerun the same command to resume from the last checkpoint."""
+    """Train a preference model on SOURCE (a run folder, a parquet/JSONL file or a dataset): with --kind pm
+    (default) a pairwise model on preference rows with the soft-label Bradley-Terry loss; with --kind prm a
+    process reward model on step rows with soft binary cross-entropy. Rerun the same command to resume from
+    the last checkpoint."""
     from cai.pm import train
 
     m = train(
@@ -210,6 +213,22 @@ def train_pm(source, out, **settings):
     )
     click.echo("")
     click.echo(f"model          {out}")
+    if m.get("kind") == "prm":
+        click.echo(
+            f"solutions      {m['solutions']}, {m['steps']} steps ({m['train_solutions']} train / "
+            f"{m['eval_solutions']} eval solutions)"
+        )
+
+        def fmt(x):
+            return "n/a" if x is None else f"{x:.3f}"
+
+        click.echo(
+            f"eval           step accuracy {fmt(m['eval_step_accuracy'])}   ece {fmt(m['eval_step_ece'])}   "
+            f"first-error accuracy {fmt(m['eval_first_error_accuracy'])}"
+        )
+        click.echo(f"train loss     {m['train_loss']:.4f} over {m['train_steps']} steps, {m['cut_steps']} steps cut")
+        click.echo(f"metrics        {out}/metrics.json   time {m['seconds']:.1f}s")
+        return
     click.echo(f"pairs          {m['pairs']} ({m['train_groups']} train / {m['eval_groups']} eval batch elements)")
     acc = m["eval_accuracy"]
     click.echo(
@@ -231,12 +250,29 @@ def train_pm(source, out, **settings):
 )
 @click.option("--out", required=True, help="JSONL file: one line per (prompt, response) with its scores.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
-def score(pm, rules, data, out, batch_size):
+@click.option(
+    "--aggregate",
+    type=click.Choice(["product", "min"]),
+    help="With a process reward model: a solution's score from its steps' [default: product].",
+)
+def score(pm, rules, data, out, batch_size, aggregate):
     """Score responses with a trained preference model and/or a constitution's rules (on preference data:
-    both sides, and how often chosen scores higher)."""
+    both sides, and how often chosen scores higher). With a process reward model (train-pm --kind prm), score
+    every step of each solution (a steps/ split, or records with prompt and completions or a solution text)."""
     from cai.scoring import score as run
 
-    report = run(data, out, pm=pm, rules=rules, batch_size=batch_size)
+    report = run(data, out, pm=pm, rules=rules, batch_size=batch_size, aggregate=aggregate)
+    if report.get("kind") == "prm":
+        click.echo(f"scored the steps of {report['scored']} solutions -> {report['out']}")
+        if report.get("step_accuracy") is not None:
+            fe = report["first_error_accuracy"]
+            click.echo(
+                f"against the data's labels: step accuracy {report['step_accuracy']:.3f}, first-error accuracy "
+                f"{'n/a' if fe is None else f'{fe:.3f}'}, ece {report['step_ece']:.3f}"
+            )
+        if report["cut_steps"]:
+            click.echo(f"{report['cut_steps']} steps past the model's max length were not scored")
+        return
     click.echo(f"scored {report['scored']} responses -> {report['out']}")
     if report.get("accuracy") is not None:
         click.echo(f"accuracy (chosen scores above rejected): {report['accuracy']:.3f}")
@@ -361,7 +397,7 @@ def constitution_check(file):
         click.echo(f"description {c.description[:100]}")
     click.echo(
         f"principles  {len(c.principles)} ({len(c.critiquable)} with critique and revision for the SL stage, "
-        f"{len(c.comparable)} with a compare question for the RL stage)"
+        f"{len(c.comparable)} with a compare question for the RL stage, {len(c.steppable)} that can judge steps)"
     )
     click.echo(f"rules       {len(c.rules)} ({sum(r.hard for r in c.rules)} hard)")
     click.echo(f"few-shot    {len(c.few_shot)} demonstration(s)")
@@ -390,6 +426,8 @@ def constitution_show(file):
             click.echo(f"  revision: {p.revision}")
         if p.compare:
             click.echo(f"  compare:  {p.compare}")
+        if p.step:
+            click.echo(f"  step:     {p.step}")
         for r in p.rules:
             click.echo(f"  rule:     {r.id}  {r.describe()}")
 
@@ -407,6 +445,7 @@ principles:
     revision: >                    # the revision request
       Rewrite the answer so that ...
     compare: Which answer is ...?  # optional: the question for the RL stage
+    step: Is this step ...?        # optional: the question about one step of a solution (steps stage)
     tags: [example]                # optional
     weight: 1.0                    # optional: relative chance of being sampled
 #   rules:                         # optional: checked by code (beside or instead of critique/revision)
@@ -448,7 +487,7 @@ def constitution_diff(a, b):
     for i in (i for i in old if i in new and old[i] != new[i]):
         fields = [
             f
-            for f in ("critique", "revision", "compare", "tags", "weight", "rules")
+            for f in ("critique", "revision", "compare", "step", "tags", "weight", "rules")
             if getattr(old[i], f) != getattr(new[i], f)
         ]
         changes.append(f"~ {i} ({', '.join(fields)})")

@@ -38,7 +38,9 @@ class RunOptions:
     )
     out: str = setting("", "Run folder; rerunning the same command resumes it.")
     stage: str = setting(
-        "all", "Which stage to run, or all of them in the order their inputs need (one engine).", choices=_stage_choices
+        "all",
+        "Which stage to run, or all: sl then rl, on one engine (steps, process supervision, runs when named).",
+        choices=_stage_choices,
     )
     prompt_column: str | None = setting(None, "Column holding the prompt (text or messages) in parquet/datasets input.")
     limit: int | None = setting(None, "Use only the first N prompts.", minimum=1)

@@ -43,6 +43,7 @@ class Principle:
     critique: str | None = None  # the critique request: what to look for in the answer
     revision: str | None = None  # the revision request: how to rewrite the answer
     compare: str | None = None  # the multiple-choice question for the RL stage
+    step: str | None = None  # the steps stage's question about one step of a solution (else the critique)
     tags: tuple[str, ...] = ()
     weight: float = 1.0  # relative chance of being sampled
     rules: tuple[Rule, ...] = ()  # checked by code (cai.rules)
@@ -91,6 +92,11 @@ class Constitution:
         """Principles that carry a `compare` question, the ones the RL stage can sample."""
         return tuple(p for p in self.principles if p.compare)
 
+    @property
+    def steppable(self) -> tuple[Principle, ...]:
+        """Principles the steps stage can judge a step under: a `step` question, else the critique request."""
+        return tuple(p for p in self.principles if p.step or p.critique)
+
 
 _TOP = {"name": True, "principles": True, "description": False, "system": False, "few_shot": False, "license": False}
 _PRINCIPLE = {
@@ -98,6 +104,7 @@ _PRINCIPLE = {
     "critique": False,
     "revision": False,
     "compare": False,
+    "step": False,
     "tags": False,
     "weight": False,
     "rules": False,
@@ -219,13 +226,14 @@ class _Builder:
             if have in m and lack not in m:
                 self.fail(node, f"{where}: missing required key {lack!r} ({have} and {lack} go together)")
         rules = self.rules(m["rules"], pid) if "rules" in m else ()
-        if "critique" not in m and not rules:
-            self.fail(node, f"{where}: missing required key 'critique' (with 'revision'), or 'rules'")
+        if "critique" not in m and "step" not in m and not rules:
+            self.fail(node, f"{where}: missing required key 'critique' (with 'revision'), 'step', or 'rules'")
         return Principle(
             id=pid,
             critique=self.text(m["critique"], f"{where}: 'critique'") if "critique" in m else None,
             revision=self.text(m["revision"], f"{where}: 'revision'") if "revision" in m else None,
             compare=self.text(m["compare"], f"{where}: 'compare'") if "compare" in m else None,
+            step=self.text(m["step"], f"{where}: 'step'") if "step" in m else None,
             tags=tags,
             weight=weight,
             rules=rules,

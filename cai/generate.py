@@ -48,7 +48,12 @@ class Plan:
 
 def selected(config: RunConfig, every: bool = False) -> list[Stage]:
     """The stages `config` runs (or, with `every`, all installed ones), in the order their inputs need."""
-    chosen = stages.names() if every or config.stage == "all" else [config.stage]
+    if every:
+        chosen = stages.names()
+    elif config.stage == "all":
+        chosen = [n for n in stages.names() if stages.get(n).in_all]
+    else:
+        chosen = [config.stage]
     return [stages.get(name)(config) for name in stages.ordered(chosen)]
 
 

@@ -39,11 +39,13 @@ class ChunkResult:
     rows: list[dict] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, found in the engine's prefix cache
     output_tokens: int = 0
     truncated: int = 0  # turns cut by max_tokens (kept, but worth knowing)
 
     def tally(self, completion: Completion) -> None:
         self.prompt_tokens += completion.prompt_tokens
+        self.cached_tokens += completion.cached_tokens
         self.output_tokens += completion.tokens
         self.truncated += completion.finish_reason == "length"
 

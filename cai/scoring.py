@@ -67,22 +67,36 @@ def items(source: str) -> tuple[list[dict], bool]:
 
 
 def score(
-    data: str, out: str, pm: str | None = None, rules: str | None = None, batch_size: int = 16, max_length: int = 512
+    data: str,
+    out: str,
+    pm: str | None = None,
+    rules: str | None = None,
+    batch_size: int = 16,
+    max_length: int = 512,
+    aggregate: str | None = None,
 ) -> dict:
     """Write one JSONL line per (prompt, response): its `score` from the preference model `pm` (in standard
     units of its held-out rewards) and/or its `rules` results and `rules_score` (weighted mean) under the
-    constitution `rules`. On preference data, also report how often chosen outscores rejected."""
+    constitution `rules`. On preference data, also report how often chosen outscores rejected. With a process
+    reward model, one line per solution with every step's probability and the solution's score (`aggregate`:
+    product or min of the steps')."""
     from cai.constitution import load
-    from cai.pm.score import check_pm, rewards
+    from cai.pm.score import kind_of
     from cai.rules import check_all
 
     if pm is None and rules is None:
         raise CaiError("give --pm DIR, --rules CONSTITUTION, or both")
-    if pm is not None:
-        check_pm(pm)
+    kind = kind_of(pm) if pm is not None else None
+    if aggregate is not None and kind != "prm":
+        raise CaiError("--aggregate applies to a process reward model (train-pm --kind prm) given as --pm")
     const = load(rules) if rules is not None else None
     if const is not None and not const.rules:
         raise CaiError(f"--rules {rules}: {const.path} has no rules")
+    if kind == "prm":
+        assert pm is not None
+        return score_steps(data, out, pm, const, aggregate or "product", batch_size, max_length)
+    from cai.pm.score import rewards
+
     found, is_pref = items(data)
     lines = [{k: it[k] for k in ("id", "side", "prompt", "response")} for it in found]
     report: dict = {"scored": len(found), "out": out}
@@ -103,10 +117,48 @@ def score(
         report["rules_passed"] = {r.id: _share([line for line in lines], r.id) for r in const.rules}
         if is_pref:
             report["rules_accuracy"] = _agreement([line["rules_score"] for line in lines], found)
+    _write(out, lines)
+    return report
+
+
+def score_steps(data: str, out: str, pm: str, const, aggregate: str, batch_size: int, max_length: int) -> dict:
+    """`cai score` with a process reward model: every step's P(good) and the solution's score; where the data
+    has step labels, the step accuracy and first-error accuracy against them."""
+    from cai.pm import prm
+    from cai.rules import check_all
+
+    rows = prm.load_rows(data, need_labels=False)
+    scored = prm.step_scores(pm, rows, batch_size, max_length)
+    lines = []
+    for r, ps in zip(rows, scored["steps"], strict=True):
+        line = {
+            "id": r.id,
+            "solution": r.solution,
+            "prompt": r.prompt,
+            "completions": r.steps,
+            "step_scores": ps,
+            "score": prm.solution_score(ps, aggregate),
+            "aggregate": aggregate,
+        }
+        if r.targets is not None:
+            line["labels"] = [t >= 0.5 for t in r.targets]
+        if const is not None:
+            results = check_all(const.rules, "\n".join(r.steps), r.reference)
+            line["rules"] = [x.row() for x in results]
+        lines.append(line)
+    labelled = [(ps, r.targets[: len(ps)]) for r, ps in zip(rows, scored["steps"], strict=True) if r.targets]
+    report: dict = {"scored": len(rows), "out": out, "kind": "prm", "cut_steps": scored["cut_steps"]}
+    if labelled:
+        m = prm.metrics([p for p, _ in labelled], [t for _, t in labelled])
+        report.update({k: m[k] for k in ("step_accuracy", "first_error_accuracy", "step_ece")})
+    _write(out, lines)
+    return report
+
+
+def _write(out: str, lines: list[dict]) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as f:
         f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
-    return report
 
 
 def _agreement(scores: list, found: list[dict]) -> float | None:

@@ -36,6 +36,7 @@ class Completion:
     option_logprobs: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # why this request produced nothing; the caller records it, never drops it
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the engine found in its prefix cache (not computed again)
 
     @property
     def ok(self) -> bool:

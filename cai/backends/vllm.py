@@ -234,6 +234,7 @@ class VLLMBackend(Backend):
                     finish_reason=c.finish_reason or "stop",
                     option_logprobs=lp,
                     prompt_tokens=len(request_output.prompt_token_ids or ()),
+                    cached_tokens=request_output.num_cached_tokens or 0,
                 )
             )
         return done

@@ -65,13 +65,14 @@ def share(flags: Iterable[bool]) -> float | None:
     return sum(got) / len(got) if got else None
 
 
-def calibration(p: list[float], y: list[bool], bins: int = 10) -> dict:
+def calibration(p: list[float], y: list[bool] | list[float], bins: int = 10) -> dict:
     """Accuracy (p > 0.5 agrees with y), expected calibration error over `bins` equal-width bins, the Brier
-    score, the reliability diagram's points and the count."""
+    score, the reliability diagram's points and the count. `y` may be soft (probabilities): ECE and Brier
+    then measure the distance to them."""
     pairs = list(zip(p, y, strict=True))
     if not pairs:
         return {"n": 0, "accuracy": None, "ece": None, "brier": None, "reliability": []}
-    buckets: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    buckets: list[list[tuple[float, float]]] = [[] for _ in range(bins)]
     for q, t in pairs:
         buckets[min(int(q * bins), bins - 1)].append((q, t))
     ece = sum(

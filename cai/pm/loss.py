@@ -1,4 +1,5 @@
-"""The soft-label Bradley-Terry loss, per comparison and grouped by prompt (InstructGPT)."""
+"""The soft-label losses: Bradley-Terry per comparison and grouped by prompt (InstructGPT) for pairwise
+preference models, binary cross-entropy on step probabilities for process reward models."""
 
 from __future__ import annotations
 
@@ -36,3 +37,10 @@ def grouped(
         0, group, torch.ones_like(losses)
     )
     return (sums / counts).mean()
+
+
+def soft_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of σ(logit) against soft targets, over the positions in `mask` (the last token
+    of each step). A step labelled 0.7 pulls its probability toward 0.7: TRL's PRMTrainer casts labels with
+    int(), which would make it 0; the feedback model's confidence is the label here, as in the pairwise loss."""
+    return F.binary_cross_entropy_with_logits(logits[mask], targets[mask])

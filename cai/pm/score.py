@@ -8,10 +8,14 @@ from pathlib import Path
 
 from cai.errors import CaiError
 
+KINDS = {  # what `cai train-pm --kind` writes, by the architecture's suffix
+    "pm": ("ForSequenceClassification", "a pairwise preference model (one reward per text)"),
+    "prm": ("ForTokenClassification", "a process reward model (one probability per step)"),
+}
 
-def check_pm(pm: str, flag: str = "--pm") -> None:
-    """One line when `pm` is not a folder written by `cai train-pm` for pairs (a sequence-classification
-    model with one reward per text)."""
+
+def kind_of(pm: str, flag: str = "--pm") -> str:
+    """ "pm" or "prm" for a folder written by `cai train-pm`; one line when it is neither."""
     config = Path(pm) / "config.json"
     if not config.is_file():
         raise CaiError(f"{flag} {pm}: not a trained preference model folder (no config.json)")
@@ -19,25 +23,39 @@ def check_pm(pm: str, flag: str = "--pm") -> None:
         architectures = json.loads(config.read_text()).get("architectures") or []
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CaiError(f"{config}: unreadable model config") from None
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+    for kind, (suffix, _) in KINDS.items():
+        if any(a.endswith(suffix) for a in architectures):
+            return kind
+    raise CaiError(
+        f"{flag} {pm}: a {', '.join(architectures) or 'model of unknown kind'}, not a model cai train-pm writes "
+        "(...ForSequenceClassification for pairs, ...ForTokenClassification for steps)"
+    )
+
+
+def check_pm(pm: str, flag: str = "--pm", want: str = "pm") -> None:
+    """One line when `pm` is not the kind of model the caller needs (a PRM where a pairwise PM is expected, or
+    the reverse)."""
+    got = kind_of(pm, flag)
+    if got != want:
         raise CaiError(
-            f"{flag} {pm}: a {', '.join(architectures) or 'model of unknown kind'}, not a pairwise preference "
-            "model (cai train-pm writes a ...ForSequenceClassification model)"
+            f"{flag} {pm}: {KINDS[got][1]} (train-pm --kind {got}), but this needs {KINDS[want][1]} "
+            f"(train-pm --kind {want})"
         )
 
 
-def _load(pm: str):
-    """The tokenizer and model of a trained PM, loaded once per process while its files are unchanged
+def load(pm: str, kind: str = "pm"):
+    """The tokenizer and model of a trained PM or PRM, loaded once per process while its files are unchanged
     (the GRM meta filter asks for the same one on every chunk)."""
-    check_pm(pm)
-    return _load_saved(pm, (Path(pm) / "config.json").stat().st_mtime_ns)
+    check_pm(pm, want=kind)
+    return _load_saved(pm, kind, (Path(pm) / "config.json").stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=2)
-def _load_saved(pm: str, _saved_at: int):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def _load_saved(pm: str, kind: str, _saved_at: int):
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(pm), AutoModelForSequenceClassification.from_pretrained(pm).eval()
+    auto = AutoModelForTokenClassification if kind == "prm" else AutoModelForSequenceClassification
+    return AutoTokenizer.from_pretrained(pm), auto.from_pretrained(pm).eval()
 
 
 def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, max_length: int = 512) -> dict:
@@ -50,7 +68,7 @@ def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, 
     from cai.pm.data import Collator, Encoder
     from cai.pm.trainer import rewards_of
 
-    tokenizer, model = _load(pm)
+    tokenizer, model = load(pm)
     mean = getattr(model.config, "cai_reward_mean", 0.0)
     std = getattr(model.config, "cai_reward_std", 1.0) or 1.0
     encode = Encoder(tokenizer, max_length)

@@ -1,4 +1,5 @@
-"""Train a preference model (transformer + scalar head) on soft labels with transformers' Trainer."""
+"""Train a preference model on soft labels with transformers' Trainer: a pairwise PM (transformer + scalar head,
+soft Bradley-Terry) or a process reward model (token-classification head, soft BCE on step labels)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cai.errors import CaiError
 from cai.pm import data as pmdata
 from cai.settings import check_value, declared, setting
 
@@ -20,8 +22,19 @@ if TYPE_CHECKING:
 class TrainConfig:
     """The trainer's settings; `cai train-pm` makes its flags from these declarations."""
 
-    source: str = setting("", "A run folder, a preference parquet/JSONL file or a dataset.")
+    source: str = setting("", "A run folder, a preference (--kind prm: steps) parquet/JSONL file or a dataset.")
     out: str = setting("", "Folder for the preference model, checkpoints and metrics.json.")
+    kind: str = setting(
+        "pm",
+        "pm: a pairwise preference model on prefs/ (soft Bradley-Terry); prm: a process reward model on steps/ "
+        "(a probability at the end of every step, soft binary cross-entropy on step_p).",
+        choices=lambda: ("pm", "prm"),
+    )
+    step_separator: str = setting(
+        "\\n",
+        "With --kind prm: the text after each step, where its label sits (TRL's PRMTrainer's step_separator; "
+        "'\\n' is a newline).",
+    )
     backbone: str = setting(
         "all-minilm-l6-v2",
         "all-minilm-l6-v2 (embedded encoder), smollm2-135m (embedded decoder), a folder or a Hub id.",
@@ -32,9 +45,11 @@ class TrainConfig:
     max_length: int = setting(512, "Longer (prompt, response) texts keep their end and are counted.", minimum=8)
     seed: int = setting(0, "Seed of the split, the order and the head's initialisation.")
     eval_fraction: float = setting(0.1, "Held out, split by prompt.", minimum=0, maximum=0.999)
-    group_by_prompt: bool = setting(True, "InstructGPT: all comparisons of a prompt in one batch element.")
+    group_by_prompt: bool = setting(
+        True, "--kind pm: InstructGPT's batching, all comparisons of a prompt in one batch element."
+    )
     center_rewards: float = setting(
-        0.0, "Coefficient of mean(r^2), keeps rewards centred near 0 (TRL's option).", minimum=0
+        0.0, "--kind pm: coefficient of mean(r^2), keeps rewards centred near 0 (TRL's option).", minimum=0
     )
     dropout: bool = setting(
         False, "Keep the backbone's dropout (off by default: it adds noise to every reward comparison)."
@@ -45,6 +60,13 @@ class TrainConfig:
     def validate(self) -> None:
         for s in declared(TrainConfig, "train-pm"):
             check_value(s, getattr(self, s.name))
+        defaults = TrainConfig()
+        for name in ("group_by_prompt", "center_rewards") if self.kind == "prm" else ("step_separator",):
+            if getattr(self, name) != getattr(defaults, name):
+                other = "pm" if self.kind == "prm" else "prm"
+                raise CaiError(f"--{name.replace('_', '-')} applies only with --kind {other}")
+        if not self.step_separator:
+            raise CaiError("--step-separator: empty")
 
 
 def load_backbone(spec: str, dropout: bool = False):
@@ -141,34 +163,11 @@ def evaluate(model, feats: list[dict], groups: list[pmdata.Group], collate, batc
     }
 
 
-def train(source: str, out: str, log=print, **settings) -> dict:
-    """Train on `source` (a run, a preference file or dataset) into `out`; returns the metrics."""
-    config = TrainConfig(source=source, out=out, **settings)
-    config.validate()
-    rows = pmdata.load_rows(source)  # input problems surface before any model loads
+def _arguments(config: TrainConfig, ckpt_dir: Path):
     import torch
-    from transformers import TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers import TrainingArguments
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    set_seed(config.seed)
-    started = time.monotonic()
-    groups = pmdata.group(rows, config.group_by_prompt)
-    train_groups, eval_groups = pmdata.split(groups, config.eval_fraction, config.seed)
-    model, tokenizer = load_backbone(config.backbone, config.dropout)
-    encode = pmdata.Encoder(tokenizer, config.max_length)
-    train_feats = pmdata.features(train_groups, encode)
-    eval_feats = pmdata.features(eval_groups, encode)
-    collate = pmdata.Collator(tokenizer.pad_token_id)
-    log(
-        f"train-pm: {len(rows)} pairs in {len(groups)} batch elements ({len(train_groups)} train, "
-        f"{len(eval_groups)} eval); {encode.truncated} responses truncated to {config.max_length} tokens"
-    )
-
-    out_dir = Path(out)
-    ckpt_dir = out_dir / "checkpoints"
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(ckpt_dir),
         num_train_epochs=config.epochs,
         learning_rate=config.lr,
@@ -185,12 +184,54 @@ def train(source: str, out: str, log=print, **settings) -> dict:
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_feats, data_collator=collate)
-    trainer.center = config.center_rewards
+
+
+def _resume(trainer, ckpt_dir: Path, log):
+    from transformers.trainer_utils import get_last_checkpoint
+
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     if last:
         log(f"train-pm: resuming from {last}")
-    result = trainer.train(resume_from_checkpoint=last)
+    return trainer.train(resume_from_checkpoint=last)
+
+
+def _start(config: TrainConfig) -> float:
+    import torch
+    from transformers import set_seed
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    return time.monotonic()
+
+
+def train(source: str, out: str, log=print, **settings) -> dict:
+    """Train on `source` (a run, a preference or steps file, or a dataset) into `out`; returns the metrics."""
+    config = TrainConfig(source=source, out=out, **settings)
+    config.validate()
+    if config.kind == "prm":
+        return train_prm(config, log)
+    rows = pmdata.load_rows(source)  # input problems surface before any model loads
+    started = _start(config)
+    groups = pmdata.group(rows, config.group_by_prompt)
+    train_groups, eval_groups = pmdata.split(groups, config.eval_fraction, config.seed)
+    model, tokenizer = load_backbone(config.backbone, config.dropout)
+    encode = pmdata.Encoder(tokenizer, config.max_length)
+    train_feats = pmdata.features(train_groups, encode)
+    eval_feats = pmdata.features(eval_groups, encode)
+    collate = pmdata.Collator(tokenizer.pad_token_id)
+    log(
+        f"train-pm: {len(rows)} pairs in {len(groups)} batch elements ({len(train_groups)} train, "
+        f"{len(eval_groups)} eval); {encode.truncated} responses truncated to {config.max_length} tokens"
+    )
+
+    out_dir = Path(out)
+    ckpt_dir = out_dir / "checkpoints"
+    trainer = _trainer_class()(
+        model=model, args=_arguments(config, ckpt_dir), train_dataset=train_feats, data_collator=collate
+    )
+    trainer.center = config.center_rewards
+    result = _resume(trainer, ckpt_dir, log)
     model = trainer.model
 
     metrics = evaluate(model, eval_feats or train_feats, eval_groups or train_groups, collate)
@@ -209,6 +250,56 @@ def train(source: str, out: str, log=print, **settings) -> dict:
             "train_groups": len(train_groups),
             "eval_groups": len(eval_groups),
             "truncated": encode.truncated,
+            "seconds": round(time.monotonic() - started, 2),
+            "config": asdict(config),
+        }
+    )
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def train_prm(config: TrainConfig, log=print) -> dict:
+    """A process reward model on step labels (`--kind prm`): soft BCE on each step's `step_p`; evaluated by step
+    accuracy, ECE and first-error accuracy on prompts held out."""
+    from cai.pm import prm
+
+    rows = prm.load_rows(config.source)  # input problems surface before any model loads
+    started = _start(config)
+    train_rows, eval_rows = prm.split(rows, config.eval_fraction, config.seed)
+    model, tokenizer = prm.load_backbone(config.backbone, config.dropout)
+    encode = prm.StepEncoder(tokenizer, config.step_separator.replace("\\n", "\n"), config.max_length)
+    train_feats, eval_feats = prm.features(train_rows, encode), prm.features(eval_rows, encode)
+    collate = prm.StepCollator(tokenizer.pad_token_id)
+    steps = sum(len(r.steps) for r in rows)
+    log(
+        f"train-pm: {len(rows)} solutions, {steps} steps ({len(train_rows)} train, {len(eval_rows)} eval solutions); "
+        f"{encode.cut_steps} steps cut by max_length {config.max_length}"
+    )
+    out_dir = Path(config.out)
+    ckpt_dir = out_dir / "checkpoints"
+    trainer = prm.trainer_class()(
+        model=model, args=_arguments(config, ckpt_dir), train_dataset=train_feats, data_collator=collate
+    )
+    result = _resume(trainer, ckpt_dir, log)
+    model = trainer.model
+    held = eval_feats or train_feats
+    metrics = prm.metrics(prm.predict(model, held, collate), [f["targets"] for f in held])
+    model.config.cai_kind = prm.KIND
+    model.config.cai_step_separator = encode.separator
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    metrics = {f"eval_{k}": v for k, v in metrics.items()}
+    metrics.update(
+        {
+            "kind": prm.KIND,
+            "train_loss": result.training_loss,
+            "train_steps": result.global_step,
+            "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+            "solutions": len(rows),
+            "steps": steps,
+            "train_solutions": len(train_rows),
+            "eval_solutions": len(eval_rows),
+            "cut_steps": encode.cut_steps,
             "seconds": round(time.monotonic() - started, 2),
             "config": asdict(config),
         }

@@ -21,6 +21,7 @@ class Stage:
     name      the `--stage` value, and the `stage` field of its skips
     split     the folder its rows go to (one parquet shard per chunk)
     inputs    the splits it may read; `--stage all` runs their writers first
+    in_all    whether `--stage all` runs it (a stage for another kind of prompt runs only when named)
     settings  its settings groups (cai.settings); the CLI makes flags of them
     templates the templates it renders, with sample values to check them before the engine starts
 
@@ -32,6 +33,7 @@ class Stage:
     name: ClassVar[str]
     split: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]] = ()
+    in_all: ClassVar[bool] = True
     settings: ClassVar[tuple[type, ...]] = ()
     templates: ClassVar[tuple[TemplateSpec, ...]] = ()
     task_categories: ClassVar[tuple[str, ...]] = ("text-generation",)  # the Hub's, for the dataset card

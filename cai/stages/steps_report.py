@@ -1,0 +1,155 @@
+"""The steps split's statistics and how they are told: `cai stats`, the run summary, the dataset card."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cai.stages.base import Stage
+
+if TYPE_CHECKING:
+    import polars as pl
+
+FIRST_ERRORS = 8  # first-error histogram: step 1 .. 7, then "8+"
+
+
+class StepsReport(Stage):
+    """What the steps stage says about its split: steps per solution, the share of steps labelled good, where
+    the first error falls, the judge's order consistency per principle, and final-answer accuracy where the
+    prompts had references. The stage (cai.stages.steps) extends this."""
+
+    o: Any  # the stage's StepsOptions
+
+    def stats(self, rows: pl.LazyFrame) -> dict:
+        import polars as pl
+
+        s = (
+            rows.select(
+                pl.len().alias("solutions"),
+                pl.col("id").n_unique().alias("prompts"),
+                pl.col("completions").list.len().mean().alias("steps_mean"),
+                pl.col("completions").list.len().max().alias("steps_max"),
+                pl.col("labels").list.len().sum().alias("steps"),
+                pl.col("labels").list.sum().sum().alias("good_steps"),
+                pl.col("first_error").is_null().sum().alias("all_good"),
+                pl.col("solution_p").mean().alias("solution_p_mean"),
+                pl.col("failed_votes").list.len().sum().alias("failed_votes"),
+                pl.col("correct").is_not_null().sum().alias("graded"),
+                pl.col("correct").sum().alias("correct"),
+            )
+            .collect()
+            .row(0, named=True)
+        )
+        step_p = rows.select(pl.col("step_p").explode()).select(pl.col("step_p").mean()).collect().item()
+        first = (
+            rows.filter(pl.col("first_error").is_not_null())
+            .select(pl.col("first_error").clip(0, FIRST_ERRORS - 1).alias("step"))
+            .group_by("step")
+            .len()
+            .sort("step")
+            .collect()
+            .rows(named=True)
+        )
+        votes = rows.select(pl.col("votes").explode()).unnest("votes").drop_nulls("principle")
+        per_principle = (
+            votes.with_columns(((pl.col("p_yes_ab") > 0.5) == (pl.col("p_yes_ba") > 0.5)).alias("consistent"))
+            .group_by("principle")
+            .agg(
+                ((pl.col("p_yes_ab") + pl.col("p_yes_ba")) / 2).mean().alias("p_mean"),
+                pl.col("consistent").mean().alias("consistent"),
+                pl.len().alias("votes"),
+            )
+            .sort("principle")
+            .collect()
+            .rows(named=True)
+        )
+        return {
+            **s,
+            "good_share": s["good_steps"] / s["steps"] if s["steps"] else None,
+            "step_p_mean": step_p,
+            "first_error_histogram": first,
+            "per_principle": per_principle,
+            "accuracy": s["correct"] / s["graded"] if s["graded"] else None,
+        }
+
+    def _labels(self, s: dict) -> str:
+        good = "n/a" if s["good_share"] is None else f"{100 * s['good_share']:.1f}%"
+        return (
+            f"{s['steps']} steps labelled, {good} good (mean step_p {s['step_p_mean']:.3f}), "
+            f"{s['all_good']} of {s['solutions']} solutions with no bad step, {s['failed_votes']} failed reads"
+        )
+
+    def _first_errors(self, s: dict) -> str:
+        counts = {r["step"]: r["len"] for r in s["first_error_histogram"]}
+        return "  ".join(
+            f"{i + 1 if i < FIRST_ERRORS - 1 else str(FIRST_ERRORS) + '+'}: {counts.get(i, 0)}"
+            for i in range(FIRST_ERRORS)
+        )
+
+    def _accuracy(self, s: dict) -> str:
+        if s["accuracy"] is None:
+            return ""
+        return f"final answer correct in {s['correct']} of {s['graded']} graded solutions ({100 * s['accuracy']:.1f}%)"
+
+    def summary_lines(self, s: dict) -> list[str]:
+        lines = [
+            f"steps          {s['solutions']} solutions of {s['prompts']} prompts, "
+            f"{s['steps_mean']:.1f} steps each (max {s['steps_max']})",
+            f"step labels    {self._labels(s)}",
+            f"first error    at step {self._first_errors(s)}",
+        ]
+        return lines + ([f"outcome        {self._accuracy(s)}"] if s["accuracy"] is not None else [])
+
+    def report_lines(self, s: dict) -> list[str]:
+        lines = [
+            "",
+            f"{'solutions / prompts':<28}{s['solutions']} / {s['prompts']}",
+            f"{'steps per solution':<28}{s['steps_mean']:.2f} (max {s['steps_max']})",
+            f"{'step labels':<28}{self._labels(s)}",
+            f"{'mean solution_p':<28}{s['solution_p_mean']:.3f}",
+        ]
+        if s["accuracy"] is not None:
+            lines.append(f"{'final answers':<28}{self._accuracy(s)}")
+        lines.append("first error at step (solutions):")
+        top = max([r["len"] for r in s["first_error_histogram"]] or [1])
+        for r in s["first_error_histogram"]:
+            step = f"{r['step'] + 1}" if r["step"] < FIRST_ERRORS - 1 else f"{FIRST_ERRORS}+"
+            lines.append(f"  {step:>3}  {'#' * max(1, round(30 * r['len'] / top))} {r['len']}")
+        lines.append("per principle (mean P(good step), order-consistent reads):")
+        lines += [
+            f"  {r['principle']:<26}{r['p_mean']:.3f}  {100 * r['consistent']:5.1f}%  ({r['votes']} votes)"
+            for r in s["per_principle"]
+        ]
+        return lines
+
+    def card_lines(self, s: dict) -> list[str]:
+        return [
+            f"- **`{self.split}`**: process supervision (Lightman et al. 2023) with AI feedback: `{self.o.solutions}` "
+            f"solutions split into steps by `{self.o.step_separator}`; every step was judged by the model under "
+            f"{self.o.step_principles} sampled principle(s) as a Yes/No question read from the log-probabilities "
+            "of one token, in both option orders. `step_p` is the mean P(good step), `labels` is `step_p >= 0.5` "
+            "(TRL's stepwise-supervision format), `first_error` the first bad step, `solution_p` the product of "
+            "`step_p`; `votes` holds every read."
+        ]
+
+    def card_use(self) -> list[str]:
+        return [
+            "Train a process reward model on the soft step labels with `cai train-pm --kind prm`, or with TRL's "
+            "`PRMTrainer` on the boolean ones:",
+            "",
+            "```python",
+            "from trl import PRMConfig, PRMTrainer",
+            "",
+            'trainer = PRMTrainer(model=model, args=PRMConfig(output_dir="prm"), processing_class=tokenizer, '
+            f'train_dataset={self.split}["train"])',
+            "trainer.train()",
+            "```",
+            "",
+        ]
+
+    def card_stats(self, s: dict) -> list[str]:
+        lines = [
+            f"- {s['solutions']} solutions of {s['prompts']} prompts, {s['steps_mean']:.1f} steps each",
+            f"- {self._labels(s)}",
+            f"- first error at step: {self._first_errors(s)}",
+        ]
+        return lines + ([f"- {self._accuracy(s)}"] if s["accuracy"] is not None else [])
