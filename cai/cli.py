@@ -160,6 +160,31 @@ def eval_self(data, as_json, plot, config_file, **flags):
     _eval_output(r, lines, as_json, plot if r["n"] else None, "P(True)")
 
 
+@eval_.command("steps")
+@click.option("--data", required=True, help="JSONL/parquet of {prompt, completions: [steps], labels: [true|false]}.")
+@click.option("--pm", help="Evaluate this process reward model (train-pm --kind prm) instead of the step judge.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plot", type=click.Path(), help="Write a PNG: reliability diagram and step accuracy per subset.")
+@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_run_options
+def eval_steps(data, pm, as_json, plot, config_file, **flags):
+    """The steps stage's judge (same template, principles and option orders as `cai generate --stage steps`),
+    or a process reward model with --pm, on steps people labelled: step accuracy, first-error accuracy,
+    calibration, per subset.
+
+    \b
+    Example:
+      cai eval steps --data data/eval/steps.jsonl --constitution reasoning
+    """
+    from cai import config as config_mod
+    from cai.evaluation.report import steps_lines
+    from cai.evaluation.steps import evaluate
+
+    config = config_mod.load(config_file, **{**flags, "stage": "steps"})
+    r = evaluate(config, data, pm=pm, log=lambda m: click.echo(m, err=True))
+    _eval_output(r, steps_lines(r), as_json, plot if r["steps"] else None, "step labels")
+
+
 @cli.command()
 def plugins():
     """List the installed stages, judges and backends (entry points cai.stages, cai.judges, cai.backends)."""

@@ -92,7 +92,8 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
     every = selected(config, every=True)
     specs = [spec for stage in every for spec in stage.template_specs()]
     identity = config.identity(ctx.constitution.sha256, ctx.templates.sha256(specs))
-    store.check(identity, force=config.force, defaults=config.identity_defaults())
+    free = unwritten(store, every)
+    store.check(identity, force=config.force, defaults=config.identity_defaults(), free=free)
     backend_cls = backends.get(config.backend) if backend is None else None
     summary = Summary(out=str(store.root), prompts=len(plan.prompts), duplicates=plan.duplicates)
     done = {stage.name: store.done_ids(stage.split) for stage in plan.stages}  # one read of the shards per split
@@ -115,6 +116,7 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
             splits={s.name: s.split for s in every},
             force=config.force,
             defaults=config.identity_defaults(),
+            free=free,
         )
         c = ctx.constitution
         store.record_source(config.model, config.seed, {"name": c.name, "path": c.path, "sha256": c.sha256})
@@ -128,6 +130,18 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
         summary.seconds = time.monotonic() - started
         store.close()
     return summary
+
+
+def unwritten(store: RunStore, every: list[Stage]) -> frozenset[str]:
+    """The settings that only stages with no rows in the folder use: they shape nothing written yet, so a later
+    invocation may set them (`--stage sl`, then `--stage steps --solutions sl` in the same folder)."""
+    from cai.config import catalogue
+
+    empty = {s.name for s in every if not store.count(s.split)}
+    users = catalogue().users
+    return frozenset(
+        k for k, owners in users.items() if owners and all(kind == "stage" and n in empty for kind, n in owners)
+    )
 
 
 def _run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summary) -> None:

@@ -8,16 +8,27 @@ from pathlib import Path
 from cai.errors import CaiError
 
 
-def items(source: str) -> tuple[list[dict], bool]:
+def items(source: str, pm: str | None = None) -> tuple[list[dict], bool]:
     """(items, is_preference) from a run, a preference file or dataset, or a file of completions (records with
     a prompt or messages, a `completion` or `response`, and an optional `reference`).
-    Items: {id, prompt, response, side, reference, p?}."""
+    Items: {id, prompt, response, side, reference, p?}. Step data (a run with only a steps split, or records
+    with `completions`) is refused by name: a pairwise model gives one reward per text, not per step."""
     from cai import inputs, stages
     from cai.pm.data import load_rows
     from cai.store import RunStore
 
-    sft, prefs = stages.get("sl").split, stages.get("rl").split
+    sft, prefs, steps = stages.get("sl").split, stages.get("rl").split, stages.get("steps").split
     path = Path(source)
+    run = RunStore(source) if RunStore.is_run(source) else None
+    stepwise = run is not None and run.count(steps) and not run.count(sft) and not run.count(prefs)
+    if not stepwise and path.is_file() and path.suffix in (".jsonl", ".json", ".parquet"):
+        first = (inputs.read_parquet(path) if path.suffix == ".parquet" else inputs.read_jsonl(path))[:1]
+        stepwise = bool(first) and "completions" in first[0][1]
+    if stepwise and pm is not None:
+        raise CaiError(
+            f"--pm {pm}: a pairwise preference model (train-pm --kind pm), but this data has steps: score them "
+            "with a process reward model (train-pm --kind prm)"
+        )
     if RunStore.is_run(source) and RunStore(source).count(sft) and not RunStore(source).count(prefs):
         rows = RunStore(source).read(sft, columns=["id", "prompt", "completion", "reference"])
         return [
@@ -97,7 +108,7 @@ def score(
         return score_steps(data, out, pm, const, aggregate or "product", batch_size, max_length)
     from cai.pm.score import rewards
 
-    found, is_pref = items(data)
+    found, is_pref = items(data, pm)
     lines = [{k: it[k] for k in ("id", "side", "prompt", "response")} for it in found]
     report: dict = {"scored": len(found), "out": out}
     if pm is not None:

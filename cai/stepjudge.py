@@ -4,9 +4,10 @@ For step k the model sees the problem, steps 1..k and then the principle's quest
 "(A) Yes (B) No" and then "(A) No (B) Yes"; P(Yes) is read from the option log-probs of the next token and the
 two orders are averaged (`StepVote.p`). The question comes after the steps, so every read of a
 solution (each step, principle and order) starts with the text of the steps before it: with vLLM's prefix
-cache the solution is prefilled about once, not once per step. To make the cache hold that prefix before the
-other reads are scheduled, each solution's longest read goes to the engine first (`prime`), then the rest.
-Used by the steps stage and by `cai eval steps`.
+cache the solution's steps are prefilled about once, not once per step (bench/steps.py measures it; sending
+each solution's longest read first, so its prefix is cached before the others are scheduled, computed exactly
+as many tokens as one call on vLLM's CPU build, so the reads go in one call). Used by the steps stage and by
+`cai eval steps`.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ class StepVerdict:
 
 
 @dataclass(frozen=True)
-class _Read:
+class Read:
+    """One question: step `step` of solution `solution` under `principle`, with Yes shown first or second."""
+
     solution: int
     step: int
     principle: str
@@ -122,11 +125,17 @@ def question(principle) -> str:
 
 
 def judge(ctx: RunContext, solutions: list[Solution], k: int, result: ChunkResult) -> list[StepVerdict | Failure]:
-    """Every step of every solution under k principles sampled per solution, both orders; in two engine
-    calls (the longest read of each solution, then the rest). A solution with a step that no principle read
-    in both orders is a Failure naming the step and the reasons."""
+    """Every step of every solution under k principles sampled per solution, both orders, in one engine call.
+    A solution with a step that no principle read in both orders is a Failure naming the step and the
+    reasons."""
+    asked, chosen = reads(ctx, solutions, k)
+    return verdicts(solutions, chosen, asked, ask(ctx, asked, result))
+
+
+def reads(ctx: RunContext, solutions: list[Solution], k: int) -> tuple[list[Read], list[tuple[str, ...]]]:
+    """The reads of every (solution, step, principle, order), and each solution's sampled principles."""
     answer = ctx.templates.render("step_answer.j2")
-    reads: list[_Read] = []
+    out: list[Read] = []
     chosen: list[tuple[str, ...]] = []
     for i, s in enumerate(solutions):
         principles = sample_principles(
@@ -145,12 +154,17 @@ def judge(ctx: RunContext, solutions: list[Solution], k: int, result: ChunkResul
                         option_a=a,
                         option_b=b,
                     )
-                    reads.append(_Read(i, step, p.id, order, continued(text, answer)))
-    p_a = _ask(ctx, reads, result)
+                    out.append(Read(i, step, p.id, order, continued(text, answer)))
+    return out, chosen
 
+
+def verdicts(
+    solutions: list[Solution], chosen: list[tuple[str, ...]], asked: list[Read], answers: list[float | Failure]
+) -> list[StepVerdict | Failure]:
+    """Each solution's step labels from its reads' P(A)."""
     got: list[dict[tuple[int, str, str], float]] = [{} for _ in solutions]
     failed: list[list[StepFailure]] = [[] for _ in solutions]
-    for r, q in zip(reads, p_a, strict=True):
+    for r, q in zip(asked, answers, strict=True):
         if isinstance(q, Failure):
             failed[r.solution].append(StepFailure(r.step, r.principle, r.order, q.reason))
         else:
@@ -178,22 +192,12 @@ def judge(ctx: RunContext, solutions: list[Solution], k: int, result: ChunkResul
     return out
 
 
-def _ask(ctx: RunContext, reads: list[_Read], result: ChunkResult) -> list[float | Failure]:
-    """P(A) of every read. Each solution's longest read (its last step) goes first, alone, so that its blocks
-    are in the prefix cache when the solution's other reads are scheduled: sent together, reads that start in
-    the same engine step would each compute the shared prefix."""
-    last: dict[int, int] = {}
-    for j, r in enumerate(reads):
-        if r.solution not in last or r.step > reads[last[r.solution]].step:
-            last[r.solution] = j
-    first = sorted(last.values())
-    rest = [j for j in range(len(reads)) if j not in set(first)]
-    out: list[float | Failure] = [Failure("not read")] * len(reads)
-    for batch, label in ((first, "step judge (prefix)"), (rest, "step judge")):
-        if not batch:
-            continue
-        sampling = Sampling(options=OPTIONS, continue_final=True, label=label)
-        completions = ctx.engine.generate([reads[j].chat for j in batch], sampling)
-        for j, (c,) in zip(batch, completions, strict=True):
-            out[j] = read_options(c, result, OPTIONS, f"step {reads[j].step + 1} {reads[j].order}")
-    return out
+def ask(ctx: RunContext, asked: list[Read], result: ChunkResult, share_prefix: bool = True) -> list[float | Failure]:
+    """P(A) of every read, in one engine call. `share_prefix=False` (benchmarks only) keeps every read from
+    reusing another's cached prefix: the cost of judging each step on its own."""
+    sampling = Sampling(options=OPTIONS, continue_final=True, share_prefix=share_prefix, label="step judge")
+    completions = ctx.engine.generate([r.chat for r in asked], sampling)
+    return [
+        read_options(c, result, OPTIONS, f"step {r.step + 1} {r.order}")
+        for r, (c,) in zip(asked, completions, strict=True)
+    ]

@@ -74,10 +74,13 @@ class RunStore:
         return (Path(path) / MANIFEST).is_file()
 
     # -- opening ------------------------------------------------------------------------------------
-    def check(self, identity: dict, *, force: bool = False, defaults: dict | None = None) -> dict | None:
+    def check(
+        self, identity: dict, *, force: bool = False, defaults: dict | None = None, free: frozenset[str] = frozenset()
+    ) -> dict | None:
         """Read-only: may a run of `identity` use this folder? Returns the previous manifest, if any.
         Refuses a non-empty folder that is not a cai run (unless force) and a run of another identity. A key
-        that one side lacks counts as its value in `defaults` (a setting added since the folder was written)."""
+        that one side lacks counts as its value in `defaults` (a setting added since the folder was written).
+        Keys in `free` may differ: settings of stages that have written no rows here yet (nothing to mix)."""
         previous = self.manifest()
         if previous is None and self.root.exists():
             if not self.root.is_dir():
@@ -94,7 +97,7 @@ class RunStore:
             def value(side: dict, k: str) -> object:
                 return side.get(k, defaults.get(k, missing))
 
-            diff = [k for k in sorted(set(old) | set(identity)) if value(old, k) != value(identity, k)]
+            diff = [k for k in sorted((set(old) | set(identity)) - free) if value(old, k) != value(identity, k)]
             if diff:
                 k = diff[0]
                 raise CaiError(
@@ -111,11 +114,18 @@ class RunStore:
         return p.is_dir() and all(_SHARD.match(c.name) or c.name.startswith(".") for c in p.iterdir())
 
     def open(
-        self, identity: dict, config: dict, *, splits: dict[str, str], force: bool = False, defaults: dict | None = None
+        self,
+        identity: dict,
+        config: dict,
+        *,
+        splits: dict[str, str],
+        force: bool = False,
+        defaults: dict | None = None,
+        free: frozenset[str] = frozenset(),
     ) -> dict | None:
         """Claim the folder for a run of `identity` (checked again), lock it, write the manifest with counts
         taken from the data on disk. `splits` maps each stage name to the split it writes."""
-        previous = self.check(identity, force=force, defaults=defaults)
+        previous = self.check(identity, force=force, defaults=defaults, free=free)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.root / LOCK, "w")
         try:

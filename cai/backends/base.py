@@ -25,6 +25,9 @@ class Sampling:
     # cannot constrain ignore it, so callers still validate what comes back.
     regex: str | None = None
     ignore_eos: bool = False  # benchmarks only: makes token counts equal across the compared runs
+    # Benchmarks only: False keeps each request from reusing any other's cached prefix (a cache salt of its
+    # own), to measure what prefix sharing saves.
+    share_prefix: bool = True
     label: str = ""  # shown on the progress bar
 
 

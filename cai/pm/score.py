@@ -9,8 +9,8 @@ from pathlib import Path
 from cai.errors import CaiError
 
 KINDS = {  # what `cai train-pm --kind` writes, by the architecture's suffix
-    "pm": ("ForSequenceClassification", "a pairwise preference model (one reward per text)"),
-    "prm": ("ForTokenClassification", "a process reward model (one probability per step)"),
+    "pm": ("ForSequenceClassification", "a pairwise preference model"),
+    "prm": ("ForTokenClassification", "a process reward model"),
 }
 
 

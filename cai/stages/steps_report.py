@@ -62,13 +62,16 @@ class StepsReport(Stage):
             .collect()
             .rows(named=True)
         )
+        # One key: `cai stats` merges every stage's section into one report, and these names are generic.
         return {
-            **s,
-            "good_share": s["good_steps"] / s["steps"] if s["steps"] else None,
-            "step_p_mean": step_p,
-            "first_error_histogram": first,
-            "per_principle": per_principle,
-            "accuracy": s["correct"] / s["graded"] if s["graded"] else None,
+            "steps": {
+                **s,
+                "good_share": s["good_steps"] / s["steps"] if s["steps"] else None,
+                "step_p_mean": step_p,
+                "first_error_histogram": first,
+                "per_principle": per_principle,
+                "accuracy": s["correct"] / s["graded"] if s["graded"] else None,
+            }
         }
 
     def _labels(self, s: dict) -> str:
@@ -90,7 +93,8 @@ class StepsReport(Stage):
             return ""
         return f"final answer correct in {s['correct']} of {s['graded']} graded solutions ({100 * s['accuracy']:.1f}%)"
 
-    def summary_lines(self, s: dict) -> list[str]:
+    def summary_lines(self, report: dict) -> list[str]:
+        s = report["steps"]
         lines = [
             f"steps          {s['solutions']} solutions of {s['prompts']} prompts, "
             f"{s['steps_mean']:.1f} steps each (max {s['steps_max']})",
@@ -99,7 +103,8 @@ class StepsReport(Stage):
         ]
         return lines + ([f"outcome        {self._accuracy(s)}"] if s["accuracy"] is not None else [])
 
-    def report_lines(self, s: dict) -> list[str]:
+    def report_lines(self, report: dict) -> list[str]:
+        s = report["steps"]
         lines = [
             "",
             f"{'solutions / prompts':<28}{s['solutions']} / {s['prompts']}",
@@ -146,7 +151,8 @@ class StepsReport(Stage):
             "",
         ]
 
-    def card_stats(self, s: dict) -> list[str]:
+    def card_stats(self, report: dict) -> list[str]:
+        s = report["steps"]
         lines = [
             f"- {s['solutions']} solutions of {s['prompts']} prompts, {s['steps_mean']:.1f} steps each",
             f"- {self._labels(s)}",

@@ -1,0 +1,422 @@
+"""Process supervision: step splitting, the step-label arithmetic, the steps stage, the soft-label PRM and its
+scoring, bad input, and TRL's PRMTrainer reading the steps split of a real run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+from conftest import ROOT, run_stage, write
+
+from cai import steps
+from cai.backends.scripted import ScriptedBackend
+from cai.config import RunConfig
+from cai.errors import CaiError
+
+REASONING = ROOT / "constitution" / "reasoning.yaml"
+MATH = ROOT / "data" / "prompts" / "math.jsonl"
+
+
+# -- splitting and arithmetic -----------------------------------------------------------------------------------
+def test_split_by_line_paragraph_and_literal_separator():
+    text = "<think>\nAdd 2 and 3.\n\n  That is 5.  \n</think>\nAnswer: 5"
+    assert steps.split(text) == ["<think>", "Add 2 and 3.", "That is 5.", "Answer: 5"][1:]
+    assert steps.split("a\nb\n\n\nc\nd", "paragraph") == ["a\nb", "c\nd"]
+    assert steps.split("one;; two ;;;;three", ";;") == ["one", "two", "three"]
+    assert steps.split("x\n\ny", "\\n\\n") == ["x", "y"]  # typed in a shell: the escapes arrive as text
+    assert steps.split("  \n\n </think> \n") == []
+    with pytest.raises(ValueError):
+        steps.split("a", "")
+
+
+def test_labels_first_error_and_solution_score_by_hand():
+    p = [0.9, 0.5, 0.49, 0.8]
+    assert steps.labels(p) == [True, True, False, True]  # 0.5 counts as good: TRL's labels are p >= 0.5
+    assert steps.first_error(steps.labels(p)) == 2
+    assert steps.first_error([True, True]) is None
+    assert steps.aggregate(p, "product") == pytest.approx(0.9 * 0.5 * 0.49 * 0.8)
+    assert steps.aggregate(p, "min") == 0.49
+    with pytest.raises(ValueError):
+        steps.aggregate([], "product")
+
+
+def test_step_votes_from_reads_both_orders_and_principles():
+    """P(A) with Yes first is P(Yes); with No first it is P(No). Two principles: the step's p is their mean."""
+    from cai.inputs import Prompt
+    from cai.records import Failure
+    from cai.stepjudge import Read, Solution, StepVerdict, verdicts
+
+    sol = Solution(Prompt("p1", ({"role": "user", "content": "q"},)), 0, "file", ("s1", "s2"))
+    asked = [
+        Read(0, step, pr, order, []) for step in (0, 1) for pr in ("a", "b") for order in ("yes-first", "no-first")
+    ]
+    # step 0: a reads 0.8 / 0.3 -> P(Yes) 0.8 and 0.7 -> 0.75; b reads 0.6 / 0.6 -> 0.6 and 0.4 -> 0.5
+    # step 1: a reads 0.2 / 0.9 -> 0.2 and 0.1 -> 0.15; b fails in one order, so only a counts
+    answers = [0.8, 0.3, 0.6, 0.6, 0.2, 0.9, 0.4, Failure("engine: boom")]
+    (v,) = verdicts([sol], [("a", "b")], asked, answers)
+    assert isinstance(v, StepVerdict)
+    assert v.step_p == pytest.approx((0.625, 0.15))
+    assert v.labels == [True, False] and v.first_error == 1
+    assert v.solution_p == pytest.approx(0.625 * 0.15)
+    assert [(x.step, x.principle, x.reason) for x in v.failed] == [(1, "b", "engine: boom")]
+    # A step that no principle read in both orders leaves the solution unlabelled, with the reason.
+    (lost,) = verdicts([sol], [("a",)], asked[:4] + asked[4:8:2], [0.8, 0.3, 0.6, 0.6, 0.2, Failure("context: long")])
+    assert isinstance(lost, Failure) and lost.reason.startswith("step 2: no principle was read in both orders")
+
+
+def test_soft_bce_against_hand_values_and_keeps_soft_labels():
+    import torch
+
+    from cai.pm.loss import soft_bce
+
+    logits = torch.tensor([[0.0, 5.0, 2.0]])
+    targets = torch.tensor([[0.7, -1.0, 0.2]])
+    mask = targets >= 0
+    # -(0.7 log σ(0) + 0.3 log σ(-0)) = log 2; -(0.2 log σ(2) + 0.8 log σ(-2)) = 1.726928...
+    hand = (math.log(2) + -(0.2 * math.log(1 / (1 + math.exp(-2))) + 0.8 * math.log(1 / (1 + math.exp(2))))) / 2
+    assert soft_bce(logits, targets, mask).item() == pytest.approx(hand, rel=1e-6)
+    # The loss is lowest where σ(logit) equals the soft label (0.7), not at int(0.7) = 0.
+    grid = torch.linspace(-4, 4, 801)
+    losses = [soft_bce(torch.tensor([[x]]), torch.tensor([[0.7]]), torch.tensor([[True]])).item() for x in grid]
+    best = grid[min(range(len(losses)), key=losses.__getitem__)].item()
+    assert 1 / (1 + math.exp(-best)) == pytest.approx(0.7, abs=0.01)
+
+
+def test_prm_metrics_by_hand():
+    from cai.pm.prm import metrics
+
+    m = metrics([[0.9, 0.2], [0.6]], [[1.0, 0.0], [0.4]])
+    assert m["step_accuracy"] == pytest.approx(2 / 3)
+    assert m["first_error_accuracy"] == pytest.approx(0.5)  # 1 == 1; None (0.6 good) != 0 (0.4 bad)
+    assert m["step_brier"] == pytest.approx((0.01 + 0.04 + 0.04) / 3)
+    assert m["steps"] == 3
+
+
+def test_step_encoder_puts_each_label_on_the_steps_last_token_and_counts_cuts():
+    from transformers import AutoTokenizer
+
+    from cai.models import resolve_backbone
+    from cai.pm.prm import StepEncoder
+
+    tok = AutoTokenizer.from_pretrained(resolve_backbone("all-minilm-l6-v2"))
+    enc = StepEncoder(tok, "\n", 512)
+    ids, ends = enc("what is two plus two", ["two plus two", "is four"])
+    assert len(ends) == 2 and all(ids[e] == tok.sep_token_id for e in ends)  # BERT drops "\n": its [SEP] marks ends
+    assert ids[0] == tok.cls_token_id and ends[-1] == len(ids) - 1
+    short = StepEncoder(tok, "\n", ends[0] + 1)
+    ids2, ends2 = short("what is two plus two", ["two plus two", "is four"])
+    assert ends2 == ends[:1] and len(ids2) == ends[0] + 1 and short.cut_steps == 1
+
+
+# -- the stage on the scripted engine (structure, batching, failures) -------------------------------------------
+def _solutions_file(tmp_path, records):
+    return write(tmp_path / "solutions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _config(tmp_path, data, **extra):
+    return RunConfig(
+        constitution=str(REASONING),
+        prompts=str(data),
+        out=str(tmp_path / "run"),
+        stage="steps",
+        backend="scripted",
+        solutions="file",
+        **extra,
+    )
+
+
+def test_stage_reads_every_step_in_one_call(tmp_path):
+    data = _solutions_file(
+        tmp_path,
+        [
+            {"prompt": "What is 2 + 3?", "reference": "5", "solution": "Add 2 and 3.\nThat is 5.\nAnswer: 5"},
+            {"prompt": "What is 4 * 2?", "solutions": [["Multiply 4 by 2.", "Answer: 8"], "Answer: 6"]},
+        ],
+    )
+    engine = ScriptedBackend()
+    from cai.inputs import load
+
+    prompts, _ = load(str(data))
+    result = run_stage("steps", _config(tmp_path, data, step_principles=2), engine, prompts, REASONING)
+    assert [len(r["completions"]) for r in result.rows] == [3, 2, 1]
+    # one call for the chunk's reads: 6 steps x 2 principles x 2 orders
+    assert [n for n, _ in engine.calls] == [6 * 2 * 2]
+    for row in result.rows:
+        assert len(row["votes"]) == 2 * len(row["completions"]) and len(row["principles"]) == 2
+        assert row["labels"] == [p >= 0.5 for p in row["step_p"]]
+        assert row["first_error"] == steps.first_error(row["labels"])
+        assert row["solution_p"] == pytest.approx(math.prod(row["step_p"]))
+        for k, p in enumerate(row["step_p"]):
+            here = [(v["p_yes_ab"] + v["p_yes_ba"]) / 2 for v in row["votes"] if v["step"] == k]
+            assert p == pytest.approx(sum(here) / len(here))
+    first = result.rows[0]
+    assert first["prompt"] == "What is 2 + 3?" and first["messages"][0]["content"] == "What is 2 + 3?"
+    assert first["correct"] is True and first["reference"] == "5"  # the accuracy rule on the final answer
+    assert result.rows[1]["correct"] is None  # no reference: not graded
+
+
+def test_step_reads_share_the_text_of_the_steps_before_them(tmp_path):
+    """The read of step k starts with everything the read of step k+1 has up to its own step: the prefix the
+    engine caches once per solution."""
+    from cai.constitution import load
+    from cai.inputs import Prompt
+    from cai.prompts import Templates
+    from cai.run import RunContext
+    from cai.stepjudge import Solution, reads
+    from cai.store import RunStore
+
+    config = RunConfig(constitution=str(REASONING), stage="steps", prompts="-", out=str(tmp_path))
+    ctx = RunContext(config, load(REASONING), Templates(), RunStore(tmp_path))
+    sol = Solution(Prompt("p", ({"role": "user", "content": "q?"},)), 0, "file", ("one", "two", "three"))
+    asked, _ = reads(ctx, [sol], 1)
+    texts = [r.chat[0]["content"] for r in asked if r.order == "yes-first"]
+    for k in range(2):
+        head = texts[k][: texts[k].index("Judge only step")]
+        assert texts[k + 1].startswith(head.rstrip("\n"))
+        assert "Step 3" not in texts[k]
+
+
+def test_a_failed_or_too_long_step_loses_only_its_solution_with_the_reason(tmp_path):
+    data = _solutions_file(
+        tmp_path,
+        [
+            {"prompt": "First?", "solutions": ["Fine step.\nAnswer: 1", "A BROKEN step.\nAnswer: 2"]},
+            {"prompt": "Second?", "solution": "word " * 400},
+        ],
+    )
+    from cai.inputs import load
+
+    prompts, _ = load(str(data))
+    engine = ScriptedBackend(fail_on="BROKEN", max_model_len=300)
+    result = run_stage("steps", _config(tmp_path, data), engine, prompts, REASONING)
+    assert [(r["prompt"], r["solution"]) for r in result.rows] == [("First?", 0)]
+    reasons = {s.id: s.reason for s in result.skips}
+    assert len(reasons) == 2
+    assert any("solution 1: step 1:" in r and "scripted failure" in r for r in reasons.values())
+    assert any("solution 0: step 1:" in r and "max_model_len 300" in r for r in reasons.values())
+
+
+def test_sampled_solutions_without_steps_are_on_record(tmp_path):
+    def reply(chat, sampling, seed, index):
+        return "   " if index == 1 else "Step one.\nStep two."
+
+    from cai.inputs import load
+
+    prompts, _ = load(str(MATH), limit=2)
+    config = RunConfig(
+        constitution=str(REASONING),
+        prompts=str(MATH),
+        out=str(tmp_path / "run"),
+        stage="steps",
+        backend="scripted",
+        solutions_per_prompt=2,
+    )
+    result = run_stage("steps", config, ScriptedBackend(reply=reply), prompts, REASONING)
+    assert len(result.rows) == 2 and all(r["source"] == "sampled" and r["solution"] == 0 for r in result.rows)
+    assert all("solution 1 (sampled): no steps after splitting by 'line'" in s.reason for s in result.skips)
+
+
+def test_solutions_from_an_sl_run(tmp_path):
+    from cai import backends
+    from cai.generate import generate
+    from cai.store import RunStore
+
+    out = tmp_path / "run"
+    base = dict(constitution=str(REASONING), prompts=str(MATH), out=str(out), backend="scripted", limit=3)
+    generate(RunConfig(stage="sl", rounds=2, **base), backend=backends.get("scripted")(), log=lambda *_: None)
+    config = RunConfig(stage="steps", solutions="sl", rounds=2, **base)
+    summary = generate(config, backend=backends.get("scripted")(), log=lambda *_: None)
+    rows = RunStore(out).read("steps")
+    assert summary.rows["steps"] == 9 == len(rows)  # 3 prompts x (initial + 2 revisions)
+    assert sorted({r["source"] for r in rows}) == ["sl initial", "sl revision 1", "sl revision 2"]
+    assert "steps" in summary.stats and any(line.startswith("step labels") for line in summary.lines)
+
+
+# -- bad input: one line, exit 2, nothing written ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "records, flags, message",
+    [
+        ([{"prompt": "q"}], [], r"solutions.jsonl:1: a solutions record needs exactly one of 'solution'"),
+        ([{"prompt": "q", "solution": "ok"}, {"prompt": "r", "steps": []}], [], r"solutions.jsonl:2: steps must be"),
+        ([{"prompt": "q", "solution": " \n </think>\n"}], [], r"solutions.jsonl:1: solution has no steps after"),
+        ([{"prompt": "q", "steps": ["a", " "]}], [], r"solutions.jsonl:1: steps: a step is empty"),
+        ([{"solution": "a"}], [], r"solutions.jsonl:1: missing field 'prompt' or 'messages'"),
+        ([{"prompt": "q", "solution": "a"}], ["--step-principles", "3"], r"--step-principles 3 but only 2 principles"),
+        ([{"prompt": "q", "solution": "a"}], ["--solutions-per-prompt", "2"], r"--solutions-per-prompt applies to"),
+    ],
+)
+def test_bad_steps_input_is_one_line_and_writes_nothing(tmp_path, cli, records, flags, message):
+    import re
+
+    data = _solutions_file(tmp_path, [{**r, "reference": "1"} for r in records])
+    out = tmp_path / "run"
+    r = cli(
+        "generate", "--stage", "steps", "--solutions", "file", "--constitution", REASONING, "--prompts", data,
+        "--backend", "scripted", "--out", out, *flags,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert re.search(message, r.stderr), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_steps_needs_a_principle_that_can_judge_a_step(tmp_path, cli):
+    const = write(tmp_path / "c.yaml", "name: c\nprinciples:\n  - id: short\n    rules:\n      - max_words: 5\n")
+    data = _solutions_file(tmp_path, [{"prompt": "q", "solution": "a"}])
+    r = cli("generate", "--stage", "steps", "--solutions", "file", "--constitution", const, "--prompts", data,
+            "--backend", "scripted", "--out", tmp_path / "run")  # fmt: skip
+    assert r.returncode == 2 and "no principle has a 'step' question or a critique request" in r.stderr
+
+
+# -- the PRM: train, score, and the wrong kind of model ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def steps_file(tmp_path_factory):
+    """A small labelled steps file in TRL's format with soft labels: bad steps mention 'wrong'."""
+    folder = tmp_path_factory.mktemp("steps")
+    rows = []
+    for i in range(24):
+        completions = [f"step one of problem {i}", f"step two is {'wrong' if i % 3 == 0 else 'right'}", "the end"]
+        step_p = [0.9, 0.1 if i % 3 == 0 else 0.8, 0.7]
+        rows.append({"prompt": f"problem {i}", "completions": completions, "labels": [p >= 0.5 for p in step_p],
+                     "step_p": step_p})  # fmt: skip
+    return write(folder / "steps.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def trained_prm(steps_file, tmp_path_factory):
+    from cai.pm import train
+
+    out = tmp_path_factory.mktemp("prm") / "prm"
+    metrics = train(str(steps_file), str(out), log=lambda *_: None, kind="prm", epochs=3, lr=1e-4, batch_size=4)
+    return out, metrics
+
+
+def test_train_prm_writes_a_token_classification_model_and_step_metrics(trained_prm):
+    out, m = trained_prm
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"][0].endswith("ForTokenClassification") and config["cai_kind"] == "prm"
+    assert m["kind"] == "prm" and m["solutions"] == 24 and m["steps"] == 72 and m["train_steps"] > 0
+    assert 0 <= m["eval_step_accuracy"] <= 1 and 0 <= m["eval_first_error_accuracy"] <= 1
+    assert 0 <= m["eval_step_ece"] <= 1 and m["eval_solutions"] + m["train_solutions"] == 24
+
+
+def test_score_a_prm_gives_step_scores_and_the_solution_score(trained_prm, steps_file, tmp_path, cli):
+    out, _ = trained_prm
+    for how in ("product", "min"):
+        r = cli("score", "--pm", out, "--data", steps_file, "--out", tmp_path / f"{how}.jsonl", "--aggregate", how)
+        assert r.returncode == 0, r.stderr
+        assert "scored the steps of 24 solutions" in r.stdout and "step accuracy" in r.stdout
+        lines = [json.loads(x) for x in (tmp_path / f"{how}.jsonl").read_text().splitlines()]
+        for line in lines:
+            assert len(line["step_scores"]) == 3 and all(0 < p < 1 for p in line["step_scores"])
+            want = math.prod(line["step_scores"]) if how == "product" else min(line["step_scores"])
+            assert line["score"] == pytest.approx(want)
+    # A whole solution text is split by line to be scored.
+    text = write(tmp_path / "texts.jsonl", json.dumps({"prompt": "q", "solution": "a\nb\n\nc"}) + "\n")
+    r = cli("score", "--pm", out, "--data", text, "--out", tmp_path / "t.jsonl")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((tmp_path / "t.jsonl").read_text())["step_scores"]) == 3
+
+
+def test_the_wrong_kind_of_model_is_one_line(trained_prm, steps_file, tiny_backbone, tmp_path, cli):
+    prm, _ = trained_prm
+    pairs = write(tmp_path / "pairs.jsonl", json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
+    cases = [
+        (("eval", "pm", "--pm", prm, "--data", pairs), "a process reward model (train-pm --kind prm), but this needs"),
+        (("score", "--pm", tiny_backbone, "--data", steps_file, "--out", tmp_path / "x.jsonl", "--aggregate", "min"),
+         "--aggregate applies to a process reward model"),
+        (("score", "--pm", tiny_backbone, "--data", steps_file, "--out", tmp_path / "y.jsonl"),
+         "a pairwise preference model (train-pm --kind pm), but this data has steps"),
+    ]  # fmt: skip
+    for args, message in cases:
+        r = cli(*args)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "y.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"prompt": "q", "completions": ["a"]}, "no 'labels' or 'step_p'"),
+        ({"prompt": "q", "completions": ["a", "b"], "labels": [True]}, "2 steps but 1 labels"),
+        ({"prompt": "q", "completions": ["a"], "step_p": [1.5]}, "step_p value 1.5 is not a probability"),
+        ({"prompt": "", "completions": ["a"], "labels": [True]}, "'prompt' must be text"),
+        ({"prompt": "q", "completions": [], "labels": []}, "'completions' must be a non-empty list"),
+    ],
+)
+def test_bad_prm_training_data_is_one_line(tmp_path, cli, row, message):
+    data = write(tmp_path / "bad.jsonl", json.dumps(row) + "\n")
+    r = cli("train-pm", data, "--kind", "prm", "--out", tmp_path / "m")
+    assert r.returncode == 2 and f"bad.jsonl:1: {message}" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+    flag = cli("train-pm", data, "--kind", "prm", "--center-rewards", "0.1", "--out", tmp_path / "m")
+    assert flag.returncode == 2 and "--center-rewards applies only with --kind pm" in flag.stderr
+
+
+# -- the real engine end to end, and TRL's PRMTrainer on the split --------------------------------------------
+def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_path):
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    import datasets
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from trl.experimental.prm import PRMConfig, PRMTrainer
+
+    from cai import stats
+    from cai.generate import generate
+    from cai.models import resolve_backbone
+    from cai.pm import train
+    from cai.store import RunStore
+
+    out = tmp_path / "run"
+    config = RunConfig(
+        constitution="reasoning",
+        prompts=str(MATH),
+        out=str(out),
+        stage="steps",
+        limit=3,
+        solutions_per_prompt=2,
+        max_tokens=48,
+        model="smollm2-135m",
+    )
+    summary = generate(config, backend=engine, log=lambda *_: None)
+    rows = RunStore(out).read("steps")
+    assert rows and summary.rows["steps"] == len(rows)
+    assert len(rows) + sum(r["reason"].count("solution ") for r in RunStore(out).skipped()) == 6
+    for r in rows:
+        assert isinstance(r["prompt"], str) and len(r["completions"]) == len(r["labels"]) == len(r["step_p"])
+        assert all(isinstance(x, bool) for x in r["labels"]) and all(0 <= p <= 1 for p in r["step_p"])
+        assert r["judge"] == "logprob" and r["model"] == "smollm2-135m" and r["correct"] in (True, False)
+        assert len(r["votes"]) == len(r["completions"])  # 1 principle per solution, both orders in each vote
+    s = stats.compute(out)["steps"]
+    assert s["solutions"] == len(rows) and s["steps"] == sum(len(r["completions"]) for r in rows)
+
+    # TRL's PRMTrainer reads the split as it is (it drops the evidence columns itself) and trains 2 steps.
+    path = resolve_backbone("all-minilm-l6-v2")
+    ds = datasets.load_dataset("parquet", data_files=[str(p) for p in RunStore(out).shards("steps")], split="train")
+    trainer = PRMTrainer(
+        model=AutoModelForTokenClassification.from_pretrained(path, num_labels=2),
+        args=PRMConfig(
+            output_dir=str(tmp_path / "trl"),
+            max_steps=2,
+            per_device_train_batch_size=2,
+            report_to=[],
+            use_cpu=True,
+            save_strategy="no",
+        ),
+        processing_class=AutoTokenizer.from_pretrained(path),
+        train_dataset=ds,
+    )
+    result = trainer.train()
+    assert result.global_step == 2 and math.isfinite(result.training_loss)
+
+    m = train(str(out), str(tmp_path / "prm"), log=lambda *_: None, kind="prm", epochs=1)
+    assert m["solutions"] == len(rows) and m["train_steps"] >= 1
+
+
+def test_prm_data_errors_name_the_run(tmp_path):
+    from cai.pm.prm import load_rows
+
+    with pytest.raises(CaiError, match="missing.jsonl: file not found"):
+        load_rows(str(tmp_path / "missing.jsonl"))
