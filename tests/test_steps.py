@@ -420,3 +420,57 @@ def test_prm_data_errors_name_the_run(tmp_path):
 
     with pytest.raises(CaiError, match="missing.jsonl: file not found"):
         load_rows(str(tmp_path / "missing.jsonl"))
+
+
+# -- cai eval steps -----------------------------------------------------------------------------------------------
+def test_eval_steps_figures_by_hand():
+    from cai.evaluation.data import LabelledSolution
+    from cai.evaluation.steps import report
+    from cai.inputs import Prompt
+
+    def sol(i, labels, subset):
+        return LabelledSolution(
+            Prompt(f"s{i}", ({"role": "user", "content": "q"},)), ("a",) * len(labels), labels, subset
+        )
+
+    records = [sol(0, (True, False), "x"), sol(1, (True, True, True), "y"), sol(2, (True,), "y")]
+    r = report(records, [[0.8, 0.6], [0.9, 0.7, 0.2], None], ["step 1: engine down"])
+    assert r["solutions"] == 3 and r["failed"] == 1 and r["steps"] == 5
+    assert r["accuracy"] == pytest.approx(3 / 5)  # 0.8 ok, 0.6 wrong, 0.9 ok, 0.7 ok, 0.2 wrong
+    assert r["first_error_accuracy"] == 0.0  # predicted no error vs 1; predicted 2 vs none
+    assert r["mean_p_good"] == pytest.approx((0.8 + 0.9 + 0.7 + 0.2) / 4) and r["mean_p_bad"] == pytest.approx(0.6)
+    assert r["subsets"]["x"]["accuracy"] == 0.5 and r["subsets"]["y"]["accuracy"] == pytest.approx(2 / 3)
+    assert r["failure_reasons"] == ["step 1: engine down"]
+
+
+def test_eval_steps_with_a_prm_on_the_shipped_set(trained_prm, tmp_path, cli):
+    out, _ = trained_prm
+    r = cli("eval", "steps", "--data", ROOT / "data" / "eval" / "steps.jsonl", "--pm", out, "--json",
+            "--plot", tmp_path / "s.png")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["solutions"] == 48 and report["steps"] == 160 and report["failed"] == 0
+    assert sorted(report["subsets"]) == ["algebra", "arithmetic", "setup", "units"]
+    assert 0 <= report["accuracy"] <= 1 and 0 <= report["ece"] <= 1
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    table = cli("eval", "steps", "--data", ROOT / "data" / "eval" / "steps.jsonl", "--pm", out)
+    assert "step accuracy" in table.stdout and "first error" in table.stdout
+
+
+def test_eval_steps_bad_data_is_one_line(tmp_path, cli):
+    data = write(tmp_path / "s.jsonl", json.dumps({"prompt": "q", "completions": ["a", "b"], "labels": [True]}) + "\n")
+    r = cli("eval", "steps", "--data", data, "--constitution", "reasoning")
+    assert r.returncode == 2 and "s.jsonl:1: 2 steps but 1 labels" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_eval_steps_judge_on_the_real_engine(engine, tmp_path):
+    from cai.evaluation.steps import evaluate
+
+    lines = (ROOT / "data" / "eval" / "steps.jsonl").read_text().splitlines()[:4]
+    path = write(tmp_path / "four.jsonl", "\n".join(lines) + "\n")
+    config = RunConfig(constitution="reasoning", stage="steps", step_principles=2, model="smollm2-135m")
+    r = evaluate(config, str(path), backend=engine, log=lambda *_: None)
+    assert r["solutions"] == 4 and r["failed"] == 0
+    assert r["steps"] == sum(len(json.loads(x)["labels"]) for x in lines)
+    assert 0 <= r["accuracy"] <= 1 and r["judge"] == "logprob" and r["step_principles"] == 2
