@@ -86,9 +86,9 @@ def main():
             engine.close()
         gen_seconds = time.perf_counter() - started
         rows = RunStore(run).read("steps")
-        test_ids = {r["id"] for r in rows if stable_unit("bestofn", args.seed, r["id"]) < 0.5}
-        train_rows = [r for r in rows if r["id"] not in test_ids]
-        test_rows = [r for r in rows if r["id"] in test_ids]
+        test_ids = {r["prompt_id"] for r in rows if stable_unit("bestofn", args.seed, r["prompt_id"]) < 0.5}
+        train_rows = [r for r in rows if r["prompt_id"] not in test_ids]
+        test_rows = [r for r in rows if r["prompt_id"] in test_ids]
         device = engine.__class__.__name__ + f" on {platform.processor() or platform.machine()}"
         print(
             f"{device}; model {args.model}: {len(rows)} solutions of {summary.prompts} problems in {gen_seconds:.0f} s "
@@ -128,7 +128,7 @@ def main():
         orm_scores = prm.step_scores(str(folder / "orm"), whole)["steps"]
         by_problem: dict[str, list[dict]] = {}
         for r, ps, os_ in zip(test_rows, prm_scores, orm_scores, strict=True):
-            by_problem.setdefault(r["id"], []).append(
+            by_problem.setdefault(r["prompt_id"], []).append(
                 {
                     "correct": bool(r["correct"]),
                     "text": "\n".join(r["completions"]),

@@ -96,7 +96,8 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
     store.check(identity, force=config.force, defaults=config.identity_defaults(), free=free)
     backend_cls = backends.get(config.backend) if backend is None else None
     summary = Summary(out=str(store.root), prompts=len(plan.prompts), duplicates=plan.duplicates)
-    done = {stage.name: store.done_ids(stage.split) for stage in plan.stages}  # one read of the shards per split
+    # one read of the shards per split
+    done = {stage.name: store.done_ids(stage.split, stage.key) for stage in plan.stages}
     todo = {stage.name: [p for p in plan.prompts if p.id not in done[stage.name]] for stage in plan.stages}
     if not any(todo.values()):
         log("nothing to do: every prompt is already in the run")

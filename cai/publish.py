@@ -60,7 +60,7 @@ def build(
         table, done = decisions.apply(table, stage.split, reviews)
         reviewed = {k: reviewed[k] + v for k, v in done.items()}
         test_mask = pa.array(
-            [_is_test(i, seed, test_fraction) for i in table.column("id").to_pylist()], type=pa.bool_()
+            [_is_test(i, seed, test_fraction) for i in table.column(stage.key).to_pylist()], type=pa.bool_()
         )  # typed: a split filtered down to no rows still splits
         for name, mask in (("train", pc.invert(test_mask)), ("test", test_mask)):
             part = table.filter(mask)

@@ -203,12 +203,13 @@ class RunStore:
             return []
         return sorted(p for p in folder.iterdir() if _SHARD.match(p.name))
 
-    def done_ids(self, split: str) -> set[str]:
+    def done_ids(self, split: str, column: str = "id") -> set[str]:
+        """The prompt ids in the split's shards (`column`: the stage's key)."""
         import pyarrow.parquet as pq
 
         done: set[str] = set()
         for shard in self.shards(split):
-            done.update(pq.read_table(shard, columns=["id"]).column("id").to_pylist())
+            done.update(pq.read_table(shard, columns=[column]).column(column).to_pylist())
         return done
 
     def count(self, split: str) -> int:

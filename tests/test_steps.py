@@ -474,3 +474,42 @@ def test_eval_steps_judge_on_the_real_engine(engine, tmp_path):
     assert r["solutions"] == 4 and r["failed"] == 0
     assert r["steps"] == sum(len(json.loads(x)["labels"]) for x in lines)
     assert 0 <= r["accuracy"] <= 1 and r["judge"] == "logprob" and r["step_principles"] == 2
+
+
+def test_stats_review_and_card_cover_the_steps_split(tmp_path, cli):
+    from cai import backends
+    from cai.generate import generate
+
+    out = tmp_path / "run"
+    config = RunConfig(
+        constitution=str(REASONING), prompts=str(MATH), out=str(out), stage="steps", backend="scripted", limit=6,
+        solutions_per_prompt=2,
+    )  # fmt: skip
+    engine = backends.get("scripted")(reply=lambda *a: "First.\nSecond.\nAnswer: 8")
+    generate(config, backend=engine, log=print)
+    again = generate(config, backend=engine, log=print)  # resume goes by prompt_id: nothing redone or duplicated
+    assert again.new_rows == {} and again.rows["steps"] == 12
+    r = cli("stats", out)
+    assert r.returncode == 0, r.stderr
+    assert "steps per solution" in r.stdout and "first error at step" in r.stdout and "per principle" in r.stdout
+    stats = json.loads(cli("stats", out, "--json").stdout)
+    assert stats["rows"] == {"steps": 12} and stats["steps"]["steps"] == 36
+    folder = tmp_path / "hub"
+    p = cli("publish", out, "--repo", "me/steps", "--dry-run", folder, "--test-fraction", "0.25")
+    assert p.returncode == 0, p.stderr
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    ds = datasets.load_dataset(str(folder), "steps")
+    assert ds["train"].num_rows + ds["test"].num_rows == 12
+    card = DatasetCard.load(folder / "README.md")
+    assert "token-classification" in card.data.task_categories and "process supervision" in card.text
+    assert "PRMTrainer" in card.text
+
+    from cai.review.query import Filters, page, row
+    from cai.store import RunStore
+
+    got = page(RunStore(out), Filters("steps", limit=5))
+    assert got["total"] == 12 and len(got["rows"]) == 5 and len({r["id"] for r in got["rows"]}) == 5
+    full = row(RunStore(out), "steps", got["rows"][0]["id"])
+    assert full["completions"] == ["First.", "Second.", "Answer: 8"]

@@ -22,6 +22,8 @@ class Stage:
     split     the folder its rows go to (one parquet shard per chunk)
     inputs    the splits it may read; `--stage all` runs their writers first
     in_all    whether `--stage all` runs it (a stage for another kind of prompt runs only when named)
+    key       the column holding the prompt's id: what resume and the train/test split go by (`id` is the
+              row's own id, which equals it where a prompt makes one row)
     settings  its settings groups (cai.settings); the CLI makes flags of them
     templates the templates it renders, with sample values to check them before the engine starts
 
@@ -34,6 +36,7 @@ class Stage:
     split: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]] = ()
     in_all: ClassVar[bool] = True
+    key: ClassVar[str] = "id"
     settings: ClassVar[tuple[type, ...]] = ()
     templates: ClassVar[tuple[TemplateSpec, ...]] = ()
     task_categories: ClassVar[tuple[str, ...]] = ("text-generation",)  # the Hub's, for the dataset card

@@ -128,6 +128,7 @@ class StepsStage(StepsReport):
     split = "steps"
     inputs = ("sft",)  # with --solutions sl
     in_all = False  # it wants problems whose solutions have checkable steps: run it by name
+    key = "prompt_id"  # a prompt makes several rows (one per solution); `id` names the row
     settings = (StepsOptions,)
     templates = stepjudge.TEMPLATES
     task_categories = ("text-generation", "token-classification")
@@ -146,7 +147,8 @@ class StepsStage(StepsReport):
         # evidence behind each label: the soft label it came from and every read.
         return pa.schema(
             [
-                ("id", pa.string()),
+                ("id", pa.string()),  # the row: <prompt_id>-<solution>
+                ("prompt_id", pa.string()),
                 ("solution", pa.int32()),  # tells a prompt's solutions apart
                 ("source", pa.string()),  # sampled, sl initial, sl revision N, file
                 ("prompt", pa.string()),
@@ -238,7 +240,8 @@ class StepsStage(StepsReport):
         accuracy = {r.id for r in ctx.constitution.rules if r.kind == "accuracy"}
         graded = [r.passed for r in checked if r.rule in accuracy]
         return {
-            "id": s.prompt.id,
+            "id": f"{s.prompt.id}-{s.index}",
+            "prompt_id": s.prompt.id,
             "solution": s.index,
             "source": s.source,
             "prompt": prompt_text(s.prompt.messages),

@@ -25,7 +25,7 @@ class StepsReport(Stage):
         s = (
             rows.select(
                 pl.len().alias("solutions"),
-                pl.col("id").n_unique().alias("prompts"),
+                pl.col("prompt_id").n_unique().alias("prompts"),
                 pl.col("completions").list.len().mean().alias("steps_mean"),
                 pl.col("completions").list.len().max().alias("steps_max"),
                 pl.col("labels").list.len().sum().alias("steps"),
