@@ -50,6 +50,8 @@ bench: setup
 	$(PY) bench/selfeval.py --quick
 	$(PY) bench/eval.py --quick
 	$(PY) bench/review.py
+	$(PY) bench/steps.py --quick
+	$(PY) bench/bestofn.py --quick
 
 clean:
 	rm -rf $(VENV) data/runs .pytest_cache

@@ -310,7 +310,11 @@ def score(pm, rules, data, out, batch_size, aggregate):
 @cli.command()
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--plot", type=click.Path(), help="Write a PNG: p_chosen histogram and per-principle consistency.")
+@click.option(
+    "--plot",
+    type=click.Path(),
+    help="Write a PNG: p_chosen histogram and per-principle consistency; for steps, where the first error falls.",
+)
 def stats(run, as_json, plot):
     """Summarise RUN: rows, skips, principle usage, lengths, label distribution, position consistency."""
     from cai import stats as stats_mod

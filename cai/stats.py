@@ -74,15 +74,25 @@ def render(s: dict, store: RunStore | None = None) -> str:
 
 
 def plot(s: dict, path: str) -> None:
-    """A PNG with the p_chosen histogram and the per-principle consistency bars."""
+    """A PNG: for a preference split, the p_chosen histogram and the per-principle consistency bars; for a steps
+    split, where the first error falls and the mean P(good step) per principle. One row per split."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if "p_chosen" not in s:
-        raise CaiError("--plot needs a preference split (run the rl stage first)")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rows = [draw for key, draw in (("p_chosen", _prefs_panels), ("steps", _steps_panels)) if key in s]
+    if not rows:
+        raise CaiError("--plot needs a preference or steps split (run the rl or steps stage first)")
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 4.5 * len(rows)), squeeze=False)
+    for draw, (a, b) in zip(rows, axes, strict=True):
+        draw(s, a, b)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _prefs_panels(s: dict, a, b) -> None:
     hist = s["p_chosen_histogram"]
     a.bar([r["bin"] + 0.05 for r in hist], [r["len"] for r in hist], width=0.09, color="#4c72b0")
     a.set(
@@ -98,9 +108,24 @@ def plot(s: dict, path: str) -> None:
     else:
         b.axis("off")
         b.text(0.5, 0.5, f"the {s['judge']} judge makes no two-order votes", ha="center", va="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+
+def _steps_panels(s: dict, a, b) -> None:
+    from cai.stages.steps_report import FIRST_ERRORS
+
+    st = s["steps"]
+    counts = {r["step"]: r["len"] for r in st["first_error_histogram"]}
+    labels = [str(i + 1) for i in range(FIRST_ERRORS - 1)] + [f"{FIRST_ERRORS}+", "none"]
+    values = [counts.get(i, 0) for i in range(FIRST_ERRORS)] + [st["all_good"]]
+    a.bar(labels, values, color=["#c44e52"] * FIRST_ERRORS + ["#55a868"])
+    a.set(title=f"first bad step ({st['solutions']} solutions)", xlabel="step", ylabel="solutions")
+    per = st["per_principle"]
+    b.barh([r["principle"] for r in per], [r["p_mean"] for r in per], color="#4c72b0", label="mean P(good step)")
+    b.scatter([r["consistent"] for r in per], [r["principle"] for r in per], color="#c44e52", zorder=3,
+              label="share of reads whose two orders agree")  # fmt: skip
+    b.axvline(0.5, color="#999999", linestyle="--", linewidth=1)
+    b.set(title="step reads per principle", xlim=(0, 1))
+    b.legend(loc="lower right", fontsize=8)
 
 
 def to_json(s: dict) -> str:
