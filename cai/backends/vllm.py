@@ -76,6 +76,8 @@ class VLLMBackend(Backend):
         path = resolve(model)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM's INFO lines drown our progress bars
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
+        # Its log lines go to stderr with our progress: stdout carries results (`--json` must parse).
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             import vllm
         except ImportError:

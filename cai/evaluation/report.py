@@ -141,5 +141,6 @@ def _subset_bars(b, r: dict) -> None:
         one = [100 * (r["subsets"][n]["one_order_accuracy"] or 0) for n in names]
         b.scatter(one, names, color="#c44e52", zorder=3, label="one order only")
     b.axvline(50, color="#999999", linestyle="--", linewidth=1)
-    b.set(title=f"accuracy per subset (overall {_pct(r['accuracy']).strip()})", xlabel="% of pairs", xlim=(0, 100))
+    unit = r.get("unit", "pairs")
+    b.set(title=f"accuracy per subset (overall {_pct(r['accuracy']).strip()})", xlabel=f"% of {unit}", xlim=(0, 100))
     b.legend(loc="lower right", fontsize=8)

@@ -109,5 +109,6 @@ def report(records: list[LabelledSolution], predicted: list[list[float] | None],
         failure_reasons=failed,
         subsets={name: {k: v for k, v in figures(g).items() if k != "reliability"} for name, g in subsets.items()},
         predicted="predicted P(good step)",
+        unit="steps",
     )
     return out
