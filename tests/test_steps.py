@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_stage, write
@@ -357,15 +360,33 @@ def test_bad_prm_training_data_is_one_line(tmp_path, cli, row, message):
 
 
 # -- the real engine end to end, and TRL's PRMTrainer on the split --------------------------------------------
-def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_path):
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    import datasets
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-    from trl.experimental.prm import PRMConfig, PRMTrainer
+TRL_PRM = """
+import sys
 
+import datasets
+import trl
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+from trl.experimental.prm import PRMConfig, PRMTrainer
+
+from cai.models import resolve_backbone
+
+path = resolve_backbone("all-minilm-l6-v2")
+ds = datasets.load_dataset("parquet", data_files=sys.argv[2:], split="train")
+trainer = PRMTrainer(
+    model=AutoModelForTokenClassification.from_pretrained(path, num_labels=2),
+    args=PRMConfig(output_dir=sys.argv[1], max_steps=2, per_device_train_batch_size=2, report_to=[], use_cpu=True,
+                   save_strategy="no"),
+    processing_class=AutoTokenizer.from_pretrained(path),
+    train_dataset=ds,
+)
+result = trainer.train()
+print(trl.__version__, result.global_step, result.training_loss)
+"""
+
+
+def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_path):
     from cai import stats
     from cai.generate import generate
-    from cai.models import resolve_backbone
     from cai.pm import train
     from cai.store import RunStore
 
@@ -392,24 +413,21 @@ def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_pat
     s = stats.compute(out)["steps"]
     assert s["solutions"] == len(rows) and s["steps"] == sum(len(r["completions"]) for r in rows)
 
-    # TRL's PRMTrainer reads the split as it is (it drops the evidence columns itself) and trains 2 steps.
-    path = resolve_backbone("all-minilm-l6-v2")
-    ds = datasets.load_dataset("parquet", data_files=[str(p) for p in RunStore(out).shards("steps")], split="train")
-    trainer = PRMTrainer(
-        model=AutoModelForTokenClassification.from_pretrained(path, num_labels=2),
-        args=PRMConfig(
-            output_dir=str(tmp_path / "trl"),
-            max_steps=2,
-            per_device_train_batch_size=2,
-            report_to=[],
-            use_cpu=True,
-            save_strategy="no",
-        ),
-        processing_class=AutoTokenizer.from_pretrained(path),
-        train_dataset=ds,
+    # TRL's PRMTrainer reads the split as it is (it drops the evidence columns itself) and trains 2 steps. It
+    # left TRL after 1.12: `make setup` puts that TRL in a folder of its own, imported here in a child process.
+    trl_prm = Path(sys.prefix) / "trl-prm"
+    assert (trl_prm / "trl").is_dir(), f"{trl_prm}: TRL 1.12 for PRMTrainer is missing: run `make setup`"
+    shards = [str(p) for p in RunStore(out).shards("steps")]
+    child = subprocess.run(
+        [sys.executable, "-c", TRL_PRM, str(tmp_path / "trl"), *shards],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(trl_prm), "TRL_EXPERIMENTAL_SILENCE": "1"},
     )
-    result = trainer.train()
-    assert result.global_step == 2 and math.isfinite(result.training_loss)
+    assert child.returncode == 0, child.stderr[-3000:]
+    version, steps, loss = child.stdout.split()[-3:]
+    assert version == "1.12.0" and steps == "2" and math.isfinite(float(loss))
 
     m = train(str(out), str(tmp_path / "prm"), log=lambda *_: None, kind="prm", epochs=1)
     assert m["solutions"] == len(rows) and m["train_steps"] >= 1

@@ -17,7 +17,7 @@ from cai.errors import CaiError
 from cai.sampling import stable_unit
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 KIND = "prm"
 
@@ -195,39 +195,15 @@ class StepCollator:
         return {"input_ids": ids, "attention_mask": attention, "targets": targets, "mask": targets >= 0}
 
 
-def load_backbone(spec: str, dropout: bool = False):
-    """A backbone with a one-logit token-classification head: σ(logit) at a step's end is P(step is good)."""
-    import torch
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-    from cai.models import resolve_backbone
-
-    path = resolve_backbone(spec)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-    if tokenizer.pad_token is None:
-        tokenizer.add_special_tokens({"pad_token": "<|cai_pad|>"})
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if not dropout:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-    return model, tokenizer
-
-
-def logits_of(model, batch) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
-
-
 def trainer_class():
     from transformers import Trainer
 
     from cai.pm.loss import soft_bce
+    from cai.pm.trainer import rewards_of
 
     class PRMTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            logits = logits_of(model, inputs)
+            logits = rewards_of(model, inputs)
             loss = soft_bce(logits, inputs["targets"], inputs["mask"])
             return (loss, {"logits": logits}) if return_outputs else loss
 
@@ -238,12 +214,14 @@ def predict(model, feats: list[dict], collate: StepCollator, batch_size: int = 1
     """P(step is good) of every labelled step of every item, in order."""
     import torch
 
+    from cai.pm.trainer import rewards_of
+
     model.eval()
     out: list[list[float]] = []
     with torch.no_grad():
         for start in range(0, len(feats), batch_size):
             chunk = feats[start : start + batch_size]
-            probs = torch.sigmoid(logits_of(model, collate(chunk)))
+            probs = torch.sigmoid(rewards_of(model, collate(chunk)))
             out += [[probs[i, e].item() for e in item["ends"]] for i, item in enumerate(chunk)]
     return out
 

@@ -14,8 +14,9 @@ KINDS = {  # what `cai train-pm --kind` writes, by the architecture's suffix
 }
 
 
-def kind_of(pm: str, flag: str = "--pm") -> str:
-    """ "pm" or "prm" for a folder written by `cai train-pm`; one line when it is neither."""
+def kind_of(pm: str, flag: str = "--pm", want: str | None = None) -> str:
+    """The kind ("pm" or "prm") of a folder written by `cai train-pm`; one line when it is neither (naming the
+    kind `want`ed, where the caller needs one)."""
     config = Path(pm) / "config.json"
     if not config.is_file():
         raise CaiError(f"{flag} {pm}: not a trained preference model folder (no config.json)")
@@ -26,8 +27,11 @@ def kind_of(pm: str, flag: str = "--pm") -> str:
     for kind, (suffix, _) in KINDS.items():
         if any(a.endswith(suffix) for a in architectures):
             return kind
+    found = ", ".join(architectures) or "model of unknown kind"
+    if want is not None:
+        raise CaiError(f"{flag} {pm}: a {found}, not {KINDS[want][1]} (cai train-pm --kind {want} writes one)")
     raise CaiError(
-        f"{flag} {pm}: a {', '.join(architectures) or 'model of unknown kind'}, not a model cai train-pm writes "
+        f"{flag} {pm}: a {found}, not a model cai train-pm writes "
         "(...ForSequenceClassification for pairs, ...ForTokenClassification for steps)"
     )
 
@@ -35,7 +39,7 @@ def kind_of(pm: str, flag: str = "--pm") -> str:
 def check_pm(pm: str, flag: str = "--pm", want: str = "pm") -> None:
     """One line when `pm` is not the kind of model the caller needs (a PRM where a pairwise PM is expected, or
     the reverse)."""
-    got = kind_of(pm, flag)
+    got = kind_of(pm, flag, want)
     if got != want:
         raise CaiError(
             f"{flag} {pm}: {KINDS[got][1]} (train-pm --kind {got}), but this needs {KINDS[want][1]} "

@@ -69,15 +69,18 @@ class TrainConfig:
             raise CaiError("--step-separator: empty")
 
 
-def load_backbone(spec: str, dropout: bool = False):
+def load_backbone(spec: str, dropout: bool = False, per_token: bool = False):
+    """The backbone with a one-output head: one reward per text (a pairwise PM), or with `per_token` one logit per
+    token (a PRM reads it at the end of each step)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     from cai.models import resolve_backbone
 
     path = resolve_backbone(spec)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    auto = AutoModelForTokenClassification if per_token else AutoModelForSequenceClassification
+    model = auto.from_pretrained(path, num_labels=1, dtype=torch.float32)
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
         # A decoder pools its last real token, found as the last token that is not padding; a pad token
         # shared with EOS would hide a real final EOS, so padding gets a token of its own.
@@ -86,8 +89,8 @@ def load_backbone(spec: str, dropout: bool = False):
     model.config.pad_token_id = tokenizer.pad_token_id
     tokenizer.padding_side = "right"
     if not dropout:
-        # Every loss term compares two rewards; dropout noise in either adds variance to each comparison.
-        # Off, the step is also cheaper: no masks drawn or kept for the backward (TRL does the same).
+        # Every loss term compares two rewards (or a probability with its label); dropout noise adds variance to
+        # each. Off, the step is also cheaper: no masks drawn or kept for the backward (TRL does the same).
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
@@ -95,6 +98,7 @@ def load_backbone(spec: str, dropout: bool = False):
 
 
 def rewards_of(model, batch) -> torch.Tensor:
+    """One output per text, or per token for a PRM."""
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
 
 
@@ -239,6 +243,17 @@ def train(source: str, out: str, log=print, **settings) -> dict:
     # model's config, and `cai score` applies them.
     model.config.cai_reward_mean = metrics["reward_mean"]
     model.config.cai_reward_std = metrics["reward_std"]
+    counts = {
+        "pairs": len(rows),
+        "train_groups": len(train_groups),
+        "eval_groups": len(eval_groups),
+        "truncated": encode.truncated,
+    }
+    return _finish(model, tokenizer, out_dir, metrics | counts, result, started, config)
+
+
+def _finish(model, tokenizer, out_dir: Path, metrics: dict, result, started: float, config: TrainConfig) -> dict:
+    """Save the model and its tokenizer, and the metrics with the run's training figures, in `out_dir`."""
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     metrics.update(
@@ -246,10 +261,6 @@ def train(source: str, out: str, log=print, **settings) -> dict:
             "train_loss": result.training_loss,
             "train_steps": result.global_step,
             "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
-            "pairs": len(rows),
-            "train_groups": len(train_groups),
-            "eval_groups": len(eval_groups),
-            "truncated": encode.truncated,
             "seconds": round(time.monotonic() - started, 2),
             "config": asdict(config),
         }
@@ -266,7 +277,7 @@ def train_prm(config: TrainConfig, log=print) -> dict:
     rows = prm.load_rows(config.source)  # input problems surface before any model loads
     started = _start(config)
     train_rows, eval_rows = prm.split(rows, config.eval_fraction, config.seed)
-    model, tokenizer = prm.load_backbone(config.backbone, config.dropout)
+    model, tokenizer = load_backbone(config.backbone, config.dropout, per_token=True)
     encode = prm.StepEncoder(tokenizer, config.step_separator.replace("\\n", "\n"), config.max_length)
     train_feats, eval_feats = prm.features(train_rows, encode), prm.features(eval_rows, encode)
     collate = prm.StepCollator(tokenizer.pad_token_id)
@@ -286,23 +297,14 @@ def train_prm(config: TrainConfig, log=print) -> dict:
     metrics = prm.metrics(prm.predict(model, held, collate), [f["targets"] for f in held])
     model.config.cai_kind = prm.KIND
     model.config.cai_step_separator = encode.separator
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    metrics = {f"eval_{k}": v for k, v in metrics.items()}
-    metrics.update(
-        {
-            "kind": prm.KIND,
-            "train_loss": result.training_loss,
-            "train_steps": result.global_step,
-            "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
-            "solutions": len(rows),
-            "steps": steps,
-            "train_solutions": len(train_rows),
-            "eval_solutions": len(eval_rows),
-            "cut_steps": encode.cut_steps,
-            "seconds": round(time.monotonic() - started, 2),
-            "config": asdict(config),
-        }
+    counts = {
+        "kind": prm.KIND,
+        "solutions": len(rows),
+        "steps": steps,
+        "train_solutions": len(train_rows),
+        "eval_solutions": len(eval_rows),
+        "cut_steps": encode.cut_steps,
+    }
+    return _finish(
+        model, tokenizer, out_dir, {f"eval_{k}": v for k, v in metrics.items()} | counts, result, started, config
     )
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
