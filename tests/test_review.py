@@ -259,3 +259,48 @@ def test_review_in_a_real_browser(fresh, browser, tmp_path, cli):
     assert "A person reviewed 2 rows" in card
     s = cli("stats", fresh)
     assert "reviewed by a person" in s.stdout and "1 dropped" in s.stdout
+
+
+def test_steps_rows_in_a_real_browser_and_a_relabelled_step(browser, tmp_path):
+    """A steps row: its prompt (a plain string) as a message, each step with its reads in both orders, and a
+    relabel by mouse that publish applies to that one solution."""
+    from conftest import ROOT
+
+    out = tmp_path / "steps"
+    config = RunConfig(
+        constitution="reasoning",
+        prompts=str(ROOT / "data" / "prompts" / "math.jsonl"),
+        out=str(out),
+        stage="steps",
+        backend="scripted",
+        limit=3,
+        solutions_per_prompt=2,
+    )
+    generate(config, backend=ScriptedBackend(reply=lambda *a: "Halve it.\nAnswer: 4"), log=lambda *_: None)
+    server = start(str(out))
+    page = browser.new_page(viewport={"width": 1400, "height": 900}, bypass_csp=True)  # lets the test poll
+    try:
+        page.goto(server.url)
+        page.wait_for_selector("#rows li")
+        assert page.input_value("#split") == "steps" and page.locator("#rows li").count() == 6
+        assert "Halve it. / Answer: 4" in page.inner_text("#rows li >> nth=0")
+        page.locator("#rows li").first.click()
+        page.wait_for_selector("#detail .step")
+        detail = page.inner_text("#detail")
+        assert "solution 0 (sampled)" in detail and "step 2:" in detail and "shown (A)" in detail
+        assert page.locator("#detail .role").count() == 1  # the prompt string is one message, not one per character
+        first_id = page.get_attribute("#rows li >> nth=0", "data-id")
+        before = RunStore(out).read("steps")
+        label = next(r for r in before if r["id"] == first_id)["labels"][1]
+        page.locator("#detail .step >> nth=1").locator("button").click()
+        page.wait_for_function("document.querySelector('#rows li.selected .badge').textContent !== 'new'")
+    finally:
+        page.close()
+        server.stop()
+    (decision,) = RunStore(out).reviews().values()
+    assert decision["id"] == first_id and decision["steps"] == {"1": not label}
+    table, done = decisions.apply(RunStore(out).table("steps"), "steps", RunStore(out).reviews())
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert rows[first_id]["labels"][1] is (not label) and done["relabelled"] == 1
+    others = [r for r in before if r["id"] != first_id and r["prompt_id"] == rows[first_id]["prompt_id"]]
+    assert others and all(rows[o["id"]]["labels"] == o["labels"] for o in others)  # the other solution untouched

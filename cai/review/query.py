@@ -92,6 +92,8 @@ def page(store: RunStore, f: Filters) -> dict:
     if f.q:
         needle = f.q.lower()
         texts = [_content(schema, c) for c in ("prompt", "chosen", "rejected", "completion") if c in names]
+        if "completions" in names:  # a steps row: its steps
+            texts.append(pl.col("completions").list.join("\n"))
         conds.append(pl.any_horizontal([t.str.to_lowercase().str.contains(needle, literal=True) for t in texts]))
     if f.principle:
         conds.append(principles.list.contains(f.principle))
@@ -107,6 +109,9 @@ def page(store: RunStore, f: Filters) -> dict:
     cols = [pl.col("id"), _content(schema, "prompt").str.slice(0, 300).alias("prompt"), principles.alias("principles")]
     if answer:
         cols.append(_content(schema, answer).str.slice(0, 300).alias("answer"))
+    elif "completions" in names:  # a steps row: which of the prompt's solutions, and its steps
+        cols.append(pl.col("completions").list.join(" / ").str.slice(0, 300).alias("answer"))
+        cols.append(pl.col("solution"))
     if "p_chosen" in names:
         cols.append(pl.col("p_chosen"))
     rows = frame.select(cols).slice(f.offset, f.limit).collect().to_dicts()

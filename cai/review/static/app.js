@@ -77,6 +77,8 @@ async function load() {
     li.appendChild(el("span", r.decision || "new", "badge " + (r.decision || "")));
     if (r.p_chosen !== undefined) li.appendChild(el("span", r.p_chosen.toFixed(2) + " ", "p"));
     li.appendChild(el("span", r.prompt));
+    // Steps rows: a prompt has several solutions, told apart by their index and their steps.
+    if (r.solution !== undefined) li.appendChild(el("span", ` · solution ${r.solution}: ${r.answer}`, "hint"));
     li.addEventListener("click", () => select(i));
     list.appendChild(li);
   });
@@ -134,7 +136,8 @@ function render(split, row) {
   bar.appendChild(el("span", row.decision ? `decided: ${row.decision.action}` : "not reviewed", "status"));
   d.appendChild(bar);
   d.appendChild(el("h3", "prompt"));
-  d.appendChild(messages(row.prompt));
+  // A steps row keeps its prompt as a plain string (TRL's stepwise format) and the chat in `messages`.
+  d.appendChild(typeof row.prompt === "string" ? messages(row.messages || [{ role: "user", content: row.prompt }]) : messages(row.prompt));
   if (info.pairs) renderPair(d, row);
   else if (info.steps) renderSteps(d, row);
   else renderTrace(d, row);
@@ -186,11 +189,20 @@ function renderTrace(d, row) {
 
 function renderSteps(d, row) {
   const changed = (row.decision && row.decision.steps) || {};
+  if (row.solution_p != null) {
+    const outcome = row.correct == null ? "" : row.correct ? " · final answer correct" : " · final answer wrong";
+    const first = row.first_error == null ? "no bad step" : `first bad step ${row.first_error + 1}`;
+    d.appendChild(el("h3", `solution ${row.solution} (${row.source}) · solution_p ${row.solution_p.toFixed(3)} · ${first}${outcome}`));
+  }
   (row.completions || []).forEach((text, i) => {
     const label = i in changed ? changed[i] : row.labels[i];
     const box = el("div", null, "step " + (label ? "good" : "bad"));
     box.appendChild(el("div", `step ${i + 1}: ${label ? "correct" : "incorrect"}` + (row.step_p ? ` (p ${row.step_p[i].toFixed(2)})` : "")));
     box.appendChild(el("div", text, "text"));
+    for (const v of (row.votes || []).filter((v) => v.step === i)) {
+      const split = (v.p_yes_ab > 0.5) !== (v.p_yes_ba > 0.5);
+      box.appendChild(el("div", `${v.principle}: P(yes) ${v.p_yes_ab.toFixed(2)} shown (A), ${v.p_yes_ba.toFixed(2)} shown (B)`, "hint" + (split ? " split" : "")));
+    }
     const b = el("button", "relabel");
     b.type = "button";
     b.addEventListener("click", () => { changed[i] = !label; decide((row.decision && row.decision.action) || "keep", changed); });
