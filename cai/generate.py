@@ -91,10 +91,11 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
     # a time into one folder must give that folder one identity. The counts leave out a stage that runs only
     # when named and has neither run here nor written rows (a steps split of 0 rows in every SL/RL summary).
     every = selected(config, every=True)
-    counted = [s for s in every if s.in_all or s.name in {p.name for p in plan.stages} or ctx.store.count(s.split)]
+    written = {s.name for s in every if store.count(s.split)}
+    counted = [s for s in every if s.in_all or s.name in written or s.name in {p.name for p in plan.stages}]
     specs = [spec for stage in every for spec in stage.template_specs()]
     identity = config.identity(ctx.constitution.sha256, ctx.templates.sha256(specs))
-    free = unwritten(store, every)
+    free = unwritten({s.name for s in every} - written)
     store.check(identity, force=config.force, defaults=config.identity_defaults(), free=free)
     backend_cls = backends.get(config.backend) if backend is None else None
     summary = Summary(out=str(store.root), prompts=len(plan.prompts), duplicates=plan.duplicates)
@@ -135,12 +136,11 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
     return summary
 
 
-def unwritten(store: RunStore, every: list[Stage]) -> frozenset[str]:
-    """The settings that only stages with no rows in the folder use: they shape nothing written yet, so a later
-    invocation may set them (`--stage sl`, then `--stage steps --solutions sl` in the same folder)."""
+def unwritten(empty: set[str]) -> frozenset[str]:
+    """The settings that only the stages named in `empty` (no rows in the folder) use: they shape nothing written
+    yet, so a later invocation may set them (`--stage sl`, then `--stage steps --solutions sl` in one folder)."""
     from cai.config import catalogue
 
-    empty = {s.name for s in every if not store.count(s.split)}
     users = catalogue().users
     return frozenset(
         k for k, owners in users.items() if owners and all(kind == "stage" and n in empty for kind, n in owners)

@@ -20,17 +20,20 @@ def items(source: str, pm: str | None = None) -> tuple[list[dict], bool]:
     sft, prefs, steps = stages.get("sl").split, stages.get("rl").split, stages.get("steps").split
     path = Path(source)
     run = RunStore(source) if RunStore.is_run(source) else None
-    stepwise = run is not None and run.count(steps) and not run.count(sft) and not run.count(prefs)
-    if not stepwise and path.is_file() and path.suffix in (".jsonl", ".json", ".parquet"):
-        first = (inputs.read_parquet(path) if path.suffix == ".parquet" else inputs.read_jsonl(path))[:1]
-        stepwise = bool(first) and "completions" in first[0][1]
+    counts = {split: run.count(split) for split in (sft, prefs, steps)} if run is not None else {}
+    records = None  # a file's records, read once
+    if path.is_file() and path.suffix in (".jsonl", ".json", ".parquet"):
+        records = inputs.read_parquet(path) if path.suffix == ".parquet" else inputs.read_jsonl(path)
+    stepwise = bool(counts.get(steps) and not counts[sft] and not counts[prefs]) or bool(
+        records and "completions" in records[0][1]
+    )
     if stepwise and pm is not None:
         raise CaiError(
             f"--pm {pm}: a pairwise preference model (train-pm --kind pm), but this data has steps: score them "
             "with a process reward model (train-pm --kind prm)"
         )
-    if RunStore.is_run(source) and RunStore(source).count(sft) and not RunStore(source).count(prefs):
-        rows = RunStore(source).read(sft, columns=["id", "prompt", "completion", "reference"])
+    if run is not None and counts[sft] and not counts[prefs]:
+        rows = run.read(sft, columns=["id", "prompt", "completion", "reference"])
         return [
             {
                 "id": r["id"],
@@ -41,8 +44,7 @@ def items(source: str, pm: str | None = None) -> tuple[list[dict], bool]:
             }
             for r in rows
         ], False
-    if path.is_file() and path.suffix in (".jsonl", ".json", ".parquet"):
-        records = inputs.read_parquet(path) if path.suffix == ".parquet" else inputs.read_jsonl(path)
+    if records is not None:
         if records and not {"chosen", "rejected"} <= set(records[0][1]):
             out = []
             for where, record in records:

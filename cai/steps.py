@@ -32,9 +32,13 @@ def split(text: str, separator: str = "line") -> list[str]:
     else:
         if not separator:
             raise ValueError("an empty step separator splits nothing")
-        # A separator typed in a shell arrives with its escapes as two characters: "\n" means a newline.
-        pieces = text.split(separator.replace("\\n", "\n").replace("\\t", "\t"))
+        pieces = text.split(unescape(separator))
     return [s for p in pieces if (s := p.strip()) and not _BARE_TAG.match(s)]
+
+
+def unescape(separator: str) -> str:
+    """A separator typed in a shell arrives with its escapes as two characters: "\\n" means a newline."""
+    return separator.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def mean(values: Sequence[float]) -> float:

@@ -44,21 +44,17 @@ def _text(r: LabelledSolution) -> str:
 def _judge(config: RunConfig, records: list[LabelledSolution], backend, log) -> tuple[list, list[str]]:
     from cai import stepjudge
     from cai.constitution import load
-    from cai.errors import CaiError
     from cai.prompts import Templates
     from cai.records import ChunkResult, Failure
     from cai.run import RunContext
+    from cai.stages.steps import StepsStage
     from cai.store import RunStore
 
     const = load(config.constitution)
-    if config.step_principles > len(const.steppable):
-        raise CaiError(
-            f"{const.path}: --step-principles {config.step_principles} but only {len(const.steppable)} principles "
-            "can judge a step"
-        )
     templates = Templates(config.templates)
     templates.check(stepjudge.TEMPLATES)
     ctx = RunContext(config, const, templates, RunStore(config.out or "."), log=log)  # reads only: never opened
+    StepsStage(config).check_judging(ctx)
     own = backend is None
     if own:
         log(f"starting the {config.backend} engine with {config.model} ...")

@@ -10,39 +10,41 @@ from cai.inputs import prompt_id
 from cai.sampling import stable_unit
 
 
-def load_rows(source: str) -> list[dict]:
-    """Rows in TRL's preference format (prompt, chosen, rejected; p_chosen optional, default 1.0) from a
-    cai run folder, a parquet/JSONL file, a folder of parquet files, or a `datasets` name."""
+def read_rows(source: str, stage: str, what: str) -> list[tuple[str, dict]]:
+    """(where, row) pairs of training data: the split of `stage` in a cai run folder, a folder of parquet shards,
+    a parquet or JSONL file, or a `datasets` name; `what` names the rows in errors ("preference", "step")."""
     from cai import stages
+    from cai.inputs import read_jsonl, read_parquet
     from cai.store import RunStore
 
     path = Path(source)
     if RunStore.is_run(path):
-        rows = RunStore(path).read(stages.get("rl").split)
+        split = stages.get(stage).split
+        rows = RunStore(path).read(split)
         if not rows:
-            raise CaiError(f"{source}: the run has no preference rows yet (run the rl stage)")
-    elif path.is_dir():
+            raise CaiError(f"{source}: the run has no {what} rows yet (run --stage {stage})")
+        return [(f"{source}: {split} row {i}", r) for i, r in enumerate(rows)]
+    if path.is_dir():
         files = sorted(path.glob("*.parquet"))
         if not files:
-            raise CaiError(f"{source}: no parquet files (expected a cai run or a folder of preference shards)")
-        import pyarrow.parquet as pq
+            raise CaiError(f"{source}: no parquet files (expected a cai run or a folder of {what} shards)")
+        return [pair for f in files for pair in read_parquet(f)]
+    if path.is_file():
+        return read_parquet(path) if path.suffix == ".parquet" else read_jsonl(path)
+    if path.suffix in (".jsonl", ".json", ".parquet"):
+        raise CaiError(f"{source}: file not found")
+    import datasets
 
-        rows = [r for f in files for r in pq.read_table(f).to_pylist()]
-    elif path.is_file() and path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        return [(f"{source}: row {i}", r) for i, r in enumerate(datasets.load_dataset(source, split="train"))]
+    except Exception as e:
+        raise CaiError(f"{source}: not a run, file or loadable dataset ({type(e).__name__})") from None
 
-        rows = pq.read_table(path).to_pylist()
-    elif path.is_file():
-        from cai.inputs import read_jsonl
 
-        rows = [r for _, r in read_jsonl(path)]
-    else:
-        import datasets
-
-        try:
-            rows = list(datasets.load_dataset(source, split="train"))
-        except Exception as e:
-            raise CaiError(f"{source}: not a run, file or loadable dataset ({type(e).__name__})") from None
+def load_rows(source: str) -> list[dict]:
+    """Rows in TRL's preference format (prompt, chosen, rejected; p_chosen optional, default 1.0) from a
+    cai run folder, a parquet/JSONL file, a folder of parquet files, or a `datasets` name."""
+    rows = [r for _, r in read_rows(source, "rl", "preference")]
     out = []
     for i, r in enumerate(rows):
         if not all(k in r for k in ("prompt", "chosen", "rejected")):

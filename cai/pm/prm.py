@@ -9,7 +9,6 @@ the target: the step's soft label `step_p` where the data has it, not `int(label
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cai import steps as steps_mod
@@ -40,39 +39,9 @@ def load_rows(source: str, need_labels: bool = True) -> list[StepRow]:
     """Solutions in TRL's stepwise format (prompt, completions, and labels and/or step_p) from a cai run folder
     (its steps/ split), a parquet or JSONL file, a folder of parquet files, or a `datasets` name. `step_p` is
     the target where present, else the boolean `labels`. Every bad row is one line naming it."""
-    from cai import stages
-    from cai.inputs import read_jsonl
-    from cai.store import RunStore
+    from cai.pm.data import read_rows
 
-    path = Path(source)
-    split = stages.get("steps").split
-    if RunStore.is_run(path):
-        rows = RunStore(path).read(split)
-        if not rows:
-            raise CaiError(f"{source}: the run has no step rows yet (run --stage steps)")
-        found = [(f"{source}: {split} row {i}", r) for i, r in enumerate(rows)]
-    elif path.is_dir():
-        files = sorted(path.glob("*.parquet"))
-        if not files:
-            raise CaiError(f"{source}: no parquet files (expected a cai run or a folder of step shards)")
-        import pyarrow.parquet as pq
-
-        found = [(f"{f}: row {i}", r) for f in files for i, r in enumerate(pq.read_table(f).to_pylist())]
-    elif path.is_file() and path.suffix == ".parquet":
-        from cai.inputs import read_parquet
-
-        found = read_parquet(path)
-    elif path.is_file():
-        found = read_jsonl(path)
-    elif path.suffix in (".jsonl", ".json", ".parquet"):
-        raise CaiError(f"{source}: file not found")
-    else:
-        import datasets
-
-        try:
-            found = [(f"{source}: row {i}", r) for i, r in enumerate(datasets.load_dataset(source, split="train"))]
-        except Exception as e:
-            raise CaiError(f"{source}: not a run, file or loadable dataset ({type(e).__name__})") from None
+    found = read_rows(source, "steps", "step")
     out = [_row(where, r, need_labels) for where, r in found]
     if not out:
         raise CaiError(f"{source}: no step rows")

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cai import steps as steps_mod
 from cai.errors import CaiError
 from cai.pm import data as pmdata
 from cai.settings import check_value, declared, setting
@@ -278,7 +279,7 @@ def train_prm(config: TrainConfig, log=print) -> dict:
     started = _start(config)
     train_rows, eval_rows = prm.split(rows, config.eval_fraction, config.seed)
     model, tokenizer = load_backbone(config.backbone, config.dropout, per_token=True)
-    encode = prm.StepEncoder(tokenizer, config.step_separator.replace("\\n", "\n"), config.max_length)
+    encode = prm.StepEncoder(tokenizer, steps_mod.unescape(config.step_separator), config.max_length)
     train_feats, eval_feats = prm.features(train_rows, encode), prm.features(eval_rows, encode)
     collate = prm.StepCollator(tokenizer.pad_token_id)
     steps = sum(len(r.steps) for r in rows)

@@ -195,16 +195,7 @@ class StepsStage(StepsReport):
 
     def check(self, ctx: RunContext) -> None:
         o, (sft,) = self.o, self.inputs
-        if not ctx.constitution.steppable:
-            raise CaiError(
-                f"{ctx.constitution.path}: no principle has a 'step' question or a critique request: nothing can "
-                "judge the steps"
-            )
-        if o.step_principles > len(ctx.constitution.steppable):
-            raise CaiError(
-                f"{ctx.constitution.path}: --step-principles {o.step_principles} but only "
-                f"{len(ctx.constitution.steppable)} principles can judge a step"
-            )
+        self.check_judging(ctx)
         if not o.step_separator:
             raise CaiError("--step-separator: empty; use line, paragraph or a separator text")
         if o.solutions == "sl" and not o.solutions_from and ctx.config.stage == self.name and not ctx.store.count(sft):
@@ -217,27 +208,42 @@ class StepsStage(StepsReport):
         if o.solutions == "file":
             self._table = self._file_table(ctx)
 
+    def check_judging(self, ctx: RunContext) -> None:
+        """What judging steps needs, whatever their source (also `cai eval steps`'s check)."""
+        o = self.o
+        if not ctx.constitution.steppable:
+            raise CaiError(
+                f"{ctx.constitution.path}: no principle has a 'step' question or a critique request: nothing can "
+                "judge the steps"
+            )
+        if o.step_principles > len(ctx.constitution.steppable):
+            raise CaiError(
+                f"{ctx.constitution.path}: --step-principles {o.step_principles} but only "
+                f"{len(ctx.constitution.steppable)} principles can judge a step"
+            )
+
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
-        """Solutions, then every step judged (two engine calls for the chunk), as rows of TRL's stepwise format.
+        """Solutions, then every step judged in one engine call for the chunk, as rows of TRL's stepwise format.
         A solution that cannot be labelled is on record in the skip log: one line per prompt naming each lost
         solution and why (a prompt whose other solutions made rows counts as done)."""
         result = ChunkResult()
         lost: dict[str, list[str]] = {}
         solutions = self.solutions(ctx, chunk, result, lost)
         verdicts = stepjudge.judge(ctx, solutions, self.o.step_principles, result)
+        accuracy = {r.id for r in ctx.constitution.rules if r.kind == "accuracy"}
         for s, v in zip(solutions, verdicts, strict=True):
             if isinstance(v, Failure):
                 lost.setdefault(s.prompt.id, []).append(f"solution {s.index}: {v.reason}")
             else:
-                result.rows.append(self._row(ctx, v))
+                result.rows.append(self._row(ctx, v, accuracy))
         for pid, reasons in lost.items():
             result.skip(pid, "; ".join(reasons))
         return result
 
-    def _row(self, ctx: RunContext, v: StepVerdict) -> dict:
+    def _row(self, ctx: RunContext, v: StepVerdict, accuracy: set[str]) -> dict:
+        """One solution's row; `accuracy`: the ids of the constitution's accuracy rules (they grade `correct`)."""
         s = v.solution
         checked = check_all(ctx.constitution.rules, s.text, s.prompt.reference)
-        accuracy = {r.id for r in ctx.constitution.rules if r.kind == "accuracy"}
         graded = [r.passed for r in checked if r.rule in accuracy]
         return {
             "id": f"{s.prompt.id}-{s.index}",
