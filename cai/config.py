@@ -17,6 +17,7 @@ import yaml
 
 from cai import plugins
 from cai.errors import CaiError
+from cai.executor import ExecutorOptions
 from cai.settings import Setting, build, check_value, declared, setting
 
 T = TypeVar("T")
@@ -57,8 +58,8 @@ class RunOptions:
     force: bool = setting(False, "Allow writing into a non-empty folder that is not a cai run.")
     chunk_size: int = setting(
         256,
-        "Prompts per chunk; each finished chunk is one shard (the unit of resume). "
-        "Wide enough to keep the engine's batch full.",
+        "Prompts per shard at most (the unit of resume); with --executor steps also the prompts per batched "
+        "engine call, which must be wide enough to keep the engine's batch full.",
         minimum=1,
     )
 
@@ -74,7 +75,7 @@ class SamplingOptions:
     top_p: float = setting(0.95, "Nucleus sampling.", identity=True, above=0, maximum=1)
 
 
-CORE = (RunOptions, SamplingOptions)
+CORE = (RunOptions, SamplingOptions, ExecutorOptions)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from cai import backends, inputs, stages
+from cai import backends, executor, inputs, stages
 from cai import constitution as constitution_mod
 from cai.config import RunConfig
 from cai.errors import CaiError
@@ -32,6 +32,7 @@ class Summary:
     engine_seconds: float = 0.0
     stats: dict = field(default_factory=dict)  # stage -> its statistics of its split (Stage.stats)
     lines: list = field(default_factory=list)  # what the stages say of their splits, for the printed summary
+    loads: dict = field(default_factory=dict)  # stage -> how full the engine was while it ran (backends.load.Load)
 
     @property
     def tokens_per_second(self) -> float:
@@ -79,6 +80,10 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Plan:
     ctx = RunContext(config, const, templates, RunStore(config.out), log=log)
     for stage in run:
         stage.check(ctx)
+    if config.backend == "vllm" and config.speculative:
+        from cai.backends.vllm import check_speculative
+
+        check_speculative(config, [s.name for s in run])
     return Plan(ctx, run, prompts, duplicates)
 
 
@@ -125,7 +130,7 @@ def generate(config: RunConfig, backend: backends.Backend | None = None, log: Ca
         c = ctx.constitution
         store.record_source(config.model, config.seed, {"name": c.name, "path": c.path, "sha256": c.sha256})
         for stage in plan.stages:
-            _run_stage(ctx, stage, todo[stage.name], summary)
+            executor.run_stage(ctx, stage, todo[stage.name], summary)
     finally:
         if own and backend is not None:
             backend.close()
@@ -145,34 +150,6 @@ def unwritten(empty: set[str]) -> frozenset[str]:
     return frozenset(
         k for k, owners in users.items() if owners and all(kind == "stage" and n in empty for kind, n in owners)
     )
-
-
-def _run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summary) -> None:
-    if not todo:
-        return
-    size = ctx.config.chunk_size
-    ctx.log(f"{stage.name}: {len(todo)} prompts to do in {-(-len(todo) // size)} chunk(s)")
-    schema = stage.schema()
-    for start in range(0, len(todo), size):
-        chunk = todo[start : start + size]
-        t0 = time.monotonic()
-        result = stage.run(ctx, chunk)
-        elapsed = time.monotonic() - t0
-        ctx.store.write_chunk(
-            stage.name,
-            stage.split,
-            result.rows,
-            schema,
-            result.skips,
-            {p.id for p in chunk},
-            (result.prompt_tokens, result.output_tokens),
-            elapsed,
-        )
-        summary.new_rows[stage.split] = summary.new_rows.get(stage.split, 0) + len(result.rows)
-        summary.prompt_tokens += result.prompt_tokens
-        summary.output_tokens += result.output_tokens
-        summary.truncated += result.truncated
-        summary.engine_seconds += elapsed
 
 
 def _summarise(store: RunStore, every: list[Stage], summary: Summary) -> None:

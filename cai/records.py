@@ -52,6 +52,15 @@ class ChunkResult:
     def skip(self, prompt_id: str, reason: str) -> None:
         self.skips.append(Skip(prompt_id, reason))
 
+    def add(self, other: ChunkResult) -> None:
+        """Fold another result in (the streaming executor gathers one per prompt into a shard)."""
+        self.rows += other.rows
+        self.skips += other.skips
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_tokens += other.cached_tokens
+        self.output_tokens += other.output_tokens
+        self.truncated += other.truncated
+
 
 def with_system(constitution: Constitution, messages: Sequence[dict]) -> list[dict]:
     """The prompt's own messages, behind the constitution's system prompt unless the prompt brings one."""

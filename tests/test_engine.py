@@ -103,6 +103,8 @@ def test_cli_run_killed_mid_way_resumes_without_loss(tmp_path):
         "3",
         "--chunk-size",
         "1",
+        "--in-flight",  # one prompt at a time, so the kill lands between shards
+        "1",
         "--rounds",
         "1",
         "--max-tokens",

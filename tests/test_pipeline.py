@@ -47,9 +47,10 @@ def test_backends_are_registered_as_entry_points():
         backends.get("nope")
 
 
-def test_sl_rows_have_trl_shape_and_full_trace(tmp_path):
+@pytest.mark.parametrize("executor", ["stream", "steps"])
+def test_sl_rows_have_trl_shape_and_full_trace(tmp_path, executor):
     engine = scripted()
-    summary = generate(config(tmp_path, stage="sl"), backend=engine, log=quiet)
+    summary = generate(config(tmp_path, stage="sl", executor=executor), backend=engine, log=quiet)
     rows = RunStore(tmp_path / "run").read("sft")
     assert summary.rows["sft"] == len(rows) == 7
     for row in rows:
@@ -59,8 +60,28 @@ def test_sl_rows_have_trl_shape_and_full_trace(tmp_path):
         assert [r["round"] for r in row["revisions"]] == [1, 2]
         assert all(r["critique"].startswith("Critique") for r in row["revisions"])
         assert row["initial"].startswith("Answer")
-    # one engine call per step over the whole chunk: 3 chunks x (initial + 2 rounds x 2 steps)
-    assert [n for n, _ in engine.calls] == [3] * 5 + [3] * 5 + [1] * 5
+    if executor == "steps":  # one engine call per step over the whole chunk: 3 chunks x (initial + 2 x 2 steps)
+        assert [n for n, _ in engine.calls] == [3] * 5 + [3] * 5 + [1] * 5
+    else:  # each prompt's own chain: initial + 2 rounds x (critique, revision), one request at a time
+        assert [n for n, _ in engine.calls] == [1] * 7 * 5
+    # at most --chunk-size prompts per shard either way
+    shards = RunStore(tmp_path / "run").shards("sft")
+    assert sorted(pq.read_metadata(p).num_rows for p in shards) == [1, 3, 3] or executor == "stream"
+    assert all(pq.read_metadata(p).num_rows <= 3 for p in shards)
+
+
+def test_stream_and_steps_make_the_same_rows(tmp_path):
+    """Replies depend on the chat and the request's seed only (as vLLM's with per-request seeds): the executor,
+    the timing and the number in flight change nothing in the rows."""
+    runs = {}
+    for name, kw in {"steps": dict(executor="steps"), "stream": {}, "stream1": dict(in_flight=1)}.items():
+        generate(config(tmp_path / name, stage="all", **kw), backend=scripted(delay=0.002), log=quiet)
+        runs[name] = {
+            split: sorted(RunStore(tmp_path / name / "run").read(split), key=lambda r: r["id"])
+            for split in ("sft", "prefs")
+        }
+        assert len(runs[name]["sft"]) == 7 and runs[name]["prefs"], kw
+    assert runs["steps"] == runs["stream"] == runs["stream1"]
 
 
 def test_critique_chat_puts_system_and_few_shot_first(tmp_path):

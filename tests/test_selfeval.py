@@ -73,7 +73,7 @@ def test_every_text_of_the_trace_gets_p_true_and_keep_best_takes_the_highest(tmp
         assert row["kept"] == 2  # a tie between the revisions goes to the later
         assert row["completion"][0]["content"] == row["revisions"][1]["revision"]
     reads = [n for n, s in engine.calls if s.options]
-    assert reads == [3 * 3 * 2]  # one engine call: 3 prompts x 3 texts x 2 option orders
+    assert reads == [3 * 2] * 3  # one engine call per prompt (each streams on its own): 3 texts x 2 option orders
 
 
 def test_brainstormed_samples_are_shown_before_the_answer(tmp_path):
@@ -90,7 +90,7 @@ def test_brainstormed_samples_are_shown_before_the_answer(tmp_path):
         self_eval_samples=3,
     )
     generate(config, backend=engine, log=lambda *_: None)
-    assert [s.n for _, s in engine.calls if s.label == "self-eval brainstorm"] == [3]
+    assert [s.n for _, s in engine.calls if s.label == "self-eval brainstorm"] == [3, 3]  # one call per prompt
     assert all("Possible answer 3:" in q and q.index("Possible answer 1") < q.index("Proposed answer") for q in seen)
 
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from cai.backends.load import Meter
 from cai.settings import setting
 
 
@@ -67,14 +68,23 @@ class ContextOptions:
 class Backend:
     """An engine. Subclasses implement `generate`; everything else has a working default.
 
-    `generate(chats, sampling, seeds)` takes a whole stage round at once so the engine can schedule it
-    (continuous batching); it returns, for every chat, `sampling.n` completions. A request that fails
-    comes back as a Completion with `error` set, so one bad prompt never sinks the rest of the round.
+    `generate(chats, sampling, seeds)` returns, for every chat, `sampling.n` completions, in input order. A
+    request that fails comes back as a Completion with `error` set, so one bad prompt never sinks the rest.
     `seeds` (one per chat) make sampling reproducible whatever the batch it lands in.
+
+    The streaming executor calls `generate` from many threads at once (one prompt's chain each): a backend
+    that sets `concurrent` serves every call in flight together, so a request joins the engine's running
+    batch as soon as it is made; for one that does not, the executor makes the calls one at a time.
+    `slots` is how many requests the engine runs at once (how many prompts to keep in flight), and `meter`,
+    where the engine can tell, samples how many it is running.
     """
 
     settings: ClassVar[tuple[type, ...]] = ()  # its settings groups (cai.settings); the CLI makes flags of them
     model = ""
+    concurrent: ClassVar[bool] = False
+    slots = 1
+    meter: Meter | None = None
+    progress = False  # draw a progress bar for each labelled call (the streaming executor draws its own)
 
     @classmethod
     def from_config(cls, config: Any) -> Backend:

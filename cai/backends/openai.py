@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import threading
 from dataclasses import dataclass
 
 from cai.backends.base import Backend, Completion, Sampling, failed
+from cai.backends.load import Meter
 from cai.errors import CaiError
 from cai.retries import transient_status
 from cai.settings import setting
@@ -32,12 +35,15 @@ class ServerOptions:
 
 
 class OpenAIBackend(Backend):
-    """Spreads each round's requests over `base_urls` with at most `concurrency` in flight; results come
-    back in input order. Transient failures are retried with exponential backoff and jitter, up to
-    `attempts` tries or `retry_seconds`; a request that still fails comes back with its reason (the run
-    records it in skipped.jsonl, and a rerun retries exactly those)."""
+    """Spreads requests over `base_urls` with at most `concurrency` in flight across every call; results come
+    back in input order. Every request is its own task on one event loop (a thread of its own), so calls
+    from many threads (the streaming executor's chains) share the servers with no barrier between them.
+    Transient failures are retried with exponential backoff and jitter, up to `attempts` tries or
+    `retry_seconds`; a request that still fails comes back with its reason (the run records it in
+    skipped.jsonl, and a rerun retries exactly those)."""
 
     settings = (ServerOptions,)
+    concurrent = True
 
     def __init__(
         self,
@@ -63,6 +69,16 @@ class OpenAIBackend(Backend):
         self._httpx = httpx
         self.model = self._served_model(model)
         self._option_ids: dict[tuple[str, ...], dict[str, int] | None] = {}  # per option set
+        self._options_lock = threading.Lock()
+        self.slots = concurrency
+        self.meter: Meter = Meter(concurrency, "requests in flight, counted by cai")
+        self._in_flight = 0
+        self._turn = itertools.count()  # round-robin over the servers, across calls
+        self._started = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client = None
+        self._gate: asyncio.Semaphore | None = None
 
     @classmethod
     def from_config(cls, config) -> OpenAIBackend:
@@ -98,6 +114,10 @@ class OpenAIBackend(Backend):
         """Token ids of the options (the judge's letters, the meta judge's " Yes"/" No") from vLLM's
         /tokenize, so their log-probs are requested exactly (logprob_token_ids). Servers without it
         fall back to the top-20 log-probs. Looked up once per option set."""
+        with self._options_lock:
+            return self._lookup(options)
+
+    def _lookup(self, options: tuple[str, ...]) -> dict[str, int] | None:
         if options not in self._option_ids:
             ids: dict[str, int] = {}
             for opt in options:
@@ -151,26 +171,56 @@ class OpenAIBackend(Backend):
         if not chats:
             return []
         bodies = [self._body(c, sampling, None if seeds is None else seeds[i]) for i, c in enumerate(chats)]
-        return asyncio.run(self._all(bodies, sampling))
+        return asyncio.run_coroutine_threadsafe(self._all(bodies, sampling), self._event_loop()).result()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The one loop all requests run on, started on first use."""
+        with self._started:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="cai-server-loop", daemon=True)
+                self._thread.start()
+            return self._loop
 
     async def _all(self, bodies, sampling):
         from tqdm.auto import tqdm
 
-        limits = self._httpx.Limits(max_connections=self.concurrency)
-        gate = asyncio.Semaphore(self.concurrency)
+        if self._client is None:  # made on the loop, shared by every call: one connection pool, one limit
+            limits = self._httpx.Limits(max_connections=self.concurrency)
+            self._client = self._httpx.AsyncClient(timeout=self.timeout, limits=limits, headers=self.headers)
+            self._gate = asyncio.Semaphore(self.concurrency)
+        client, gate = self._client, self._gate
+        assert gate is not None
         bar = tqdm(total=len(bodies), desc=sampling.label, disable=not (self.progress and sampling.label))
-        async with self._httpx.AsyncClient(timeout=self.timeout, limits=limits, headers=self.headers) as client:
 
-            async def one(i, body):
-                async with gate:
-                    url = self.base_urls[i % len(self.base_urls)]  # spread the round over the servers
+        async def one(body):
+            async with gate:
+                url = self.base_urls[next(self._turn) % len(self.base_urls)]
+                self._in_flight += 1
+                self.meter.sample(self._in_flight)
+                try:
                     out = await self._request(client, url, body, sampling)
-                    bar.update(1)
-                    return out
+                finally:
+                    self._in_flight -= 1
+                    self.meter.sample(self._in_flight)
+                bar.update(1)
+                return out
 
-            results = await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
+        results = await asyncio.gather(*(one(b) for b in bodies))
         bar.close()
         return list(results)
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if self._client is not None:
+            asyncio.run_coroutine_threadsafe(self._client.aclose(), loop).result(timeout=30)
+            self._client = None
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        loop.close()
 
     async def _request(self, client, url, body, sampling) -> list[Completion]:
         from tenacity import (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 
 from cai.backends.base import Backend, Completion, ContextOptions, Sampling, failed
@@ -41,6 +42,8 @@ def default_judge(chat, options) -> dict[str, float]:
 
 class ScriptedBackend(Backend):
     settings = (ContextOptions,)
+    concurrent = True  # replies depend on the chat and seed only: any number of calls may run at once
+    slots = 8
 
     def __init__(
         self,
@@ -59,6 +62,8 @@ class ScriptedBackend(Backend):
         self.fail_on = fail_on  # a request whose chat contains this text fails inside the "engine"
         self.delay = delay  # seconds per generate call, so a test can kill a run mid-way
         self.calls: list[tuple[int, Sampling]] = []  # (batch size, sampling) per call, for batching tests
+        self._lock = threading.Lock()
+        self.in_flight = self.peak = 0  # calls running now, and the most at once (for the executor's tests)
 
     @classmethod
     def from_config(cls, config) -> ScriptedBackend:
@@ -75,8 +80,18 @@ class ScriptedBackend(Backend):
 
     def generate(self, chats, sampling: Sampling, seeds=None):
         self.calls.append((len(chats), sampling))
-        if self.delay:
-            time.sleep(self.delay)
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            return self._replies(chats, sampling, seeds)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _replies(self, chats, sampling: Sampling, seeds):
         out = []
         for i, chat in enumerate(chats):
             seed = None if seeds is None else seeds[i]

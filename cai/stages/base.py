@@ -27,8 +27,9 @@ class Stage:
     settings  its settings groups (cai.settings); the CLI makes flags of them
     templates the templates it renders, with sample values to check them before the engine starts
 
-    The generate loop calls `check` once before the engine starts, then `run` for every chunk of prompts
-    not yet done, and writes the result. `stats` adds the stage's section to `cai stats` and the run
+    The generate loop calls `check` once before the engine starts, `begin` once it runs, then `run` for
+    the prompts not yet done (cai.executor: one prompt per call from many threads, or chunks), and writes
+    the results. `stats` adds the stage's section to `cai stats` and the run
     summary; `summary_lines`, `report_lines` and the `card_*` methods say it in words.
     """
 
@@ -58,6 +59,10 @@ class Stage:
 
     def check(self, ctx: RunContext) -> None:
         """Everything that can be wrong before the engine starts; raise CaiError naming it."""
+
+    def begin(self, ctx: RunContext) -> None:
+        """Called once before the first prompt is run (read here what earlier splits hold): `run` is then
+        called from many threads at once, one prompt each, and must not change the stage's state."""
 
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
         raise NotImplementedError

@@ -214,6 +214,10 @@ class RLStage(RLReport):
             result.rows.append(self._row(ctx, j, fields))
         return result
 
+    def begin(self, ctx: RunContext) -> None:
+        if self.o.pairs != "sampled":
+            self._pairs_table(ctx)
+
     def check_judging(self, ctx: RunContext) -> None:
         """What labelling pairs needs, whatever their source (also `cai eval judge`'s check)."""
         if ctx.constitution.comparable:

@@ -208,6 +208,10 @@ class StepsStage(StepsReport):
         if o.solutions == "file":
             self._table = self._file_table(ctx)
 
+    def begin(self, ctx: RunContext) -> None:
+        if self.o.solutions != "sampled":
+            self._solutions_table(ctx)
+
     def check_judging(self, ctx: RunContext) -> None:
         """What judging steps needs, whatever their source (also `cai eval steps`'s check)."""
         o = self.o
