@@ -75,6 +75,14 @@ def write(path: Path, text: str | bytes) -> Path:
     return path
 
 
+def scripted_config(tmp_path, **kw):
+    """A run of the harmless constitution over the red-team prompts on the scripted engine, into tmp_path/run."""
+    from cai.config import RunConfig
+
+    base = dict(constitution=str(HARMLESS), prompts=str(RED_TEAM), out=str(tmp_path / "run"), backend="scripted")
+    return RunConfig(**{**base, **kw})
+
+
 def run_stage(name: str, config, backend, prompts, constitution=HARMLESS):
     """One stage's `run` on one chunk, the way the generate loop calls it (after its checks)."""
     from cai import stages

@@ -197,7 +197,7 @@ def test_speculative_on_cpu_is_refused_above_temperature_zero(tmp_path, cli):
     one line naming the temperature, exit 2, before the engine starts, nothing written."""
     base = ["generate", "--prompts", RED_TEAM, "--out", tmp_path / "run", "--stage", "sl"]
     r = cli(*base, "--speculative", "ngram")
-    assert r.returncode == 2 and "garbles sampled text" in r.stderr and "--temperature 0.7" in r.stderr
+    assert r.returncode == 2 and "samples garbled text" in r.stderr and "--temperature 0.7" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
     r = cli(*base, "--speculative", "ngram", "--temperature", "0", "--speculative-config", "{bad")
     assert r.returncode == 2 and "--speculative-config: not JSON" in r.stderr and not (tmp_path / "run").exists()

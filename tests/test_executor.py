@@ -3,11 +3,10 @@ and the load meter's arithmetic."""
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import HARMLESS, RED_TEAM
+from conftest import RED_TEAM, scripted_config
 
 from cai import backends
 from cai.backends import load as load_mod
-from cai.config import RunConfig
 from cai.errors import CaiError
 from cai.generate import generate
 from cai.inputs import load
@@ -15,16 +14,7 @@ from cai.store import RunStore
 
 
 def config(tmp_path, **kw):
-    base = dict(
-        constitution=str(HARMLESS),
-        prompts=str(RED_TEAM),
-        out=str(tmp_path / "run"),
-        backend="scripted",
-        stage="sl",
-        rounds=1,
-        limit=12,
-    )
-    return RunConfig(**{**base, **kw})
+    return scripted_config(tmp_path, **{**dict(stage="sl", rounds=1, limit=12), **kw})
 
 
 def quiet(*_):

@@ -10,27 +10,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import HARMLESS, RED_TEAM, ROOT, write
+from conftest import RED_TEAM, ROOT, scripted_config, write
 
 from cai import backends
-from cai.config import RunConfig
 from cai.errors import CaiError
 from cai.generate import generate
 from cai.store import RunStore
 
 
 def config(tmp_path, **kw):
-    base = dict(
-        constitution=str(HARMLESS),
-        prompts=str(RED_TEAM),
-        out=str(tmp_path / "run"),
-        backend="scripted",
-        rounds=2,
-        limit=7,
-        chunk_size=3,
-        principles_per_pair=2,
-    )
-    return RunConfig(**{**base, **kw})
+    return scripted_config(tmp_path, **{**dict(rounds=2, limit=7, chunk_size=3, principles_per_pair=2), **kw})
 
 
 def scripted(**kw):
