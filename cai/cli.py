@@ -218,7 +218,7 @@ def _print_summary(s) -> None:
             f"speed          {s.tokens_per_second:.1f} output tokens/s over {s.engine_seconds:.1f}s of generation"
         )
     for stage, load in s.loads.items():
-        click.echo(load.line().replace("engine load   ", f"load ({stage})".ljust(14), 1))
+        click.echo(f"{f'load ({stage})':<15}{load.describe()}")
     for line in s.lines:
         click.echo(line)
     click.echo(f"time           {s.seconds:.1f}s")

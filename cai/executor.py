@@ -68,7 +68,7 @@ def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summar
     o = ctx.config.options(ExecutorOptions)
     stage.begin(ctx)
     engine = ctx.backend
-    meter = getattr(engine, "meter", None) if stage.needs_engine(ctx) else None
+    meter = engine.meter if engine is not None and stage.needs_engine(ctx) else None
     if meter is not None:
         meter.start()
     if o.executor == "steps":
@@ -128,13 +128,13 @@ def _stream(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summary,
     from tqdm.auto import tqdm
 
     engine = ctx.backend
-    slots = getattr(engine, "slots", 1)  # duck-typed engines (a benchmark's wrapper) may not say
+    slots = engine.slots if engine is not None else 1
     window = o.in_flight or slots + max(1, slots // 4)
     size, every = ctx.config.chunk_size, o.flush_seconds
     ctx.log(f"{stage.name}: {len(todo)} prompts to do, {min(window, len(todo))} in flight at once")
     schema = stage.schema()
-    bars = bool(getattr(engine, "progress", False))
-    if engine is not None and not getattr(engine, "concurrent", False):
+    bars = engine is not None and engine.progress
+    if engine is not None and not engine.concurrent:
         ctx = replace(ctx, backend=_OneAtATime(engine))  # type: ignore[arg-type]
     bar = tqdm(total=len(todo), desc=stage.name, unit="prompt", disable=not bars)
     buffer, ids = ChunkResult(), set[str]()

@@ -80,10 +80,7 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Plan:
     ctx = RunContext(config, const, templates, RunStore(config.out), log=log)
     for stage in run:
         stage.check(ctx)
-    if config.backend == "vllm" and config.speculative:
-        from cai.backends.vllm import check_speculative
-
-        check_speculative(config, [s.name for s in run])
+    backends.get(config.backend).check(config, [s.name for s in run])
     return Plan(ctx, run, prompts, duplicates)
 
 

@@ -87,6 +87,11 @@ class Backend:
     progress = False  # draw a progress bar for each labelled call (the streaming executor draws its own)
 
     @classmethod
+    def check(cls, config: Any, stages: list[str]) -> None:
+        """What can be wrong with this run on this engine, before it starts (`stages`: the names that run);
+        raise CaiError naming it."""
+
+    @classmethod
     def from_config(cls, config: Any) -> Backend:
         raise NotImplementedError
 

