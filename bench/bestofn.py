@@ -58,10 +58,10 @@ def main():
     if args.quick:
         args.n, args.max_tokens = 4, 128
 
-    from cai import backends
+    from cai import backends, rewardmodels
     from cai.config import RunConfig
     from cai.generate import generate
-    from cai.pm import prm, train
+    from cai.pm import train
     from cai.sampling import stable_unit
     from cai.store import RunStore
 
@@ -122,17 +122,17 @@ def main():
             m = train(str(data), str(folder / name), log=lambda *_: None, **settings)
             print(f"trained the {name.upper()} on {m['solutions']} solutions in {m['seconds']:.0f} s", flush=True)
 
-        rank_rows = [prm.StepRow(r["prompt"], r["prompt"], r["completions"], None) for r in test_rows]
-        whole = [prm.StepRow(r["prompt"], r["prompt"], ["\n".join(r["completions"])], None) for r in test_rows]
-        prm_scores = prm.step_scores(str(folder / "prm"), rank_rows)["steps"]
-        orm_scores = prm.step_scores(str(folder / "orm"), whole)["steps"]
+        rank_rows = [rewardmodels.StepRow(r["prompt"], r["prompt"], r["completions"], None) for r in test_rows]
+        whole = [rewardmodels.StepRow(r["prompt"], r["prompt"], ["\n".join(r["completions"])], None) for r in test_rows]
+        prm_scores = rewardmodels.step_scores(str(folder / "prm"), rank_rows)["steps"]
+        orm_scores = rewardmodels.step_scores(str(folder / "orm"), whole)["steps"]
         by_problem: dict[str, list[dict]] = {}
         for r, ps, os_ in zip(test_rows, prm_scores, orm_scores, strict=True):
             by_problem.setdefault(r["prompt_id"], []).append(
                 {
                     "correct": bool(r["correct"]),
                     "text": "\n".join(r["completions"]),
-                    "process": prm.solution_score(ps, "product") if ps else -1.0,
+                    "process": rewardmodels.solution_score(ps, "product") if ps else -1.0,
                     "outcome": os_[0] if os_ else -1.0,
                     "judge": r["solution_p"],
                 }

@@ -40,11 +40,12 @@ def main():
     if args.quick:
         args.problems, args.solutions, args.max_tokens = 8, 2, 128
 
-    from cai import stepjudge
+    from cai import reads, stepjudge
     from cai.backends.vllm import VLLMBackend, on_gpu
     from cai.config import RunConfig
     from cai.constitution import load as load_constitution
     from cai.inputs import load as load_prompts
+    from cai.judges.step_logprob import LogprobStepJudge, verdicts
     from cai.prompts import Templates
     from cai.records import ChunkResult
     from cai.run import RunContext
@@ -69,11 +70,11 @@ def main():
         ctx = RunContext(config, const, Templates(), RunStore(tmp), backend=engine)
         stage = StepsStage(config)
         solutions = stage.solutions(ctx, prompts, ChunkResult(), {})
-        asked, chosen = stepjudge.reads(ctx, solutions, args.step_principles)
+        asked, chosen = LogprobStepJudge(config).questions(ctx, solutions)
         steps = sum(len(s.steps) for s in solutions)
         print(
             f"device: {device}; model {args.model}; {len(solutions)} solutions of {len(prompts)} problems, "
-            f"{steps} steps ({steps / max(1, len(solutions)):.1f} per solution), {len(asked)} one-token reads; "
+            f"{steps} steps ({steps / max(1, len(solutions)):.1f} per solution), {2 * len(asked)} one-token reads; "
             f"KV block size {engine.llm.llm_engine.vllm_config.cache_config.block_size}",
             flush=True,
         )
@@ -83,9 +84,9 @@ def main():
             engine.llm.reset_prefix_cache()
             result = ChunkResult()
             t0 = time.perf_counter()
-            answers = stepjudge.ask(ctx, asked, result, share_prefix=share)
+            answers = reads.ask_both(engine, [q.chats for q in asked], result, label="step judge", share_prefix=share)
             seconds = time.perf_counter() - t0
-            got = stepjudge.verdicts(solutions, chosen, asked, answers)
+            got = verdicts(solutions, chosen, asked, answers)
             labels[name] = [v.step_p for v in got if isinstance(v, stepjudge.StepVerdict)]
             computed = result.prompt_tokens - result.cached_tokens
             measured[name] = (seconds, result.prompt_tokens, computed)

@@ -13,10 +13,11 @@ _TYPES = {int: int, float: float, str: str}
 
 
 def _options(settings, func):
-    """One click option per declared setting, with its help, owner and default taken from the declaration."""
+    """One click option per declared setting, with its help, owner, choices and default from the declaration."""
     for s in reversed(settings):
         owner = "" if s.owner == "run" else f"[{s.owner}] "
-        help_text = f"{owner}{s.help} [default: {s.default}]"
+        choices = f" [choices: {', '.join(s.meta['choices']())}]" if s.meta["choices"] else ""
+        help_text = f"{owner}{s.help}{choices} [default: {s.default}]"
         if s.type is bool:
             func = click.option(f"{s.flag}/--no-{s.flag[2:]}", s.name, default=None, help=help_text)(func)
         else:
@@ -33,10 +34,12 @@ def _run_options(func):
 
 
 def _train_options(func):
-    from cai.pm.trainer import TrainConfig
-    from cai.settings import declared
+    from cai.pm import settings, trainers
 
-    return _options([s for s in declared(TrainConfig, "run") if s.name not in ("source", "out")], func)
+    func = _options([s for s in settings() if s.name not in ("source", "out")], func)
+    kinds = trainers()
+    what = "; ".join(f"{k}: {t.help}" for k, t in kinds.items())
+    return click.option("--kind", type=click.Choice(list(kinds)), help=f"{what} [default: pm]")(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -105,7 +108,7 @@ def eval_judge(data, as_json, plot, config_file, **flags):
     from cai.evaluation.judge import evaluate
     from cai.evaluation.report import judge_lines
 
-    config = config_mod.load(config_file, **{**flags, "stage": "rl"})
+    config = config_mod.load(config_file, **flags)
     r = evaluate(config, data, log=lambda m: click.echo(m, err=True))
     _eval_output(r, judge_lines(r), as_json, plot, f"{r['judge']} judge")
 
@@ -139,25 +142,12 @@ def eval_self(data, as_json, plot, config_file, **flags):
     it), its accuracy against the labels, expected calibration error and Brier score."""
     from cai import config as config_mod
     from cai.evaluation.answers import self_eval
+    from cai.evaluation.report import self_lines
 
+    # --self-eval-samples is a setting of --self-eval: the evaluation is self-evaluation
     config = config_mod.load(config_file, **{**flags, "self_eval": True})
     r = self_eval(config, data, log=lambda m: click.echo(m, err=True))
-    lines = [
-        f"answers        {r['records']} ({r['failed']} reads failed), model {r['model']}, "
-        f"constitution {r['constitution']}, brainstorm samples {r['brainstorm_samples']}"
-    ]
-    if r["n"]:
-        lines += [
-            f"accuracy       {r['accuracy']:.3f}  (P(True) > 0.5 agrees with the label)",
-            f"ECE            {r['ece']:.3f}   Brier {r['brier']:.3f}   option orders disagree "
-            f"{100 * r['orders_disagree']:.1f}%",
-            "reliability    P(True) bin: mean P(True) vs share acceptable (answers)",
-        ]
-        lines += [
-            f"  [{b['bin']:.1f}, {b['bin'] + 0.1:.1f})  {b['mean_p']:.2f} vs {b['share_true']:.2f}  ({b['n']})"
-            for b in r["reliability"]
-        ]
-    _eval_output(r, lines, as_json, plot if r["n"] else None, "P(True)")
+    _eval_output(r, self_lines(r), as_json, plot if r["n"] else None, "P(True)")
 
 
 @eval_.command("steps")
@@ -180,89 +170,55 @@ def eval_steps(data, pm, as_json, plot, config_file, **flags):
     from cai.evaluation.report import steps_lines
     from cai.evaluation.steps import evaluate
 
-    config = config_mod.load(config_file, **{**flags, "stage": "steps"})
+    config = config_mod.load(config_file, **flags)
     r = evaluate(config, data, pm=pm, log=lambda m: click.echo(m, err=True))
     _eval_output(r, steps_lines(r), as_json, plot if r["steps"] else None, "step labels")
 
 
 @cli.command()
 def plugins():
-    """List the installed stages, judges and backends (entry points cai.stages, cai.judges, cai.backends)."""
+    """List the installed plug-ins: stages (in the order --stage all runs them), judges, step judges and backends,
+    found through the entry points cai.stages, cai.judges, cai.step_judges and cai.backends."""
     from cai import plugins as registry
     from cai import stages
 
-    for kind in ("stage", "judge", "backend"):
-        click.echo(f"{kind}s:" + ("  (in the order --stage all runs them)" if kind == "stage" else ""))
+    order = {"stage": stages.ordered}  # the other kinds: by name
+    for kind, group in registry.GROUPS.items():
+        click.echo(f"{kind.replace('_', ' ')}s ({group}):")
         found = registry.every(kind)
-        for name in stages.ordered(list(found)) if kind == "stage" else found:
+        for name in order.get(kind, sorted)(list(found)):
             cls = found[name]
             doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
-            extra = f" -> {cls.split}/" if kind == "stage" else ""
-            named = "  [runs only when named]" if kind == "stage" and not cls.in_all else ""
+            split = getattr(cls, "split", None)
+            extra = f" -> {split}/" if split else ""
+            named = "  [runs only when named]" if not getattr(cls, "in_all", True) else ""
             click.echo(f"  {name:<10}{extra:<11} {doc}  ({cls.__module__}){named}")
 
 
 def _print_summary(s) -> None:
     click.echo("")
-    click.echo(f"run folder     {s.out}")
-    click.echo(f"prompts        {s.prompts}" + (f" ({s.duplicates} duplicates dropped)" if s.duplicates else ""))
-    for split, n in s.rows.items():
-        if n or split in s.new_rows:
-            click.echo(f"{split + ' rows':<15}{n} ({s.new_rows.get(split, 0)} new)")
-    for stage, n in s.skipped.items():
-        if n:
-            click.echo(f"skipped ({stage})   {n}  (reasons in {s.out}/skipped.jsonl)")
-    if s.output_tokens:
-        click.echo(f"tokens         {s.prompt_tokens} in, {s.output_tokens} out, {s.truncated} turns hit max-tokens")
-        click.echo(
-            f"speed          {s.tokens_per_second:.1f} output tokens/s over {s.engine_seconds:.1f}s of generation"
-        )
-    for stage, load in s.loads.items():
-        click.echo(f"{f'load ({stage})':<15}{load.describe()}")
-    for line in s.lines:
+    for line in s.describe():
         click.echo(line)
-    click.echo(f"time           {s.seconds:.1f}s")
 
 
 @cli.command("train-pm")
 @click.argument("source")
-@click.option("--out", required=True, help="Folder for the preference model, checkpoints and metrics.json.")
+@click.option("--out", required=True, help="Folder for the model, checkpoints and metrics.json.")
 @_train_options
 def train_pm(source, out, **settings):
-    """Train a preference model on SOURCE (a run folder, a parquet/JSONL file or a dataset): with --kind pm
-    (default) a pairwise model on preference rows with the soft-label Bradley-Terry loss; with --kind prm a
+    """Train a reward model on SOURCE (a run folder, a parquet/JSONL file or a dataset): with --kind pm (default)
+    a pairwise preference model on preference rows with the soft-label Bradley-Terry loss; with --kind prm a
     process reward model on step rows with soft binary cross-entropy. Rerun the same command to resume from
     the last checkpoint."""
-    from cai.pm import train
+    from cai.pm import train, trainers
 
-    m = train(
-        source, out, log=lambda msg: click.echo(msg, err=True), **{k: v for k, v in settings.items() if v is not None}
-    )
+    kind = settings.pop("kind") or "pm"
+    given = {k: v for k, v in settings.items() if v is not None}
+    m = train(source, out, log=lambda msg: click.echo(msg, err=True), kind=kind, **given)
     click.echo("")
     click.echo(f"model          {out}")
-    if m.get("kind") == "prm":
-        click.echo(
-            f"solutions      {m['solutions']}, {m['steps']} steps ({m['train_solutions']} train / "
-            f"{m['eval_solutions']} eval solutions)"
-        )
-
-        def fmt(x):
-            return "n/a" if x is None else f"{x:.3f}"
-
-        click.echo(
-            f"eval           step accuracy {fmt(m['eval_step_accuracy'])}   ece {fmt(m['eval_step_ece'])}   "
-            f"first-error accuracy {fmt(m['eval_first_error_accuracy'])}"
-        )
-        click.echo(f"train loss     {m['train_loss']:.4f} over {m['train_steps']} steps, {m['cut_steps']} steps cut")
-        click.echo(f"metrics        {out}/metrics.json   time {m['seconds']:.1f}s")
-        return
-    click.echo(f"pairs          {m['pairs']} ({m['train_groups']} train / {m['eval_groups']} eval batch elements)")
-    acc = m["eval_accuracy"]
-    click.echo(
-        f"eval accuracy  {'n/a' if acc is None else f'{acc:.3f}'}   ece {m['eval_ece']:.3f}   "
-        f"mean margin {m['eval_mean_margin']:.3f}"
-    )
-    click.echo(f"train loss     {m['train_loss']:.4f} over {m['train_steps']} steps, {m['truncated']} truncated")
+    for line in trainers()[kind].summary_lines(m):
+        click.echo(line)
     click.echo(f"metrics        {out}/metrics.json   time {m['seconds']:.1f}s")
 
 
@@ -286,27 +242,12 @@ def score(pm, rules, data, out, batch_size, aggregate):
     """Score responses with a trained preference model and/or a constitution's rules (on preference data:
     both sides, and how often chosen scores higher). With a process reward model (train-pm --kind prm), score
     every step of each solution (a steps/ split, or records with prompt and completions or a solution text)."""
+    from cai.scoring import lines
     from cai.scoring import score as run
 
     report = run(data, out, pm=pm, rules=rules, batch_size=batch_size, aggregate=aggregate)
-    if report.get("kind") == "prm":
-        click.echo(f"scored the steps of {report['scored']} solutions -> {report['out']}")
-        if report.get("step_accuracy") is not None:
-            fe = report["first_error_accuracy"]
-            click.echo(
-                f"against the data's labels: step accuracy {report['step_accuracy']:.3f}, first-error accuracy "
-                f"{'n/a' if fe is None else f'{fe:.3f}'}, ece {report['step_ece']:.3f}"
-            )
-        if report["cut_steps"]:
-            click.echo(f"{report['cut_steps']} steps past the model's max length were not scored")
-        return
-    click.echo(f"scored {report['scored']} responses -> {report['out']}")
-    if report.get("accuracy") is not None:
-        click.echo(f"accuracy (chosen scores above rejected): {report['accuracy']:.3f}")
-    for rule, share in (report.get("rules_passed") or {}).items():
-        click.echo(f"  {rule:<34} passed by {'n/a' if share is None else f'{100 * share:.1f}%'}")
-    if report.get("rules_accuracy") is not None:
-        click.echo(f"rules accuracy (chosen's rules score above rejected's): {report['rules_accuracy']:.3f}")
+    for line in lines(report):
+        click.echo(line)
 
 
 @cli.command()

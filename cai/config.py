@@ -1,9 +1,9 @@
 """RunConfig: the settings of one `cai generate`, gathered from the core and from every plug-in.
 
-The core declares what to run on and the shared sampling settings; each stage, judge and backend declares
-its own (cai.settings). A YAML file sets any of them, flags override it, and every value is checked
-against its declaration, naming file:line and key. A setting given for a judge or backend the run does not
-use is an error naming both.
+The core declares what to run on, the shared sampling settings and how the engine is fed; each stage, judge
+and backend declares its own (cai.settings). A YAML file sets any of them, flags override it, and every value
+is checked against its declaration, naming file:line and key. A setting given for a plug-in the run does not
+use is an error naming both. Code reads its settings typed, as its own dataclass: `config.options(Group)`.
 """
 
 from __future__ import annotations
@@ -17,16 +17,10 @@ import yaml
 
 from cai import plugins
 from cai.errors import CaiError
-from cai.executor import ExecutorOptions
 from cai.settings import Setting, build, check_value, declared, setting
 
 T = TypeVar("T")
-
-
-def _stage_choices() -> list[str]:
-    from cai import stages
-
-    return [*stages.ordered(stages.names()), "all"]
+EXECUTORS = ("stream", "steps")
 
 
 @dataclass(frozen=True)
@@ -40,8 +34,9 @@ class RunOptions:
     out: str = setting("", "Run folder; rerunning the same command resumes it.")
     stage: str = setting(
         "all",
-        "Which stage to run, or all: sl then rl, on one engine (steps, process supervision, runs when named).",
-        choices=_stage_choices,
+        "Which stage to run, or all: every stage that runs in all (sl then rl), on one engine; a stage such as "
+        "steps (process supervision) runs when named.",
+        choices=lambda: [*plugins.stage_order(plugins.names("stage")), "all"],
     )
     prompt_column: str | None = setting(None, "Column holding the prompt (text or messages) in parquet/datasets input.")
     limit: int | None = setting(None, "Use only the first N prompts.", minimum=1)
@@ -49,9 +44,7 @@ class RunOptions:
         "smollm2-135m", "smollm2-135m (embedded), a local Hugging Face folder, or a Hub id.", identity=True
     )
     backend: str = setting(
-        "vllm",
-        "Engine backend (registered under the 'cai.backends' entry points).",
-        choices=lambda: plugins.names("backend"),
+        "vllm", "Engine backend (registered under the 'cai.backends' entry points).", selects="backend"
     )
     templates: str | None = setting(None, "Folder of Jinja templates that override the shipped ones.")
     seed: int = setting(0, "Seed for principle sampling and generation.", identity=True)
@@ -70,9 +63,41 @@ class SamplingOptions:
 
     max_tokens: int = setting(256, "Max tokens per generated turn.", identity=True, minimum=1)
     temperature: float = setting(
-        0.7, "Sampling temperature for answers, critiques and revisions.", identity=True, minimum=0, maximum=5
+        0.7,
+        "Sampling temperature for answers, critiques and revisions.",
+        identity=True,
+        minimum=0,
+        maximum=5,
+        temperature=True,
     )
     top_p: float = setting(0.95, "Nucleus sampling.", identity=True, above=0, maximum=1)
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """How a stage's prompts go through the engine (cai.executor)."""
+
+    executor: str = setting(
+        "stream",
+        "stream: each prompt goes on through its stage's steps as soon as its previous request finishes, with "
+        "the engine's batch kept full; steps: one batched engine call per step of each chunk (every step "
+        "waits for its slowest request).",
+        choices=lambda: EXECUTORS,
+    )
+    in_flight: int | None = setting(
+        None,
+        "stream: prompts in flight at once (auto: the engine's limit, --max-num-seqs or --concurrency, and a "
+        "quarter more, so a finished request's slot is taken at the next engine step).",
+        minimum=1,
+        when=("executor", ("stream",)),
+    )
+    flush_seconds: float = setting(
+        60.0,
+        "stream: write the prompts finished so far as a shard at least this often (and every --chunk-size "
+        "prompts): a killed run redoes at most this much work.",
+        above=0,
+        when=("executor", ("stream",)),
+    )
 
 
 CORE = (RunOptions, SamplingOptions, ExecutorOptions)
@@ -86,13 +111,18 @@ class Declared:
     users: dict[str, list[tuple[str, str]]]  # setting name -> [(kind, plug-in name)]; empty for the core
     groups: dict[type, list[tuple[str, str]]]
 
+    @property
+    def selectors(self) -> dict[str, str]:
+        """Plug-in kind -> the setting that names the one a run uses (judge -> judge, backend -> backend)."""
+        return {s.meta["selects"]: name for name, s in self.settings.items() if s.meta["selects"]}
+
 
 @functools.cache
 def catalogue() -> Declared:
     settings: dict[str, Setting] = {}
     users: dict[str, list[tuple[str, str]]] = {}
     groups: dict[type, list[tuple[str, str]]] = {g: [] for g in CORE}
-    for kind in ("stage", "judge", "backend"):
+    for kind in plugins.GROUPS:
         for name, cls in plugins.every(kind).items():
             for group in cls.settings:
                 groups.setdefault(group, []).append((kind, name))
@@ -107,8 +137,9 @@ def catalogue() -> Declared:
 
 
 class RunConfig:
-    """The settings of one run. `RunConfig(rounds=2, judge="cot")`; plug-ins read their own typed group
-    with `config.options(GroupClass)`. `given` holds the names set explicitly (not left at default)."""
+    """The settings of one run. `RunConfig(rounds=2, judge="cot")`; code reads a typed group with
+    `config.options(GroupClass)` (the core's: `config.run`, `config.sampling`). `given` holds the names set
+    explicitly (not left at default)."""
 
     def __init__(self, **values: Any):
         self._set(values, {})
@@ -119,54 +150,85 @@ class RunConfig:
             if key not in known:
                 raise CaiError(f"unknown setting {key!r}")
         self.given = frozenset(values)
+        self._values = {name: values.get(name, s.default) for name, s in known.items()}
+        self._groups: dict[type, Any] = {}
         for name, s in known.items():
-            setattr(self, name, values.get(name, s.default))
-        for name, s in known.items():
-            check_value(s, getattr(self, name), where.get(name, ""))
+            check_value(s, self._values[name], where.get(name, ""))
         self._check_used(where)
 
-    def __getattr__(self, name: str) -> Any:  # every setting is an attribute; this only types them for mypy
-        raise AttributeError(name)
+    def value(self, name: str) -> Any:
+        """One setting's value by name, untyped: for code that walks the declarations (identity, checks)."""
+        return self._values[name]
+
+    def values_of(self, groups: tuple[type, ...]) -> dict[str, Any]:
+        """The values of the settings that `groups` (a plug-in's settings) declare, by name: for reports."""
+        return {s.name: self._values[s.name] for group in groups for s in declared(group, "")}
+
+    @property
+    def run(self) -> RunOptions:
+        return self.options(RunOptions)
+
+    @property
+    def sampling(self) -> SamplingOptions:
+        return self.options(SamplingOptions)
+
+    def chosen(self) -> dict[str, str]:
+        """Plug-in kind -> the name of the one this run uses."""
+        return {kind: self._values[name] for kind, name in catalogue().selectors.items()}
 
     def _check_used(self, where: dict[str, str]) -> None:
-        """A judge's or backend's setting given to a run that uses another one was meant for something: refuse
-        it by name rather than ignore it. Stage settings always count: they are part of the run folder's
-        identity even when one stage runs alone."""
+        """A setting of a plug-in the run does not use (another judge's, another backend's) was meant for
+        something: refuse it by name rather than ignore it. Stage settings always count: they are part of the run
+        folder's identity even when one stage runs alone."""
         d = catalogue()
-        chosen = {"judge": self.judge, "backend": self.backend}
+        chosen = self.chosen()
         for name in sorted(self.given):
             s = d.settings[name]
             users = d.users[name]
-            for kind in ("judge", "backend"):
+            for kind, selected in chosen.items():
                 mine = [n for k, n in users if k == kind]
-                if mine and not [k for k, _ in users if k != kind] and chosen[kind] not in mine:
+                if mine and not [k for k, _ in users if k != kind] and selected not in mine:
+                    flag = d.settings[d.selectors[kind]].flag
                     raise CaiError(
-                        f"{where.get(name, '')}{s.flag} is a setting of the {' / '.join(mine)} {kind}, "
-                        f"but this run uses --{kind} {chosen[kind]}"
+                        f"{where.get(name, '')}{s.flag} is a setting of the {' / '.join(mine)} "
+                        f"{kind.replace('_', ' ')}, but this run uses {flag} {selected}"
                     )
             if s.meta["when"] is not None:
                 key, values = s.meta["when"]
-                if getattr(self, key) not in values and getattr(self, name) != s.default:
+                if self._values[key] not in values and self._values[name] != s.default:
                     flag = "--" + key.replace("_", "-")
                     if values == (True,):  # a switch: the setting means something only when it is on
                         raise CaiError(f"{where.get(name, '')}{s.flag} applies only with {flag}")
                     raise CaiError(
                         f"{where.get(name, '')}{s.flag} applies to {flag} {' or '.join(values)}, but this run uses "
-                        f"{flag} {getattr(self, key)}"
+                        f"{flag} {self._values[key]}"
                     )
 
     def options(self, group: type[T]) -> T:
         """The typed settings group `group` (a plug-in's own dataclass) with this run's values."""
-        built: T = build(group, vars(self))
+        if group not in self._groups:
+            self._groups[group] = build(group, self._values)
+        built: T = self._groups[group]
         return built
 
     def in_play(self) -> list[type]:
-        """The settings groups that shape the rows: the core, every stage's, and the chosen judge's."""
+        """The settings groups that shape the rows: the core, every stage's, and the chosen plug-ins'."""
+        chosen = self.chosen()
         return [
             g
             for g, owners in catalogue().groups.items()
-            if not owners or any(k == "stage" or (k == "judge" and n == self.judge) for k, n in owners)
+            if not owners or any(k == "stage" or chosen.get(k) == n for k, n in owners)
         ]
+
+    def temperatures(self, stages: list[str]) -> dict[str, float]:
+        """The sampling temperatures (declared as such) that the core and the named stages sample at, by setting."""
+        d = catalogue()
+        return {
+            name: self._values[name]
+            for name, s in d.settings.items()
+            if s.meta["temperature"]
+            and (not d.users[name] or any(k == "stage" and n in stages for k, n in d.users[name]))
+        }
 
     def identity(self, constitution_sha: str, templates_sha: str) -> dict:
         """The settings that decide what a row contains. A run folder holds rows of one identity only:
@@ -175,7 +237,7 @@ class RunConfig:
         for group in self.in_play():
             for s in declared(group, ""):
                 if s.meta["identity"]:
-                    value = getattr(self, s.name)
+                    value = self._values[s.name]
                     out[s.name] = str(Path(value).resolve()) if s.meta["path"] and value else value
         return out
 
@@ -186,10 +248,14 @@ class RunConfig:
         return {name: s.default for name, s in catalogue().settings.items() if s.meta["identity"]}
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in catalogue().settings}
+        return dict(self._values)
+
+    def replace(self, **values: Any) -> RunConfig:
+        """This run's given settings with `values` on top (checked again)."""
+        return RunConfig(**{**{k: self._values[k] for k in self.given}, **values})
 
     def __repr__(self) -> str:
-        given = ", ".join(f"{k}={getattr(self, k)!r}" for k in sorted(self.given))
+        given = ", ".join(f"{k}={self._values[k]!r}" for k in sorted(self.given))
         return f"RunConfig({given})"
 
 

@@ -17,54 +17,55 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from cai.config import ExecutorOptions
 from cai.records import ChunkResult
-from cai.settings import setting
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from cai.backends.base import Backend
-    from cai.generate import Summary
+    from cai.backends.load import Load
     from cai.inputs import Prompt
     from cai.run import RunContext
-    from cai.stages import Stage
+    from cai.stages.base import Stage
 
-EXECUTORS = ("stream", "steps")
-
-
-@dataclass(frozen=True)
-class ExecutorOptions:
-    executor: str = setting(
-        "stream",
-        "stream: each prompt goes on through its stage's steps as soon as its previous request finishes, with "
-        "the engine's batch kept full; steps: one batched engine call per step of each chunk (every step "
-        "waits for its slowest request).",
-        choices=lambda: EXECUTORS,
-    )
-    in_flight: int | None = setting(
-        None,
-        "stream: prompts in flight at once (auto: the engine's limit, --max-num-seqs or --concurrency, and a "
-        "quarter more, so a finished request's slot is taken at the next engine step).",
-        minimum=1,
-        when=("executor", ("stream",)),
-    )
-    flush_seconds: float = setting(
-        60.0,
-        "stream: write the prompts finished so far as a shard at least this often (and every --chunk-size "
-        "prompts): a killed run redoes at most this much work.",
-        above=0,
-        when=("executor", ("stream",)),
-    )
+# Where finished work goes: (the stage's result for these prompts, their ids, the seconds it took). The run
+# (cai.lifecycle) writes it as a shard, or keeps it in memory for a run without a folder.
+Sink = Callable[[ChunkResult, set[str], float], None]
 
 
-def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summary) -> None:
-    """Run `stage` on `todo` and write its rows; the engine's load over the stage goes in `summary.loads`."""
+@dataclass
+class Tally:
+    """What running one stage made: rows written, tokens, time, and how full the engine was."""
+
+    rows: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+    load: Load | None = field(default=None)
+
+    def add(self, result: ChunkResult, seconds: float) -> None:
+        self.rows += len(result.rows)
+        self.prompt_tokens += result.prompt_tokens
+        self.output_tokens += result.output_tokens
+        self.truncated += result.truncated
+        self.seconds += seconds
+
+
+def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], sink: Sink) -> Tally:
+    """Run `stage` on `todo`, handing each finished part to `sink`; returns what it made."""
+    tally = Tally()
     if not todo:
-        return
+        return tally
+
+    def write(result: ChunkResult, ids: set[str], seconds: float) -> None:
+        sink(result, ids, seconds)
+        tally.add(result, seconds)
+
     o = ctx.config.options(ExecutorOptions)
     stage.begin(ctx)
     engine = ctx.backend
@@ -72,42 +73,22 @@ def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summar
     if meter is not None:
         meter.start()
     if o.executor == "steps":
-        _steps(ctx, stage, todo, summary)
+        _steps(ctx, stage, todo, write)
     else:
-        _stream(ctx, stage, todo, summary, o)
+        _stream(ctx, stage, todo, write, o)
     if meter is not None:
-        summary.loads[stage.name] = meter.read()
+        tally.load = meter.read()
+    return tally
 
 
-def _write(
-    ctx: RunContext, stage: Stage, schema: pa.Schema, result: ChunkResult, ids: set[str], seconds: float, summary
-) -> None:
-    ctx.store.write_chunk(
-        stage.name,
-        stage.split,
-        result.rows,
-        schema,
-        result.skips,
-        ids,
-        (result.prompt_tokens, result.output_tokens),
-        seconds,
-    )
-    summary.new_rows[stage.split] = summary.new_rows.get(stage.split, 0) + len(result.rows)
-    summary.prompt_tokens += result.prompt_tokens
-    summary.output_tokens += result.output_tokens
-    summary.truncated += result.truncated
-    summary.engine_seconds += seconds
-
-
-def _steps(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summary) -> None:
-    size = ctx.config.chunk_size
+def _steps(ctx: RunContext, stage: Stage, todo: list[Prompt], write: Sink) -> None:
+    size = ctx.config.run.chunk_size
     ctx.log(f"{stage.name}: {len(todo)} prompts to do in {-(-len(todo) // size)} chunk(s)")
-    schema = stage.schema()
     for start in range(0, len(todo), size):
         chunk = todo[start : start + size]
         t0 = time.monotonic()
         result = stage.run(ctx, chunk)
-        _write(ctx, stage, schema, result, {p.id for p in chunk}, time.monotonic() - t0, summary)
+        write(result, {p.id for p in chunk}, time.monotonic() - t0)
 
 
 class _OneAtATime:
@@ -124,15 +105,14 @@ class _OneAtATime:
             return self.inner.generate(chats, sampling, seeds)
 
 
-def _stream(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summary, o: ExecutorOptions) -> None:
+def _stream(ctx: RunContext, stage: Stage, todo: list[Prompt], write: Sink, o: ExecutorOptions) -> None:
     from tqdm.auto import tqdm
 
     engine = ctx.backend
     slots = engine.slots if engine is not None else 1
     window = o.in_flight or slots + max(1, slots // 4)
-    size, every = ctx.config.chunk_size, o.flush_seconds
+    size, every = ctx.config.run.chunk_size, o.flush_seconds
     ctx.log(f"{stage.name}: {len(todo)} prompts to do, {min(window, len(todo))} in flight at once")
-    schema = stage.schema()
     bars = engine is not None and engine.progress
     if engine is not None and not engine.concurrent:
         ctx = replace(ctx, backend=_OneAtATime(engine))  # type: ignore[arg-type]
@@ -144,7 +124,7 @@ def _stream(ctx: RunContext, stage: Stage, todo: list[Prompt], summary: Summary,
         nonlocal buffer, ids, written
         if ids:
             now = time.monotonic()
-            _write(ctx, stage, schema, buffer, ids, now - written, summary)
+            write(buffer, ids, now - written)
             buffer, ids, written = ChunkResult(), set(), now
 
     prompts = iter(todo)

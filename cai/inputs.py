@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from cai.errors import CaiError
+from cai.sources import open_rows
 
 ROLES = ("system", "user", "assistant")
 
@@ -29,7 +29,7 @@ def prompt_id(messages) -> str:
 def load(source: str, prompt_column: str | None = None, limit: int | None = None) -> tuple[list[Prompt], int]:
     """Load prompts from `source`. Returns (prompts, duplicates dropped). Raises CaiError naming the
     file and line of the first bad record; nothing is partially returned."""
-    records = read_records(source)
+    records = open_rows(source, what="prompt")
     prompts, seen, duplicates = [], set(), 0
     for where, record in records:
         messages = to_messages(record, where, prompt_column)
@@ -44,81 +44,6 @@ def load(source: str, prompt_column: str | None = None, limit: int | None = None
     if not prompts:
         raise CaiError(f"{source}: no prompts found (empty file?)")
     return prompts, duplicates
-
-
-def read_records(source: str, what: str = "prompt") -> list[tuple[str, dict]]:
-    """(where, record) pairs from a JSONL, text (one prompt per line) or parquet file, or a `datasets` folder
-    or name; `where` names the file and line (or row) for error messages."""
-    path = Path(source)
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in (".jsonl", ".json"):
-            return read_jsonl(path)
-        if suffix == ".parquet":
-            return read_parquet(path)
-        return _text(path)
-    if path.suffix.lower() in (".jsonl", ".json", ".txt", ".parquet", ".csv"):
-        raise CaiError(f"{source}: {what} file not found")
-    return _dataset(source)
-
-
-def _decode(path: Path) -> str:
-    raw = path.read_bytes()
-    if b"\0" in raw[:8192]:
-        raise CaiError(f"{path}: binary file, expected UTF-8 text")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise CaiError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
-
-
-def read_jsonl(path: Path):
-    out = []
-    for n, line in enumerate(_decode(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CaiError(f"{path}:{n}: bad JSON: {e.msg} (column {e.colno})") from None
-        out.append((f"{path}:{n}", record))
-    return out
-
-
-def _text(path: Path):
-    lines = _decode(path).splitlines()
-    return [(f"{path}:{n}", {"prompt": line}) for n, line in enumerate(lines, 1) if line.strip()]
-
-
-def read_parquet(path: Path):
-    import pyarrow.parquet as pq
-
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except Exception as e:  # pyarrow raises several types for a corrupt file
-        raise CaiError(f"{path}: not a readable parquet file: {e}") from None
-    return [(f"{path}: row {i}", r) for i, r in enumerate(rows)]
-
-
-def _dataset(source: str):
-    import datasets
-
-    try:
-        folder = Path(source)
-        if folder.is_dir() and any(
-            (folder / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")
-        ):
-            ds = datasets.load_from_disk(source)
-        else:
-            ds = datasets.load_dataset(source, split="train")
-    except FileNotFoundError:
-        raise CaiError(f"{source}: no such prompt file, folder or dataset") from None
-    except Exception as e:
-        raise CaiError(f"{source}: cannot load as a dataset: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-    return [(f"{source}: row {i}", r) for i, r in enumerate(ds)]
 
 
 def reference(record: dict, where: str) -> str | None:

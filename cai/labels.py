@@ -10,9 +10,38 @@ better.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cai.judges.base import Verdict, Vote
-from cai.rules import Rule, RuleResult
+from cai import judges
+from cai.columns import listed
+from cai.errors import CaiError
+from cai.judges.base import FailedRead, Judge, Pair, Verdict, Vote, VoteRow
+from cai.records import ChunkResult, Failure
+from cai.rules import Rule, RuleResult, check_all
+from cai.settings import setting
+
+if TYPE_CHECKING:
+    from cai.config import RunConfig
+    from cai.run import RunContext
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """How a pair is labelled, wherever its answers come from: the RL stage and `cai eval judge`."""
+
+    judge: str = setting(
+        "logprob",
+        "The judge that labels the pairs (registered under the 'cai.judges' entry points).",
+        identity=True,
+        selects="judge",
+    )
+    hard_rule_p: float = setting(
+        1.0,
+        "P(chosen is better) for a pair that a hard rule decides (one answer keeps it, the other breaks it).",
+        identity=True,
+        minimum=0.5,
+        maximum=1.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -62,3 +91,81 @@ def blend(verdict: Verdict | None, votes: list[Vote], hard: int = 0, hard_p: flo
     p = (ai_weight * p_ai + sum(v.weight * v.p_ab for v in votes)) / (ai_weight + rule_weight)
     source = "judge" if not votes else "rules" if verdict is None else "judge+rules"
     return Label(p, (*ai, *votes), source)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A labelled pair: the label, the judge's verdict behind it (None when no judge was asked), the reads that
+    failed, and the rules' results on (first, second)."""
+
+    pair: Pair
+    label: Label
+    verdict: Verdict | None
+    failed: tuple[FailedRead, ...]
+    rules: tuple[list[RuleResult], list[RuleResult]]
+
+    def votes(self, first_wins: bool) -> list[VoteRow]:
+        return [x.row(first_wins) for x in self.label.votes]
+
+    def failed_votes(self, first_wins: bool) -> list[FailedRead]:
+        return [x.row(first_wins) for x in self.failed]
+
+    def evidence(self, first_wins: bool, judge: Judge) -> dict[str, list[dict]]:
+        """The judge's own columns (`Judge.evidence`), seen from one side (the first candidate's when
+        `first_wins`)."""
+        got = self.verdict.evidence if self.verdict is not None else {}
+        return {name: listed([e.row(first_wins) for e in got.get(name, ())]) for name in judge.evidence}
+
+
+class Labeller:
+    """Labels pairs: the constitution's rules on both answers, the judge on the pairs no hard rule decides, and
+    one label from both (`blend`). The RL stage and `cai eval judge` label through it, so the evaluation
+    measures the labels a run makes."""
+
+    def __init__(self, config: RunConfig):
+        o = config.options(LabelOptions)
+        self.name = o.judge
+        self.hard_p = o.hard_rule_p
+        self.judge: Judge = judges.get(o.judge)(config)
+
+    def check(self, ctx: RunContext) -> None:
+        """What labelling pairs needs, whatever their source."""
+        if ctx.constitution.comparable:
+            self.judge.check(ctx)
+        elif not ctx.constitution.rules:
+            raise CaiError(
+                f"{ctx.constitution.path}: no principle has a 'compare' question or rules: nothing can judge the pairs"
+            )
+
+    def needs_engine(self, ctx: RunContext) -> bool:
+        return bool(ctx.constitution.comparable) and self.judge.needs_engine()
+
+    def label(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Judged]:
+        """The rules on both answers of every pair (pure, fast), then the judge on the pairs that no hard rule
+        decided (one batched call), then one label per pair from both. A pair that nothing could label is
+        skipped in `result` with the judge's reason."""
+        const = ctx.constitution
+        rules = {r.id: r for r in const.rules}
+        checked = [
+            (check_all(const.rules, p.first, p.prompt.reference), check_all(const.rules, p.second, p.prompt.reference))
+            for p in pairs
+        ]
+        hard = [hard_winner(a, b, rules) for a, b in checked]
+        verdicts: list[Verdict | Failure | None] = [None] * len(pairs)
+        if const.comparable:
+            ask = [i for i, h in enumerate(hard) if not h]
+            for i, answer in zip(ask, self.judge.judge(ctx, [pairs[i] for i in ask], result), strict=True):
+                verdicts[i] = answer
+        out = []
+        for pair, (a, b), h, judged in zip(pairs, checked, hard, verdicts, strict=True):
+            votes = rule_votes(a, b, rules)
+            failed: tuple[FailedRead, ...] = ()
+            verdict = judged if isinstance(judged, Verdict) else None
+            if isinstance(judged, Failure):
+                if not votes:  # nothing else can label the pair: on record with the judge's reason
+                    result.skip(pair.prompt.id, judged.reason)
+                    continue
+                failed = (FailedRead("judge", "", judged.reason),)
+            label = blend(verdict, votes, h, self.hard_p)
+            out.append(Judged(pair, label, verdict, (*(verdict.failed if verdict else ()), *failed), (a, b)))
+        return out

@@ -12,7 +12,8 @@ from typing import Any
 
 from cai.errors import CaiError
 
-GROUPS = {"stage": "cai.stages", "judge": "cai.judges", "backend": "cai.backends"}
+# kind -> entry-point group. A step judge labels the steps of a solution (cai.stepjudge); a judge, pairs.
+GROUPS = {"stage": "cai.stages", "judge": "cai.judges", "step_judge": "cai.step_judges", "backend": "cai.backends"}
 
 
 @functools.cache
@@ -34,12 +35,37 @@ def get(kind: str, name: str) -> Any:
             return ep.load()
         except Exception as e:  # a broken plug-in: one line naming it, not a traceback from importlib
             raise CaiError(
-                f"--{kind} {name}: its entry point {ep.value!r} ({GROUPS[kind]}) failed to load: "
+                f"--{kind.replace('_', '-')} {name}: its entry point {ep.value!r} ({GROUPS[kind]}) failed to load: "
                 f"{type(e).__name__}: {e}"
             ) from None
-    raise CaiError(f"--{kind} {name!r}: unknown {kind} (installed: {', '.join(names(kind)) or 'none'})")
+    flag, what = kind.replace("_", "-"), kind.replace("_", " ")
+    raise CaiError(f"--{flag} {name!r}: unknown {what} (installed: {', '.join(names(kind)) or 'none'})")
 
 
 def every(kind: str) -> dict[str, Any]:
     """Every registered class of `kind`, by name."""
     return {name: get(kind, name) for name in names(kind)}
+
+
+def stage_order(chosen: list[str]) -> list[str]:
+    """`chosen` stages in an order where each runs after the stages that write the splits it reads (a
+    topological sort of the stages' declared `inputs`; ties by name, so the order is stable)."""
+    writer = {get("stage", n).split: n for n in names("stage")}
+    done: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            raise CaiError(f"stages {', '.join(sorted(visiting))}: their declared inputs form a cycle")
+        visiting.add(name)
+        for split in get("stage", name).inputs:
+            if writer.get(split) in chosen:
+                visit(writer[split])
+        visiting.discard(name)
+        done.append(name)
+
+    for name in sorted(chosen):
+        visit(name)
+    return done

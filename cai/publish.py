@@ -55,9 +55,9 @@ def build(
         if table is None:
             continue
         if min_p_true is not None:
-            table, note = stage.select(table, min_p_true)
+            table, note = stage.report().select(table, min_p_true)
             notes += [note] if note else []
-        table, done = decisions.apply(table, stage.split, reviews)
+        table, done = decisions.apply(table, stage.split, stage.view, reviews)
         reviewed = {k: reviewed[k] + v for k, v in done.items()}
         test_mask = pa.array(
             [_is_test(i, seed, test_fraction) for i in table.column(stage.key).to_pylist()], type=pa.bool_()
@@ -98,6 +98,7 @@ def _size_category(n: int) -> str:
 def card(repo, manifest, const, counts, summary, license, run_stages, notes=()) -> str:
     import yaml
 
+    reports = {stage.name: stage.report() for stage in run_stages}
     configs = []
     for split in (stage.split for stage in run_stages):
         if f"{split}/train" in counts:
@@ -116,7 +117,12 @@ def card(repo, manifest, const, counts, summary, license, run_stages, notes=()) 
         "configs": configs,
         "license": license or (const.license if const and const.license else "cc-by-4.0"),
         "task_categories": list(
-            dict.fromkeys(t for stage in run_stages if f"{stage.split}/train" in counts for t in stage.task_categories)
+            dict.fromkeys(
+                t
+                for stage in run_stages
+                if f"{stage.split}/train" in counts
+                for t in reports[stage.name].task_categories
+            )
         ),
         "language": ["en"],
         "size_categories": [_size_category(total)],
@@ -138,7 +144,7 @@ def card(repo, manifest, const, counts, summary, license, run_stages, notes=()) 
     ]
     written = [stage for stage in run_stages if stage.name in summary["sections"]]
     for stage in written:
-        lines += stage.card_lines(summary)
+        lines += reports[stage.name].card_lines(summary)
     lines += ["", "## Rows", "", *notes, *([""] if notes else []), "| config | split | rows |", "| --- | --- | --- |"]
     lines += [f"| {k.split('/')[0]} | {k.split('/')[1]} | {v} |" for k, v in counts.items()]
     lines += [
@@ -163,7 +169,7 @@ def card(repo, manifest, const, counts, summary, license, run_stages, notes=()) 
             f"{_cell('; '.join(r.describe() for r in p.rules))} |"
             for p in const.principles
         ]
-    statistics = [line for stage in written for line in stage.card_stats(summary)]
+    statistics = [line for stage in written for line in reports[stage.name].card_stats(summary)]
     if statistics:
         lines += ["", "## Label statistics", "", *statistics]
     lines += [
@@ -173,10 +179,10 @@ def card(repo, manifest, const, counts, summary, license, run_stages, notes=()) 
         "```python",
         "from datasets import load_dataset",
         "",
-        *(f'{s.split} = load_dataset("{repo}", "{s.split}")  # {s.readers}' for s in written),
+        *(f'{s.split} = load_dataset("{repo}", "{s.split}")  # {reports[s.name].readers}' for s in written),
         "```",
         "",
-        *(line for stage in written for line in stage.card_use()),
+        *(line for stage in written for line in reports[stage.name].card_use()),
     ]
     return "\n".join(lines)
 

@@ -58,7 +58,7 @@ def principle_reward(principle: Principle, weight: float = 1.0) -> RewardFunc:
 
 def pm_reward(pm: str, weight: float = 1.0, batch_size: int = 16) -> RewardFunc:
     """The reward of a preference model from `cai train-pm`: (r - mean) / std of its held-out rewards."""
-    from cai.pm.score import check_pm, rewards
+    from cai.rewardmodels import check_pm, rewards
 
     check_pm(pm, "pm")
 

@@ -21,7 +21,7 @@ class RunContext:
     config: RunConfig
     constitution: Constitution
     templates: Templates
-    store: RunStore
+    store: RunStore | None = None  # None for a run that keeps nothing on disk (an evaluation without --out)
     backend: Backend | None = None  # None until the engine starts, and in runs whose stages need none
     log: Callable[[str], None] = print
 

@@ -5,66 +5,72 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cai import stages
 from cai.errors import CaiError
 
 
 def items(source: str, pm: str | None = None) -> tuple[list[dict], bool]:
     """(items, is_preference) from a run, a preference file or dataset, or a file of completions (records with
     a prompt or messages, a `completion` or `response`, and an optional `reference`).
-    Items: {id, prompt, response, side, reference, p?}. Step data (a run with only a steps split, or records
-    with `completions`) is refused by name: a pairwise model gives one reward per text, not per step."""
-    from cai import inputs, stages
-    from cai.pm.data import load_rows
+    Items: {id, prompt, response, side, reference, p?}. A run is read by its splits' views: a split of pairs (both
+    sides), else one of completions. Step data (a run with only a steps split, or records with `completions`)
+    is refused by name: a pairwise model gives one reward per text, not per step."""
+    from cai import inputs
+    from cai.pm.data import preference_rows
+    from cai.sources import open_rows
     from cai.store import RunStore
 
-    sft, prefs, steps = stages.get("sl").split, stages.get("rl").split, stages.get("steps").split
-    path = Path(source)
     run = RunStore(source) if RunStore.is_run(source) else None
-    counts = {split: run.count(split) for split in (sft, prefs, steps)} if run is not None else {}
+    found = {}  # how a split is scored -> its stage, for the splits that hold rows
+    if run is not None:
+        found = {s.view.scores: s for s in stages.reading(lambda v: v.scores is not None) if run.count(s.split)}
+    path = Path(source)
     records = None  # a file's records, read once
     if path.is_file() and path.suffix in (".jsonl", ".json", ".parquet"):
-        records = inputs.read_parquet(path) if path.suffix == ".parquet" else inputs.read_jsonl(path)
-    stepwise = bool(counts.get(steps) and not counts[sft] and not counts[prefs]) or bool(
-        records and "completions" in records[0][1]
-    )
+        records = open_rows(source)
+    stepwise = (run is not None and set(found) == {"steps"}) or bool(records and "completions" in records[0][1])
     if stepwise and pm is not None:
         raise CaiError(
             f"--pm {pm}: a pairwise preference model (train-pm --kind pm), but this data has steps: score them "
             "with a process reward model (train-pm --kind prm)"
         )
-    if run is not None and counts[sft] and not counts[prefs]:
-        rows = run.read(sft, columns=["id", "prompt", "completion", "reference"])
+    if run is not None and "completion" in found and "pair" not in found:
+        view, split = found["completion"].view, found["completion"].split
+        assert view.answer is not None
+        rows = run.read(split, columns=["id", view.prompt, view.answer, "reference"])
         return [
             {
                 "id": r["id"],
-                "prompt": r["prompt"],
-                "response": r["completion"][-1]["content"],
+                "prompt": r[view.prompt],
+                "response": r[view.answer][-1]["content"],
                 "side": "completion",
                 "reference": r["reference"],
             }
             for r in rows
         ], False
-    if records is not None:
-        if records and not {"chosen", "rejected"} <= set(records[0][1]):
-            out = []
-            for where, record in records:
-                messages = inputs.to_messages(record, where, None)
-                response = record.get("completion", record.get("response"))
-                if isinstance(response, list) and response and isinstance(response[-1], dict):
-                    response = response[-1].get("content")
-                if not isinstance(response, str):
-                    raise CaiError(f"{where}: expected 'completion' (or 'response'): text or assistant messages")
-                out.append(
-                    {
-                        "id": inputs.prompt_id(messages),
-                        "prompt": list(messages),
-                        "response": response,
-                        "side": "completion",
-                        "reference": inputs.reference(record, where),
-                    }
-                )
-            return out, False
-    rows = load_rows(source)
+    if records is not None and not {"chosen", "rejected"} <= set(records[0][1]):
+        out = []
+        for where, record in records:
+            messages = inputs.to_messages(record, where, None)
+            response = record.get("completion", record.get("response"))
+            if isinstance(response, list) and response and isinstance(response[-1], dict):
+                response = response[-1].get("content")
+            if not isinstance(response, str):
+                raise CaiError(f"{where}: expected 'completion' (or 'response'): text or assistant messages")
+            out.append(
+                {
+                    "id": inputs.prompt_id(messages),
+                    "prompt": list(messages),
+                    "response": response,
+                    "side": "completion",
+                    "reference": inputs.reference(record, where),
+                }
+            )
+        return out, False
+    pairs = found["pair"].split if "pair" in found else None
+    if run is not None and pairs is None:
+        raise CaiError(f"{source}: the run has no rows to score")
+    rows = preference_rows(records if records is not None else open_rows(source, pairs), source)
     return [
         {
             "id": r["id"],
@@ -94,25 +100,28 @@ def score(
     reward model, one line per solution with every step's probability and the solution's score (`aggregate`:
     product or min of the steps')."""
     from cai.constitution import load
-    from cai.pm.score import kind_of
-    from cai.rules import check_all
+    from cai.rewardmodels import PM, PRM, kind_of
 
     if pm is None and rules is None:
         raise CaiError("give --pm DIR, --rules CONSTITUTION, or both")
-    kind = kind_of(pm) if pm is not None else None
-    if aggregate is not None and kind != "prm":
+    kind = kind_of(pm) if pm is not None else PM
+    if aggregate is not None and kind != PRM:
         raise CaiError("--aggregate applies to a process reward model (train-pm --kind prm) given as --pm")
     const = load(rules) if rules is not None else None
     if const is not None and not const.rules:
         raise CaiError(f"--rules {rules}: {const.path} has no rules")
-    if kind == "prm":
-        assert pm is not None
-        return score_steps(data, out, pm, const, aggregate or "product", batch_size, max_length)
-    from cai.pm.score import rewards
+    scorer = {PM: score_texts, PRM: score_steps}[kind]  # one reward per text, or one per step
+    return scorer(data, out, pm, const, aggregate or "product", batch_size, max_length)
+
+
+def score_texts(data: str, out: str, pm: str | None, const, aggregate: str, batch_size: int, max_length: int) -> dict:
+    """`cai score` of whole texts: a pairwise preference model's reward and/or the constitution's rules."""
+    from cai.rewardmodels import rewards
+    from cai.rules import check_all
 
     found, is_pref = items(data, pm)
     lines = [{k: it[k] for k in ("id", "side", "prompt", "response")} for it in found]
-    report: dict = {"scored": len(found), "out": out}
+    report: dict = {"scored": len(found), "out": out, "unit": "responses"}
     if pm is not None:
         scored = rewards(pm, [(it["prompt"], it["response"]) for it in found], batch_size, max_length)
         for line, s in zip(lines, scored["scores"], strict=True):
@@ -134,14 +143,16 @@ def score(
     return report
 
 
-def score_steps(data: str, out: str, pm: str, const, aggregate: str, batch_size: int, max_length: int) -> dict:
+def score_steps(data: str, out: str, pm: str | None, const, aggregate: str, batch_size: int, max_length: int) -> dict:
     """`cai score` with a process reward model: every step's P(good) and the solution's score; where the data
     has step labels, the step accuracy and first-error accuracy against them."""
+    from cai import rewardmodels
     from cai.pm import prm
     from cai.rules import check_all
 
+    assert pm is not None  # a PRM was given: that is how this scorer was chosen
     rows = prm.load_rows(data, need_labels=False)
-    scored = prm.step_scores(pm, rows, batch_size, max_length)
+    scored = rewardmodels.step_scores(pm, rows, batch_size, max_length)
     lines = []
     for r, ps in zip(rows, scored["steps"], strict=True):
         line = {
@@ -150,7 +161,7 @@ def score_steps(data: str, out: str, pm: str, const, aggregate: str, batch_size:
             "prompt": r.prompt,
             "completions": r.steps,
             "step_scores": ps,
-            "score": prm.solution_score(ps, aggregate),
+            "score": rewardmodels.solution_score(ps, aggregate),
             "aggregate": aggregate,
         }
         if r.targets is not None:
@@ -160,9 +171,9 @@ def score_steps(data: str, out: str, pm: str, const, aggregate: str, batch_size:
             line["rules"] = [x.row() for x in results]
         lines.append(line)
     labelled = [(ps, r.targets[: len(ps)]) for r, ps in zip(rows, scored["steps"], strict=True) if r.targets]
-    report: dict = {"scored": len(rows), "out": out, "kind": "prm", "cut_steps": scored["cut_steps"]}
+    report: dict = {"scored": len(rows), "out": out, "unit": "solutions", "cut_steps": scored["cut_steps"]}
     if labelled:
-        m = prm.metrics([p for p, _ in labelled], [t for _, t in labelled])
+        m = rewardmodels.step_metrics([p for p, _ in labelled], [t for _, t in labelled])
         report.update({k: m[k] for k in ("step_accuracy", "first_error_accuracy", "step_ece")})
     _write(out, lines)
     return report
@@ -185,3 +196,27 @@ def _share(lines: list[dict], rule: str) -> float | None:
     """The share of the texts a rule applied to that passed it."""
     got = [r["passed"] for line in lines for r in line["rules"] if r["rule"] == rule]
     return sum(got) / len(got) if got else None
+
+
+def lines(report: dict) -> list[str]:
+    """What `cai score` prints of its report."""
+
+    def num(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    what = "the steps of " if report["unit"] == "solutions" else ""
+    out = [f"scored {what}{report['scored']} {report['unit']} -> {report['out']}"]
+    if report.get("step_accuracy") is not None:
+        out.append(
+            f"against the data's labels: step accuracy {num(report['step_accuracy'])}, first-error accuracy "
+            f"{num(report['first_error_accuracy'])}, ece {num(report['step_ece'])}"
+        )
+    if report.get("cut_steps"):
+        out.append(f"{report['cut_steps']} steps past the model's max length were not scored")
+    if report.get("accuracy") is not None:
+        out.append(f"accuracy (chosen scores above rejected): {report['accuracy']:.3f}")
+    for rule, share in (report.get("rules_passed") or {}).items():
+        out.append(f"  {rule:<34} passed by {'n/a' if share is None else f'{100 * share:.1f}%'}")
+    if report.get("rules_accuracy") is not None:
+        out.append(f"rules accuracy (chosen's rules score above rejected's): {report['rules_accuracy']:.3f}")
+    return out

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cai import reads
 from cai.backends import Sampling
 from cai.constitution import Constitution
-from cai.judges.pairwise import read_options
 from cai.prompts import SAMPLE_CONVERSATION, TemplateSpec
-from cai.records import ChunkResult, Failure, continued, with_system
+from cai.records import ChunkResult, continued, with_system
 from cai.run import RunContext
 from cai.sampling import request_seed
 from cai.settings import setting
 
-OPTIONS = ("A", "B")
 TEMPLATES = (
     TemplateSpec(
         "self_eval.j2",
@@ -56,6 +55,17 @@ class SelfEvalOptions:
 
 
 @dataclass(frozen=True)
+class SelfEvalRow:
+    """P(True) of one text of a trace as the sft split stores it (round 0: the initial answer)."""
+
+    round: int
+    p_true: float | None
+    p_true_ab: float | None
+    p_true_ba: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class TrueRead:
     """P(True) of one answer: `p_ab` with True shown as (A), `p_ba` with True shown as (B), and their mean;
     None with the reason in `error` when a read failed."""
@@ -69,20 +79,15 @@ class TrueRead:
     def orders_disagree(self) -> bool:
         return self.p_ab is not None and self.p_ba is not None and (self.p_ab > 0.5) != (self.p_ba > 0.5)
 
-    def row(self, round: int) -> dict:
-        return {
-            "round": round,
-            "p_true": self.p_true,
-            "p_true_ab": self.p_ab,
-            "p_true_ba": self.p_ba,
-            "error": self.error,
-        }
+    def row(self, round: int) -> SelfEvalRow:
+        return SelfEvalRow(round, self.p_true, self.p_ab, self.p_ba, self.error)
 
 
-def combine(p_a_true_first: float, p_a_true_second: float) -> TrueRead:
-    """P(True) from P(A) read with True as (A), and P(A) read with True as (B) (where A means False)."""
-    ab, ba = p_a_true_first, 1 - p_a_true_second
-    return TrueRead((ab + ba) / 2, ab, ba)
+def true_read(read: reads.TwoOrderRead) -> TrueRead:
+    """P(True) from both orders' reads; a failed read keeps the first failure's reason, never a silent default."""
+    if isinstance(read.p_ab, float) and isinstance(read.p_ba, float):
+        return TrueRead(read.p, read.p_ab, read.p_ba)
+    return TrueRead(None, error=read.failures[0][1].reason)
 
 
 def principles_of(constitution: Constitution) -> list[str]:
@@ -94,11 +99,11 @@ def brainstorm(ctx: RunContext, prompts: list, k: int, result: ChunkResult) -> d
     """K samples of the model per prompt (one request with n=K each), shown before the answer evaluated."""
     if k < 1 or not prompts:
         return {}
-    c = ctx.config
+    s, seed = ctx.config.sampling, ctx.config.run.seed
     sampling = Sampling(
-        max_tokens=c.max_tokens, temperature=max(c.temperature, 0.7), top_p=c.top_p, n=k, label="self-eval brainstorm"
+        max_tokens=s.max_tokens, temperature=max(s.temperature, 0.7), top_p=s.top_p, n=k, label="self-eval brainstorm"
     )
-    seeds = [request_seed(c.seed, p.id, "self-eval-samples") for p in prompts]
+    seeds = [request_seed(seed, p.id, "self-eval-samples") for p in prompts]
     outs = ctx.engine.generate([with_system(ctx.constitution, p.messages) for p in prompts], sampling, seeds)
     samples = {}
     for p, got in zip(prompts, outs, strict=True):
@@ -112,26 +117,20 @@ def evaluate(ctx: RunContext, items: list[tuple[list[dict], str, list[str]]], re
     """P(True) for every (conversation, answer, brainstormed samples), both orders, in one engine call."""
     principles = principles_of(ctx.constitution)
     prefix = ctx.templates.render("self_eval_answer.j2")
-    chats = []
-    for conversation, answer, samples in items:
-        for a, b in (("True", "False"), ("False", "True")):
-            question = ctx.templates.render(
-                "self_eval.j2",
-                conversation=conversation,
-                principles=principles,
-                samples=samples,
-                answer=answer,
-                option_a=a,
-                option_b=b,
-            )
-            chats.append(continued(question, prefix))
-    outs = ctx.engine.generate(chats, Sampling(options=OPTIONS, continue_final=True, label="self-eval P(True)"))
-    reads = []
-    for i in range(len(items)):
-        first, second = (read_options(out, result, OPTIONS, "self-eval") for (out,) in outs[2 * i : 2 * i + 2])
-        if isinstance(first, float) and isinstance(second, float):
-            reads.append(combine(first, second))
-        else:  # the first failure's reason is kept: a failed read is never a silent default
-            failed = first if isinstance(first, Failure) else second
-            reads.append(TrueRead(None, error=failed.reason if isinstance(failed, Failure) else None))
-    return reads
+
+    def chat(conversation: list[dict], answer: str, samples: list[str], shown: tuple[str, str]) -> list[dict]:
+        question = ctx.templates.render(
+            "self_eval.j2",
+            conversation=conversation,
+            principles=principles,
+            samples=samples,
+            answer=answer,
+            option_a=shown[0],
+            option_b=shown[1],
+        )
+        return continued(question, prefix)
+
+    questions = [reads.TwoOrders(chat(*item, ("True", "False")), chat(*item, ("False", "True"))) for item in items]
+    return [
+        true_read(r) for r in reads.ask_both(ctx.engine, questions, result, label="self-eval P(True)", what="self-eval")
+    ]

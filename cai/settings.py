@@ -29,6 +29,8 @@ def setting(
     when: tuple[str, tuple[Any, ...]] | None = None,
     aliases: tuple[str, ...] = (),
     path: bool = False,
+    selects: str | None = None,
+    temperature: bool = False,
 ) -> Any:
     """A dataclass field with its documentation and rules.
 
@@ -36,7 +38,15 @@ def setting(
     minimum/maximum/above: numeric bounds (`above` is exclusive). choices: the allowed values (a callable,
     so registries can answer late). when: (key, values): only meaningful when setting `key` has one of
     `values`; giving it otherwise is an error. path: compared as an absolute path in the identity.
+    selects: the value names a plug-in of this kind (judge, backend, step_judge): its choices are the registered
+    names, and a setting of another plug-in of that kind is refused. temperature: a sampling temperature (an
+    engine that samples badly above 0 asks which ones the run uses).
     """
+    if selects is not None and choices is None:
+        from cai import plugins
+
+        kind = selects
+        choices = lambda: plugins.names(kind)  # late: the registry answers when asked
     meta = {
         "help": help,
         "identity": identity,
@@ -47,6 +57,8 @@ def setting(
         "when": when,
         "aliases": aliases,
         "path": path,
+        "selects": selects,
+        "temperature": temperature,
     }
     return field(default=default, metadata=meta)
 

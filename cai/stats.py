@@ -50,7 +50,7 @@ def compute(run: str | Path) -> dict:
         if frame is None:
             continue
         out["rows"][stage.split] = frame.select(pl.len()).collect().item()
-        out.update(stage.stats(frame))
+        out.update(stage.report().stats(frame))
         out["sections"].append(stage.name)
     return out
 
@@ -69,63 +69,33 @@ def render(s: dict, store: RunStore | None = None) -> str:
         lines.append(f"{'reviewed by a person':<28}{review['reviewed']:>6}  ({review['changed']} changed; {per})")
     for stage in run_stages(store or RunStore(s["run"])):
         if stage.name in s["sections"]:
-            lines += stage.report_lines(s)
+            lines += stage.report().report_lines(s)
     return "\n".join(lines)
 
 
 def plot(s: dict, path: str) -> None:
-    """A PNG: for a preference split, the p_chosen histogram and the per-principle consistency bars; for a steps
-    split, where the first error falls and the mean P(good step) per principle. One row per split."""
+    """A PNG: one row of two panels per split whose stage's report draws (the p_chosen histogram and per-principle
+    consistency of a preference split, where the first error falls in a steps split, ...)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [draw for key, draw in (("p_chosen", _prefs_panels), ("steps", _steps_panels)) if key in s]
-    if not rows:
-        raise CaiError("--plot needs a preference or steps split (run the rl or steps stage first)")
-    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 4.5 * len(rows)), squeeze=False)
-    for draw, (a, b) in zip(rows, axes, strict=True):
-        draw(s, a, b)
+    reports = [st.report() for st in run_stages(RunStore(s["run"])) if st.name in s["sections"]]
+    drawn = []
+    for report in reports:  # each report draws on a figure of its own first, to learn whether it draws at all
+        fig, axes = plt.subplots(1, 2)
+        if report.plot(s, *axes):
+            drawn.append(report)
+        plt.close(fig)
+    if not drawn:
+        raise CaiError("--plot: no split of this run has panels to draw (run the rl or steps stage first)")
+    fig, axes = plt.subplots(len(drawn), 2, figsize=(12, 4.5 * len(drawn)), squeeze=False)
+    for report, (a, b) in zip(drawn, axes, strict=True):
+        report.plot(s, a, b)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def _prefs_panels(s: dict, a, b) -> None:
-    hist = s["p_chosen_histogram"]
-    a.bar([r["bin"] + 0.05 for r in hist], [r["len"] for r in hist], width=0.09, color="#4c72b0")
-    a.set(
-        title=f"p_chosen ({s['judge']} judge)",
-        xlabel="soft label of the chosen answer",
-        ylabel="pairs",
-        xlim=(0.5, 1.0),
-    )
-    per = s["consistent_per_principle"]
-    if per:
-        b.barh([r["principle"] for r in per], [100 * r["share"] for r in per], color="#55a868")
-        b.set(title="position-consistent votes per principle", xlabel="% of votes", xlim=(0, 100))
-    else:
-        b.axis("off")
-        b.text(0.5, 0.5, f"the {s['judge']} judge makes no two-order votes", ha="center", va="center")
-
-
-def _steps_panels(s: dict, a, b) -> None:
-    from cai.stages.steps_report import FIRST_ERRORS
-
-    st = s["steps"]
-    counts = {r["step"]: r["len"] for r in st["first_error_histogram"]}
-    labels = [str(i + 1) for i in range(FIRST_ERRORS - 1)] + [f"{FIRST_ERRORS}+", "none"]
-    values = [counts.get(i, 0) for i in range(FIRST_ERRORS)] + [st["all_good"]]
-    a.bar(labels, values, color=["#c44e52"] * FIRST_ERRORS + ["#55a868"])
-    a.set(title=f"first bad step ({st['solutions']} solutions)", xlabel="step", ylabel="solutions")
-    per = st["per_principle"]
-    b.barh([r["principle"] for r in per], [r["p_mean"] for r in per], color="#4c72b0", label="mean P(good step)")
-    b.scatter([r["consistent"] for r in per], [r["principle"] for r in per], color="#c44e52", zorder=3,
-              label="share of reads whose two orders agree")  # fmt: skip
-    b.axvline(0.5, color="#999999", linestyle="--", linewidth=1)
-    b.set(title="step reads per principle", xlim=(0, 1))
-    b.legend(loc="lower right", fontsize=8)
 
 
 def to_json(s: dict) -> str:

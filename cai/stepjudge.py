@@ -1,44 +1,39 @@
-"""Step-level AI feedback: each step of a solution judged under sampled principles with one token read.
+"""The StepJudge interface: given solutions split into steps, say how likely each step is correct.
 
-For step k the model sees the problem, steps 1..k and then the principle's question about step k, with
-"(A) Yes (B) No" and then "(A) No (B) Yes"; P(Yes) is read from the option log-probs of the next token and the
-two orders are averaged (`StepVote.p`). The question comes after the steps, so every read of a
-solution (each step, principle and order) starts with the text of the steps before it: with vLLM's prefix
-cache the solution's steps are prefilled about once, not once per step (bench/steps.py measures it; sending
-each solution's longest read first, so its prefix is cached before the others are scheduled, computed exactly
-as many tokens as one call on vLLM's CPU build, so the reads go in one call). Used by the steps stage and by
-`cai eval steps`.
+Process supervision (Lightman et al. 2023) with AI feedback. A step judge is a plug-in found by name through
+the `cai.step_judges` entry-point group (`--step-judge`), as a pairwise judge is through `cai.judges`; the
+steps stage and `cai eval steps` ask the same one. The built-in one, `logprob` (cai.judges.step_logprob), reads
+a Yes/No question about each step in both option orders.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
+from cai import plugins
 from cai import steps as steps_mod
-from cai.backends import Sampling
-from cai.inputs import Prompt
-from cai.judges.pairwise import read_options
-from cai.prompts import SAMPLE_CONVERSATION, TemplateSpec
-from cai.records import ChunkResult, Failure, continued
-from cai.run import RunContext
-from cai.sampling import sample_principles
+from cai.errors import CaiError
+from cai.settings import setting
 
-OPTIONS = ("A", "B")
-ORDERS = (("yes-first", ("Yes", "No")), ("no-first", ("No", "Yes")))
-TEMPLATES = (
-    TemplateSpec(
-        "step.j2",
-        {
-            "conversation": SAMPLE_CONVERSATION,
-            "steps": ["\u2063step-one\u2063", "\u2063step-two\u2063"],
-            "question": "\u2063the-question\u2063",
-            "option_a": "Yes",
-            "option_b": "No",
-        },
-        requires=("question",),
-    ),
-    TemplateSpec("step_answer.j2", ends_with="("),
-)
+if TYPE_CHECKING:
+    from cai.config import RunConfig
+    from cai.inputs import Prompt
+    from cai.prompts import TemplateSpec
+    from cai.records import ChunkResult, Failure
+    from cai.run import RunContext
+
+
+@dataclass(frozen=True)
+class StepJudgingOptions:
+    """Shared by everything that labels steps: the steps stage and `cai eval steps`."""
+
+    step_judge: str = setting(
+        "logprob",
+        "The judge that labels each step (registered under the 'cai.step_judges' entry points).",
+        identity=True,
+        selects="step_judge",
+    )
 
 
 @dataclass(frozen=True)
@@ -58,20 +53,17 @@ class Solution:
 
 @dataclass(frozen=True)
 class StepVote:
-    """One principle's read of one step in both orders: P(Yes) with Yes shown as (A) (`p_ab`), and with Yes
-    shown as (B) (`p_ba`)."""
+    """One principle's read of one step in both orders: P(Yes) with Yes shown as (A) (`p_yes_ab`), and with Yes
+    shown as (B) (`p_yes_ba`). The field names are the split's column names."""
 
     step: int
     principle: str
-    p_ab: float
-    p_ba: float
+    p_yes_ab: float
+    p_yes_ba: float
 
     @property
     def p(self) -> float:
-        return (self.p_ab + self.p_ba) / 2
-
-    def row(self) -> dict:
-        return {"step": self.step, "principle": self.principle, "p_yes_ab": self.p_ab, "p_yes_ba": self.p_ba}
+        return (self.p_yes_ab + self.p_yes_ba) / 2
 
 
 @dataclass(frozen=True)
@@ -81,13 +73,10 @@ class StepFailure:
     order: str
     reason: str
 
-    def row(self) -> dict:
-        return {"step": self.step, "principle": self.principle, "order": self.order, "reason": self.reason}
-
 
 @dataclass(frozen=True)
 class StepVerdict:
-    """A judged solution: `step_p[k]` is the mean over principles of step k's two-order P(Yes)."""
+    """A judged solution: `step_p[k]` is P(step k is correct and acceptable), the soft label."""
 
     solution: Solution
     principles: tuple[str, ...]
@@ -108,96 +97,40 @@ class StepVerdict:
         return steps_mod.aggregate(self.step_p, "product")
 
 
-@dataclass(frozen=True)
-class Read:
-    """One question: step `step` of solution `solution` under `principle`, with Yes shown first or second."""
+class StepJudge:
+    """A step judge. Subclasses set the class attributes and implement `judge` (one batched pass over the
+    solutions, returning one StepVerdict or Failure per solution, in order) and `describe`.
 
-    solution: int
-    step: int
-    principle: str
-    order: str
-    chat: list[dict]
+    settings   its settings groups (cai.settings); the CLI makes flags of them
+    templates  the templates it renders, with sample values, checked before the engine starts
+    """
 
+    name: ClassVar[str]
+    settings: ClassVar[tuple[type, ...]] = ()
+    templates: ClassVar[tuple[TemplateSpec, ...]] = ()
 
-def question(principle) -> str:
-    """What a step is asked under `principle`: its step question, else its critique request."""
-    return principle.step or principle.critique
+    def __init__(self, config: RunConfig):
+        self.config = config
 
+    def check(self, ctx: RunContext) -> None:
+        """Everything that can be wrong before the engine starts; raise CaiError naming it."""
 
-def judge(ctx: RunContext, solutions: list[Solution], k: int, result: ChunkResult) -> list[StepVerdict | Failure]:
-    """Every step of every solution under k principles sampled per solution, both orders, in one engine call.
-    A solution with a step that no principle read in both orders is a Failure naming the step and the
-    reasons."""
-    asked, chosen = reads(ctx, solutions, k)
-    return verdicts(solutions, chosen, asked, ask(ctx, asked, result))
+    def needs_engine(self) -> bool:
+        return True
 
+    def judge(self, ctx: RunContext, solutions: list[Solution], result: ChunkResult) -> list[StepVerdict | Failure]:
+        raise NotImplementedError
 
-def reads(ctx: RunContext, solutions: list[Solution], k: int) -> tuple[list[Read], list[tuple[str, ...]]]:
-    """The reads of every (solution, step, principle, order), and each solution's sampled principles."""
-    answer = ctx.templates.render("step_answer.j2")
-    out: list[Read] = []
-    chosen: list[tuple[str, ...]] = []
-    for i, s in enumerate(solutions):
-        principles = sample_principles(
-            ctx.constitution.steppable, k, ctx.config.seed, s.prompt.id, f"steps-judge-{s.index}"
-        )
-        chosen.append(tuple(p.id for p in principles))
-        conversation = list(s.prompt.messages)
-        for step in range(len(s.steps)):
-            for p in principles:
-                for order, (a, b) in ORDERS:
-                    text = ctx.templates.render(
-                        "step.j2",
-                        conversation=conversation,
-                        steps=list(s.steps[: step + 1]),
-                        question=question(p),
-                        option_a=a,
-                        option_b=b,
-                    )
-                    out.append(Read(i, step, p.id, order, continued(text, answer)))
-    return out, chosen
+    def describe(self) -> str:
+        """A sentence for the dataset card: how each step was labelled."""
+        raise NotImplementedError
 
 
-def verdicts(
-    solutions: list[Solution], chosen: list[tuple[str, ...]], asked: list[Read], answers: list[float | Failure]
-) -> list[StepVerdict | Failure]:
-    """Each solution's step labels from its reads' P(A)."""
-    got: list[dict[tuple[int, str, str], float]] = [{} for _ in solutions]
-    failed: list[list[StepFailure]] = [[] for _ in solutions]
-    for r, q in zip(asked, answers, strict=True):
-        if isinstance(q, Failure):
-            failed[r.solution].append(StepFailure(r.step, r.principle, r.order, q.reason))
-        else:
-            got[r.solution][(r.step, r.principle, r.order)] = q
-    out: list[StepVerdict | Failure] = []
-    for i, s in enumerate(solutions):
-        votes, step_p, missing = [], [], None
-        for step in range(len(s.steps)):
-            # P(A) read with No shown as (A) is P(No): the vote keeps P(Yes) of both orders.
-            here = [
-                StepVote(step, pid, got[i][(step, pid, "yes-first")], 1.0 - got[i][(step, pid, "no-first")])
-                for pid in chosen[i]
-                if (step, pid, "yes-first") in got[i] and (step, pid, "no-first") in got[i]
-            ]
-            if not here:  # one order alone is position-biased; a step with no two-order read has no label
-                missing = step
-                break
-            votes += here
-            step_p.append(steps_mod.mean([v.p for v in here]))
-        if missing is not None:
-            reasons = "; ".join(sorted({f.reason for f in failed[i] if f.step == missing})) or "no read"
-            out.append(Failure(f"step {missing + 1}: no principle was read in both orders ({reasons})"))
-        else:
-            out.append(StepVerdict(s, chosen[i], tuple(step_p), tuple(votes), tuple(failed[i])))
-    return out
-
-
-def ask(ctx: RunContext, asked: list[Read], result: ChunkResult, share_prefix: bool = True) -> list[float | Failure]:
-    """P(A) of every read, in one engine call. `share_prefix=False` (benchmarks only) keeps every read from
-    reusing another's cached prefix: the cost of judging each step on its own."""
-    sampling = Sampling(options=OPTIONS, continue_final=True, share_prefix=share_prefix, label="step judge")
-    completions = ctx.engine.generate([r.chat for r in asked], sampling)
-    return [
-        read_options(c, result, OPTIONS, f"step {r.step + 1} {r.order}")
-        for r, (c,) in zip(asked, completions, strict=True)
-    ]
+def get(config: RunConfig) -> StepJudge:
+    """The step judge `config` names, built with its settings."""
+    name = config.options(StepJudgingOptions).step_judge
+    cls = plugins.get("step_judge", name)
+    if not (isinstance(cls, type) and issubclass(cls, StepJudge)):
+        raise CaiError(f"--step-judge {name}: {cls!r} is not a StepJudge")
+    judge: StepJudge = cls(config)
+    return judge

@@ -67,3 +67,11 @@ def aggregate(step_scores: Sequence[float], how: str = "product") -> float:
     if how == "min":
         return min(step_scores)
     raise ValueError(f"unknown aggregate {how!r} (use {' or '.join(AGGREGATES)})")
+
+
+def prompt_text(messages) -> str:
+    """The prompt as the plain string TRL's stepwise format takes: the user's text for a one-turn prompt, else the
+    conversation as "Role: content" lines (the messages stay in their own column)."""
+    if len(messages) == 1:
+        return messages[0]["content"]
+    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)

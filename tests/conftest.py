@@ -92,6 +92,8 @@ def run_stage(name: str, config, backend, prompts, constitution=HARMLESS):
     from cai.store import RunStore
 
     stage = stages.get(name)(config)
-    ctx = RunContext(config, load(constitution), Templates(config.templates), RunStore(config.out), backend=backend)
+    ctx = RunContext(
+        config, load(constitution), Templates(config.run.templates), RunStore(config.run.out), backend=backend
+    )
     stage.check(ctx)
     return stage.run(ctx, list(prompts))

@@ -8,14 +8,21 @@ from cai.errors import CaiError
 
 
 def test_defaults_follow_the_paper():
+    from cai.judges.cot import CotOptions
+    from cai.labels import LabelOptions
+    from cai.stages.sl import SLOptions
+
     c = RunConfig()
-    assert (c.rounds, c.stage, c.judge, c.cot_clamp) == (4, "all", "logprob", 0.4)
+    o = (c.options(SLOptions).rounds, c.run.stage, c.options(LabelOptions).judge, c.options(CotOptions).cot_clamp)
+    assert o == (4, "all", "logprob", 0.4)
 
 
 def test_yaml_then_flags(tmp_path):
     path = write(tmp_path / "run.yaml", "rounds: 2\nseed: 7\nmax-tokens: 64\n")
+    from cai.stages.sl import SLOptions
+
     c = load(path, seed=3, rounds=None)
-    assert (c.rounds, c.seed, c.max_tokens) == (2, 3, 64)
+    assert (c.options(SLOptions).rounds, c.run.seed, c.sampling.max_tokens) == (2, 3, 64)
 
 
 @pytest.mark.parametrize(

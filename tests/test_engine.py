@@ -101,7 +101,7 @@ def test_streamed_rows_do_not_depend_on_timing_and_the_load_is_measured(engine, 
             **kw,
         )
         summary = generate(config, backend=engine, log=lambda *_: None)
-        rows = RunStore(config.out).read("sft")
+        rows = RunStore(config.run.out).read("sft")
         got[name] = sorted((r["id"], r["initial"], r["revisions"][0]["revision"]) for r in rows)
         loads[name] = summary.loads["sl"]
     assert len(got["one"]) == 4 and got["one"] == got["all"] == got["steps"]

@@ -148,7 +148,7 @@ def test_a_failed_meta_read_is_recorded_not_scored_zero(tmp_path):
 def test_meta_filter_by_a_trained_preference_model(tmp_path, tiny_backbone):
     """A position-biased judge: each sample prefers whichever answer it was shown first, so the samples
     split into two verdicts. The preference model's rewards decide which verdict's samples are kept."""
-    from cai.pm.score import rewards
+    from cai.rewardmodels import rewards
 
     def first_wins(chat, sampling, seed, index):
         if not chat[-1]["content"].endswith("[["):

@@ -6,6 +6,7 @@ import pytest
 from conftest import HARMLESS, run_stage
 
 from cai import backends, stages
+from cai.columns import listed
 from cai.config import RunConfig
 from cai.evaluation.metrics import consistent
 from cai.inputs import Prompt, prompt_id
@@ -15,7 +16,7 @@ from cai.judges.pairwise import combine
 
 def votes(verdict):
     """The votes as the preference row stores them: seen from the chosen answer."""
-    return [v.row(verdict.first_wins) for v in verdict.votes]
+    return listed([v.row(verdict.first_wins) for v in verdict.votes])
 
 
 def test_two_orders_are_averaged():
@@ -74,7 +75,7 @@ def test_consistency_and_stats():
             ],
         },
     ]
-    stats = stages.get("rl")(RunConfig()).stats(pl.DataFrame(rows).lazy())
+    stats = stages.get("rl")(RunConfig()).report().stats(pl.DataFrame(rows).lazy())
     assert stats["ties"] == 1 and stats["failed_votes"] == 1 and stats["position_consistent"] == 0.5
     histogram = {r["bin"]: r["len"] for r in stats["p_chosen_histogram"]}
     assert histogram == {0.5: 1, 0.9: 1}

@@ -43,9 +43,14 @@ def test_a_setting_for_an_unused_judge_or_backend_is_refused(settings, message):
 
 
 def test_shared_settings_are_accepted_by_each_user():
-    assert RunConfig(judge="grm", cot_max_tokens=64).cot_max_tokens == 64  # shared by cot and grm
-    assert RunConfig(backend="scripted", max_model_len=512).max_model_len == 512  # vllm and scripted
-    assert RunConfig(stage="sl", rounds=2, pairs="revision").rounds == 2  # stage settings always count
+    from cai.backends.base import ContextOptions
+    from cai.judges.reasoning import ReasoningOptions
+    from cai.stages.sl import SLOptions
+
+    # shared by cot and grm; by vllm and scripted; stage settings always count
+    assert RunConfig(judge="grm", cot_max_tokens=64).options(ReasoningOptions).cot_max_tokens == 64
+    assert RunConfig(backend="scripted", max_model_len=512).options(ContextOptions).max_model_len == 512
+    assert RunConfig(stage="sl", rounds=2, pairs="revision").options(SLOptions).rounds == 2
 
 
 def test_cli_refuses_a_misplaced_setting_before_anything_is_written(tmp_path, cli):

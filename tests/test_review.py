@@ -18,6 +18,7 @@ from cai.generate import generate
 from cai.review import decisions, query
 from cai.review.server import start
 from cai.store import RunStore
+from cai.views import PairView, StepsView
 
 XSS = "<img src=x onerror=alert(1)>"
 SCRIPT = "<script>window.pwned=1</script>"
@@ -120,7 +121,7 @@ def test_flip_turns_votes_and_rules_to_the_new_chosen_side():
         "rules_chosen": [{"rule": "r", "passed": True}],
         "rules_rejected": [{"rule": "r", "passed": False}],
     }
-    f = decisions.flipped(row)
+    f = PairView().flip(row)
     assert (f["chosen"], f["rejected"], f["p_chosen"], f["ai_p_chosen"]) == ("y", "x", 1.0, pytest.approx(0.3))
     assert f["votes"][0]["p_chosen_ab"] == pytest.approx(0.4) and f["votes"][0]["p_chosen_ba"] == pytest.approx(0.2)
     assert f["rules_chosen"] == [{"rule": "r", "passed": False}]
@@ -130,7 +131,9 @@ def test_step_relabels_apply_to_step_rows():
     import pyarrow as pa
 
     table = pa.Table.from_pylist([{"id": "a", "completions": ["s1", "s2"], "labels": [True, True]}])
-    out, done = decisions.apply(table, "steps", {("steps", "a"): {"action": "keep", "steps": {"1": False}}})
+    out, done = decisions.apply(
+        table, "steps", StepsView(), {("steps", "a"): {"action": "keep", "steps": {"1": False}}}
+    )
     (got,) = out.to_pylist()
     assert got == {"id": "a", "completions": ["s1", "s2"], "labels": [True, False], "human_label": "relabel"}
     assert done["relabelled"] == 1
@@ -299,7 +302,7 @@ def test_steps_rows_in_a_real_browser_and_a_relabelled_step(browser, tmp_path):
         server.stop()
     (decision,) = RunStore(out).reviews().values()
     assert decision["id"] == first_id and decision["steps"] == {"1": not label}
-    table, done = decisions.apply(RunStore(out).table("steps"), "steps", RunStore(out).reviews())
+    table, done = decisions.apply(RunStore(out).table("steps"), "steps", StepsView(), RunStore(out).reviews())
     rows = {r["id"]: r for r in table.to_pylist()}
     assert rows[first_id]["labels"][1] is (not label) and done["relabelled"] == 1
     others = [r for r in before if r["id"] != first_id and r["prompt_id"] == rows[first_id]["prompt_id"]]

@@ -7,7 +7,7 @@ import math
 import pytest
 from conftest import RED_TEAM, write
 
-from cai import selfeval
+from cai import reads, selfeval
 from cai.backends.scripted import ScriptedBackend
 from cai.config import RunConfig
 from cai.errors import CaiError
@@ -18,9 +18,9 @@ from cai.store import RunStore
 
 def test_both_option_orders_are_averaged():
     # True shown as (A): P(A) = 0.8. True shown as (B): P(A) = 0.4, so P(True) = 0.6 there.
-    read = selfeval.combine(0.8, 0.4)
+    read = selfeval.true_read(reads.from_asks(0.8, 0.4))
     assert read.p_ab == pytest.approx(0.8) and read.p_ba == pytest.approx(0.6) and read.p_true == pytest.approx(0.7)
-    biased = selfeval.combine(0.9, 0.9)  # always (A): no information
+    biased = selfeval.true_read(reads.from_asks(0.9, 0.9))  # always (A): no information
     assert biased.p_true == pytest.approx(0.5) and biased.orders_disagree
 
 

@@ -48,16 +48,20 @@ def test_labels_first_error_and_solution_score_by_hand():
 def test_step_votes_from_reads_both_orders_and_principles():
     """P(A) with Yes first is P(Yes); with No first it is P(No). Two principles: the step's p is their mean."""
     from cai.inputs import Prompt
+    from cai.judges.step_logprob import StepQuestion, verdicts
+    from cai.reads import TwoOrders, from_asks
     from cai.records import Failure
-    from cai.stepjudge import Read, Solution, StepVerdict, verdicts
+    from cai.stepjudge import Solution, StepVerdict
 
     sol = Solution(Prompt("p1", ({"role": "user", "content": "q"},)), 0, "file", ("s1", "s2"))
-    asked = [
-        Read(0, step, pr, order, []) for step in (0, 1) for pr in ("a", "b") for order in ("yes-first", "no-first")
-    ]
+    asked = [StepQuestion(0, step, pr, TwoOrders([], [])) for step in (0, 1) for pr in ("a", "b")]
+
+    def reads(p_a):  # P(A) asked with Yes first, then with No first, for each question in turn
+        return [from_asks(p_a[i], p_a[i + 1]) for i in range(0, len(p_a), 2)]
+
     # step 0: a reads 0.8 / 0.3 -> P(Yes) 0.8 and 0.7 -> 0.75; b reads 0.6 / 0.6 -> 0.6 and 0.4 -> 0.5
     # step 1: a reads 0.2 / 0.9 -> 0.2 and 0.1 -> 0.15; b fails in one order, so only a counts
-    answers = [0.8, 0.3, 0.6, 0.6, 0.2, 0.9, 0.4, Failure("engine: boom")]
+    answers = reads([0.8, 0.3, 0.6, 0.6, 0.2, 0.9, 0.4, Failure("engine: boom")])
     (v,) = verdicts([sol], [("a", "b")], asked, answers)
     assert isinstance(v, StepVerdict)
     assert v.step_p == pytest.approx((0.625, 0.15))
@@ -65,7 +69,7 @@ def test_step_votes_from_reads_both_orders_and_principles():
     assert v.solution_p == pytest.approx(0.625 * 0.15)
     assert [(x.step, x.principle, x.reason) for x in v.failed] == [(1, "b", "engine: boom")]
     # A step that no principle read in both orders leaves the solution unlabelled, with the reason.
-    (lost,) = verdicts([sol], [("a",)], asked[:4] + asked[4:8:2], [0.8, 0.3, 0.6, 0.6, 0.2, Failure("context: long")])
+    (lost,) = verdicts([sol], [("a",)], asked[:3], reads([0.8, 0.3, 0.6, 0.6, 0.2, Failure("context: long")]))
     assert isinstance(lost, Failure) and lost.reason.startswith("step 2: no principle was read in both orders")
 
 
@@ -88,7 +92,7 @@ def test_soft_bce_against_hand_values_and_keeps_soft_labels():
 
 
 def test_prm_metrics_by_hand():
-    from cai.pm.prm import metrics
+    from cai.rewardmodels import step_metrics as metrics
 
     m = metrics([[0.9, 0.2], [0.6]], [[1.0, 0.0], [0.4]])
     assert m["step_accuracy"] == pytest.approx(2 / 3)
@@ -101,7 +105,7 @@ def test_step_encoder_puts_each_label_on_the_steps_last_token_and_counts_cuts():
     from transformers import AutoTokenizer
 
     from cai.models import resolve_backbone
-    from cai.pm.prm import StepEncoder
+    from cai.rewardmodels import StepEncoder
 
     tok = AutoTokenizer.from_pretrained(resolve_backbone("all-minilm-l6-v2"))
     enc = StepEncoder(tok, "\n", 512)
@@ -165,16 +169,17 @@ def test_step_reads_share_the_text_of_the_steps_before_them(tmp_path):
     engine caches once per solution."""
     from cai.constitution import load
     from cai.inputs import Prompt
+    from cai.judges.step_logprob import LogprobStepJudge
     from cai.prompts import Templates
     from cai.run import RunContext
-    from cai.stepjudge import Solution, reads
+    from cai.stepjudge import Solution
     from cai.store import RunStore
 
     config = RunConfig(constitution=str(REASONING), stage="steps", prompts="-", out=str(tmp_path))
     ctx = RunContext(config, load(REASONING), Templates(), RunStore(tmp_path))
     sol = Solution(Prompt("p", ({"role": "user", "content": "q?"},)), 0, "file", ("one", "two", "three"))
-    asked, _ = reads(ctx, [sol], 1)
-    texts = [r.chat[0]["content"] for r in asked if r.order == "yes-first"]
+    asked, _ = LogprobStepJudge(config).questions(ctx, [sol])
+    texts = [q.chats.first[0]["content"] for q in asked]
     for k in range(2):
         head = texts[k][: texts[k].index("Judge only step")]
         assert texts[k + 1].startswith(head.rstrip("\n"))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from cai.backends.load import Meter
 from cai.settings import setting
+
+if TYPE_CHECKING:
+    from cai.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,12 @@ class Backend:
     progress = False  # draw a progress bar for each labelled call (the streaming executor draws its own)
 
     @classmethod
-    def check(cls, config: Any, stages: list[str]) -> None:
-        """What can be wrong with this run on this engine, before it starts (`stages`: the names that run);
-        raise CaiError naming it."""
+    def check(cls, config: RunConfig, temperatures: dict[str, float]) -> None:
+        """What can be wrong with this run on this engine, before it starts (`temperatures`: the sampling
+        temperatures the run's stages sample at, by setting); raise CaiError naming it."""
 
     @classmethod
-    def from_config(cls, config: Any) -> Backend:
+    def from_config(cls, config: RunConfig) -> Backend:
         raise NotImplementedError
 
     def generate(

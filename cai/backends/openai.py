@@ -7,12 +7,16 @@ import itertools
 import logging
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cai.backends.base import Backend, Completion, Sampling, failed
 from cai.backends.load import Meter
 from cai.errors import CaiError
 from cai.retries import transient_status
 from cai.settings import setting
+
+if TYPE_CHECKING:
+    from cai.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +85,12 @@ class OpenAIBackend(Backend):
         self._gate: asyncio.Semaphore | None = None
 
     @classmethod
-    def from_config(cls, config) -> OpenAIBackend:
+    def from_config(cls, config: RunConfig) -> OpenAIBackend:
         o = config.options(ServerOptions)
         urls = [u.strip() for u in (o.base_url or "").split(",") if u.strip()]
         return cls(
             urls,
-            config.model,
+            config.run.model,
             api_key=o.api_key,
             concurrency=o.concurrency,
             attempts=o.max_attempts,

@@ -12,8 +12,12 @@ import hashlib
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from cai.backends.base import Backend, Completion, ContextOptions, Sampling, failed
+
+if TYPE_CHECKING:
+    from cai.config import RunConfig
 
 
 def _digest(*parts) -> str:
@@ -66,9 +70,9 @@ class ScriptedBackend(Backend):
         self.in_flight = self.peak = 0  # calls running now, and the most at once (for the executor's tests)
 
     @classmethod
-    def from_config(cls, config) -> ScriptedBackend:
+    def from_config(cls, config: RunConfig) -> ScriptedBackend:
         return cls(
-            model=config.model,
+            model=config.run.model,
             max_model_len=config.options(ContextOptions).max_model_len,
             fail_on=os.environ.get("CAI_SCRIPTED_FAIL_ON") or None,
             delay=float(os.environ.get("CAI_SCRIPTED_DELAY", "0")),

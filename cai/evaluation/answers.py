@@ -3,54 +3,80 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass
 
-from cai import backends
+from cai import backends, columns, selfeval
+from cai.calibration import calibration
 from cai.config import RunConfig
-from cai.evaluation.data import read_labelled
-from cai.evaluation.metrics import calibration
+from cai.evaluation.data import Labelled, fingerprint, read_labelled
+from cai.evaluation.run import chunked
+from cai.evaluation.run import evaluate as run_evaluation
+from cai.inputs import Prompt
+from cai.prompts import TemplateSpec
+from cai.records import ChunkResult
+from cai.run import RunContext
+from cai.stages.base import Stage
+
+
+@dataclass(frozen=True)
+class SelfRow:
+    """One labelled answer's P(True), read as `cai generate --self-eval` reads it (None, with the reason in
+    `error`, when a read failed)."""
+
+    id: str
+    acceptable: bool
+    p_true: float | None
+    p_true_ab: float | None
+    p_true_ba: float | None
+    error: str | None
+
+
+class SelfEval(Stage):
+    name = "eval-self"
+    split = "self-evaluated"
+    row_type = SelfRow
+    in_all = False
+
+    def __init__(self, config: RunConfig, records: list[Labelled]):
+        super().__init__(config)
+        self.records = {r.id: r for r in records}
+        self.samples = config.options(selfeval.SelfEvalOptions).self_eval_samples
+
+    def template_specs(self) -> tuple[TemplateSpec, ...]:
+        return selfeval.TEMPLATES
+
+    def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
+        """The same template, both option orders and brainstorm setting as `generate --self-eval`."""
+        result = ChunkResult()
+        records = [self.records[p.id] for p in chunk]
+        samples = selfeval.brainstorm(
+            ctx, list({r.prompt.id: r.prompt for r in records}.values()), self.samples, result
+        )
+        items = [(list(r.prompt.messages), r.answer, samples.get(r.prompt.id, [])) for r in records]
+        for r, read in zip(records, selfeval.evaluate(ctx, items, result), strict=True):
+            row = SelfRow(r.id, r.acceptable, read.p_true, read.p_ab, read.p_ba, read.error)
+            result.rows.append(columns.record(row))
+        return result
 
 
 def self_eval(
     config: RunConfig, data: str, backend: backends.Backend | None = None, log: Callable[[str], None] = print
 ) -> dict:
-    """P(True) of every labelled answer, read as `cai generate --self-eval` reads it (same template, both
-    option orders, the same brainstorm setting), and how well it agrees with the labels."""
-    from cai import selfeval
-    from cai.constitution import load
-    from cai.prompts import Templates
-    from cai.records import ChunkResult
-    from cai.run import RunContext
-    from cai.store import RunStore
-
+    """P(True) of every labelled answer and how well it agrees with the labels."""
     records = read_labelled(data)
-    const = load(config.constitution)
-    templates = Templates(config.templates)
-    templates.check(selfeval.TEMPLATES)
-    # Self-evaluation reads; it writes nothing, so the context's store is never opened.
-    ctx = RunContext(config, const, templates, RunStore(config.out or "."), log=log)
-    own = backend is None
-    if own:
-        log(f"starting the {config.backend} engine with {config.model} ...")
-        backend = backends.get(config.backend).from_config(config)
-    ctx = replace(ctx, backend=backend)
-    result = ChunkResult()
-    try:
-        k = config.options(selfeval.SelfEvalOptions).self_eval_samples
-        samples = selfeval.brainstorm(ctx, [r.prompt for r in records], k, result)
-        items = [(list(r.prompt.messages), r.answer, samples.get(r.prompt.id, [])) for r in records]
-        reads = selfeval.evaluate(ctx, items, result)
-    finally:
-        if own and backend is not None:
-            backend.close()
-    ok = [(read, r) for read, r in zip(reads, records, strict=True) if read.p_true is not None]
-    report = calibration([read.p_true for read, _ in ok if read.p_true is not None], [r.acceptable for _, r in ok])
+    config = chunked(config)
+    stage = SelfEval(config, records)
+    items = [Prompt(r.id, r.prompt.messages, r.prompt.reference) for r in records]
+    done = run_evaluation(config, stage, items, fingerprint(records), backend, log)
+    ok = [r for r in done.rows if r["p_true"] is not None]
+    report = calibration([r["p_true"] for r in ok], [r["acceptable"] for r in ok])
+    disagree = [(r["p_true_ab"] > 0.5) != (r["p_true_ba"] > 0.5) for r in ok]
     report.update(
         records=len(records),
         failed=len(records) - len(ok),
-        brainstorm_samples=k,
-        orders_disagree=sum(read.orders_disagree for read, _ in ok) / len(ok) if ok else None,
-        model=config.model,
-        constitution=const.name,
+        brainstorm_samples=stage.samples,
+        orders_disagree=sum(disagree) / len(ok) if ok else None,
+        model=config.run.model,
+        constitution=done.constitution.name,
     )
     return report

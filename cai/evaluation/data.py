@@ -5,6 +5,7 @@ Every reader checks every record before anything runs, and names the file and li
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from cai import inputs
 from cai.errors import CaiError
+from cai.sources import open_rows
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class LabelledPair:
 
 @dataclass(frozen=True)
 class Labelled:
+    """An answer people labelled acceptable or not. `id` names the record (a prompt may come with several
+    answers); `prompt.id` is the prompt's own id."""
+
+    id: str
     prompt: inputs.Prompt
     answer: str
     acceptable: bool
@@ -43,7 +49,7 @@ def _records(source: str) -> list[tuple[str, dict]]:
         raise CaiError(f"--data {source}: file not found")
     if path.is_file() and path.suffix.lower() not in (".jsonl", ".json", ".parquet"):
         raise CaiError(f"--data {source}: expected a .jsonl or .parquet file or a `datasets` folder")
-    records = inputs.read_records(source, "data")
+    records = open_rows(source, what="data")
     if not records:
         raise CaiError(f"--data {source}: no records (empty file?)")
     return records
@@ -104,31 +110,28 @@ def _pair_id(messages, chosen: str, rejected: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def fingerprint(pairs: list[LabelledPair]) -> str:
-    """A hash of the labelled data as read: a run folder of one data set is not resumed with another."""
+def fingerprint(records: list) -> str:
+    """A hash of the labelled data as read (dataclasses): a run folder of one data set is not resumed with
+    another."""
     h = hashlib.sha256()
-    for p in pairs:
-        h.update(json.dumps([p.id, p.prompt.messages, p.chosen, p.rejected, p.subset], ensure_ascii=False).encode())
+    for r in records:
+        h.update(json.dumps(dataclasses.asdict(r), ensure_ascii=False, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
 def read_labelled(source: str) -> list[Labelled]:
     """Records with a prompt (or messages), an `answer` (or `completion`/`response`: text or assistant
     messages) and `acceptable` (true/false, or 1/0)."""
-    out = []
+    out: list[Labelled] = []
     for where, record in _records(source):
         messages = inputs.to_messages(record, where, None)
         answer = _answer(record, ("answer", "completion", "response"), where, "'answer' (or 'completion'/'response')")
         label = record.get("acceptable")
         if label not in (True, False, 0, 1):
             raise CaiError(f"{where}: expected 'acceptable': true or false (or 1/0), got {label!r}")
-        out.append(
-            Labelled(
-                inputs.Prompt(inputs.prompt_id(messages), messages, inputs.reference(record, where)),
-                answer,
-                bool(label),
-            )
-        )
+        pid = inputs.prompt_id(messages)
+        prompt = inputs.Prompt(pid, messages, inputs.reference(record, where))
+        out.append(Labelled(f"{_pair_id(messages, answer, '')}-{len(out)}", prompt, answer, bool(label)))
     return out
 
 

@@ -17,7 +17,7 @@ def evaluate(
     """Score both answers of every labelled pair; a pair is right when the preferred answer's reward is
     strictly higher. The model's P(preferred is better) is the sigmoid of the raw reward margin (the
     Bradley-Terry probability it was trained on). `out`: a JSONL file of every scored pair."""
-    from cai.pm.score import check_pm, rewards
+    from cai.rewardmodels import check_pm, rewards
 
     check_pm(pm)
     pairs = read_pairs(data)

@@ -61,12 +61,27 @@ def pm_lines(r: dict) -> list[str]:
     return lines
 
 
+def self_lines(r: dict) -> list[str]:
+    lines = [
+        f"answers        {r['records']} ({r['failed']} reads failed), model {r['model']}, "
+        f"constitution {r['constitution']}, brainstorm samples {r['brainstorm_samples']}"
+    ]
+    if r["n"]:
+        lines += [
+            f"accuracy       {r['accuracy']:.3f}  (P(True) > 0.5 agrees with the label)",
+            f"ECE            {r['ece']:.3f}   Brier {r['brier']:.3f}   option orders disagree "
+            f"{100 * r['orders_disagree']:.1f}%",
+            "reliability    P(True) bin: mean P(True) vs share acceptable (answers)",
+        ]
+        lines += [
+            f"  [{b['bin']:.1f}, {b['bin'] + 0.1:.1f})  {b['mean_p']:.2f} vs {b['share_true']:.2f}  ({b['n']})"
+            for b in r["reliability"]
+        ]
+    return lines
+
+
 def steps_lines(r: dict) -> list[str]:
-    who = (
-        f"process reward model {r['pm']}"
-        if r.get("pm")
-        else (f"the step judge (logprob, {r['step_principles']} principle(s)), model {r['model']}")
-    )
+    who = f"process reward model {r['pm']}" if r.get("pm") else f"the {r['judge']} step judge, model {r['model']}"
     lines = [
         f"solutions      {r['solutions']} ({r['failed']} could not be read), {r['steps']} steps, {who}",
         f"step accuracy  {_pct(r['accuracy'])}  (P(good) >= 0.5 agrees with the label)",

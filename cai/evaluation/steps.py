@@ -3,12 +3,63 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass
 
-from cai import backends
+from cai import backends, columns, stepjudge
+from cai.calibration import calibration
 from cai.config import RunConfig
-from cai.evaluation.data import LabelledSolution, read_steps
-from cai.evaluation.metrics import calibration
+from cai.evaluation.data import LabelledSolution, fingerprint, read_steps
+from cai.evaluation.run import chunked
+from cai.evaluation.run import evaluate as run_evaluation
+from cai.inputs import Prompt
+from cai.prompts import TemplateSpec
+from cai.records import ChunkResult, Failure
+from cai.run import RunContext
+from cai.stages.base import Stage
+from cai.steps import prompt_text
+
+
+@dataclass(frozen=True)
+class StepsEvalRow:
+    """One labelled solution as the step judge read it: P(good step) per step, or why it could not."""
+
+    id: str
+    step_p: list[float] | None
+    error: str | None
+
+
+class StepsEval(Stage):
+    name = "eval-steps"
+    split = "steps-judged"
+    row_type = StepsEvalRow
+    in_all = False
+    settings = (stepjudge.StepJudgingOptions,)
+
+    def __init__(self, config: RunConfig, records: list[LabelledSolution]):
+        super().__init__(config)
+        self.judge = stepjudge.get(config)
+        self.records = {r.prompt.id: r for r in records}
+
+    def template_specs(self) -> tuple[TemplateSpec, ...]:
+        return self.judge.templates
+
+    def needs_engine(self, ctx: RunContext) -> bool:
+        return self.judge.needs_engine()
+
+    def check(self, ctx: RunContext) -> None:
+        self.judge.check(ctx)
+
+    def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
+        """The steps stage's own reads: the same step judge, template, principles and option orders."""
+        result = ChunkResult()
+        solutions = [stepjudge.Solution(p, 0, "eval", self.records[p.id].steps) for p in chunk]
+        for s, v in zip(solutions, self.judge.judge(ctx, solutions, result), strict=True):
+            if isinstance(v, Failure):
+                row = StepsEvalRow(s.prompt.id, None, v.reason)
+            else:
+                row = StepsEvalRow(s.prompt.id, list(v.step_p), None)
+            result.rows.append(columns.record(row))
+        return result
 
 
 def evaluate(
@@ -18,62 +69,29 @@ def evaluate(
     backend: backends.Backend | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """P(good step) of every labelled step, from the steps stage's own reads (same template, principles and
-    both option orders as `cai generate --stage steps`), or from the process reward model `pm` when given; and
-    how well it agrees with the labels."""
+    """P(good step) of every labelled step, from the step judge `cai generate --stage steps` uses, or from the
+    process reward model `pm` when given; and how well it agrees with the labels."""
     records = read_steps(data)
     if pm is not None:
-        from cai.pm import prm
+        from cai import rewardmodels
 
-        rows = [prm.StepRow(r.prompt.id, _text(r), list(r.steps), None) for r in records]
-        predicted: list[list[float] | None] = list(prm.step_scores(pm, rows)["steps"])
-        source = {"pm": pm}
-        failed: list[str] = []
-    else:
-        predicted, failed = _judge(config, records, backend, log)
-        source = {"judge": "logprob", "model": config.model, "step_principles": config.step_principles}
+        rows = [rewardmodels.StepRow(r.prompt.id, prompt_text(r.prompt.messages), list(r.steps), None) for r in records]
+        predicted: list[list[float] | None] = list(rewardmodels.step_scores(pm, rows)["steps"])
+        return report(records, predicted, []) | {"pm": pm}
+    config = chunked(config)
+    stage = StepsEval(config, records)
+    done = run_evaluation(config, stage, [r.prompt for r in records], fingerprint(records), backend, log)
+    got = {r["id"]: r for r in done.rows}
+    predicted = [got[r.prompt.id]["step_p"] if r.prompt.id in got else None for r in records]
+    failed = sorted({r["error"] for r in done.rows if r["error"]} | {why for _, why in done.failures})
+    source = {"judge": stage.judge.name, "model": config.run.model, **config.values_of(stage.judge.settings)}
     return report(records, predicted, failed) | source
-
-
-def _text(r: LabelledSolution) -> str:
-    from cai.stages.steps import prompt_text
-
-    return prompt_text(r.prompt.messages)
-
-
-def _judge(config: RunConfig, records: list[LabelledSolution], backend, log) -> tuple[list, list[str]]:
-    from cai import stepjudge
-    from cai.constitution import load
-    from cai.prompts import Templates
-    from cai.records import ChunkResult, Failure
-    from cai.run import RunContext
-    from cai.stages.steps import StepsStage
-    from cai.store import RunStore
-
-    const = load(config.constitution)
-    templates = Templates(config.templates)
-    templates.check(stepjudge.TEMPLATES)
-    ctx = RunContext(config, const, templates, RunStore(config.out or "."), log=log)  # reads only: never opened
-    StepsStage(config).check_judging(ctx)
-    own = backend is None
-    if own:
-        log(f"starting the {config.backend} engine with {config.model} ...")
-        backend = backends.get(config.backend).from_config(config)
-    ctx = replace(ctx, backend=backend)
-    solutions = [stepjudge.Solution(r.prompt, 0, "eval", r.steps) for r in records]
-    try:
-        verdicts = stepjudge.judge(ctx, solutions, config.step_principles, ChunkResult())
-    finally:
-        if own and backend is not None:
-            backend.close()
-    predicted = [None if isinstance(v, Failure) else list(v.step_p) for v in verdicts]
-    return predicted, sorted({v.reason for v in verdicts if isinstance(v, Failure)})
 
 
 def report(records: list[LabelledSolution], predicted: list[list[float] | None], failed: list[str]) -> dict:
     """Step accuracy, calibration and first-error accuracy overall and per subset, over the solutions that were
     read (a solution whose read failed is counted, with the reasons)."""
-    from cai.pm.prm import metrics
+    from cai.rewardmodels import step_metrics as metrics
 
     def figures(items: list[tuple[LabelledSolution, list[float]]]) -> dict:
         p = [x for _, ps in items for x in ps]

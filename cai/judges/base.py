@@ -11,6 +11,7 @@ from cai.records import Failure
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from cai.config import RunConfig
     from cai.inputs import Prompt
     from cai.prompts import TemplateSpec
     from cai.records import ChunkResult
@@ -27,9 +28,21 @@ class Pair:
 
 
 class Evidence(Protocol):
-    """A record of how a verdict was reached, written to the preference row from the chosen answer's side."""
+    """A record of how a verdict was reached, written to the preference row from the chosen answer's side: `row`
+    returns an instance of the row type the judge declares for the column (`Judge.evidence`)."""
 
-    def row(self, first_wins: bool) -> dict: ...
+    def row(self, first_wins: bool) -> Any: ...
+
+
+@dataclass(frozen=True)
+class VoteRow:
+    """A vote as the preference split stores it: seen from the chosen answer's side."""
+
+    principle: str  # the principle, or the rule's id for a rule's vote
+    p_chosen_ab: float
+    p_chosen_ba: float
+    kind: str  # ai or rule
+    weight: float
 
 
 @dataclass(frozen=True)
@@ -43,16 +56,10 @@ class Vote:
     kind: str = "ai"  # "ai": the judge model's read; "rule": a rule checked by code (then p_ab == p_ba)
     weight: float = 1.0
 
-    def row(self, first_wins: bool) -> dict:
+    def row(self, first_wins: bool) -> VoteRow:
         a, b = (self.p_ab, self.p_ba) if first_wins else (1 - self.p_ba, 1 - self.p_ab)
         # When the second candidate is chosen, it was shown first in the BA order, second in the AB order.
-        return {
-            "principle": self.principle,
-            "p_chosen_ab": a,
-            "p_chosen_ba": b,
-            "kind": self.kind,
-            "weight": self.weight,
-        }
+        return VoteRow(self.principle, a, b, self.kind, self.weight)
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,8 @@ class FailedRead:
     order: str
     reason: str
 
-    def row(self, first_wins: bool) -> dict:
-        return {"principle": self.principle, "order": self.order, "reason": self.reason}
+    def row(self, first_wins: bool) -> FailedRead:
+        return self
 
 
 @dataclass(frozen=True)
@@ -101,18 +108,25 @@ class Judge:
 
     settings        its settings groups (cai.settings); the CLI makes flags of them
     templates       the templates it renders, with sample values, checked before the engine starts
+    evidence        the preference-split columns it fills beyond the shared ones: column name -> the row type
+                    (a dataclass) of each record in that list column (cai.columns)
     """
 
     name: ClassVar[str]
     settings: ClassVar[tuple[type, ...]] = ()
     templates: ClassVar[tuple[TemplateSpec, ...]] = ()
+    evidence: ClassVar[dict[str, type]] = {}
 
-    def __init__(self, config: Any):
+    def __init__(self, config: RunConfig):
         self.config = config
 
-    def evidence_fields(self) -> list[pa.Field]:
-        """The preference-split columns this judge fills beyond the shared ones."""
-        return []
+    def evidence_fields(self) -> tuple[pa.Field, ...]:
+        """The parquet fields of `evidence`."""
+        import pyarrow as pa
+
+        from cai.columns import arrow_type
+
+        return tuple(pa.field(name, pa.list_(arrow_type(t))) for name, t in self.evidence.items())
 
     def needs_engine(self) -> bool:
         """Whether `judge` asks the engine (a judge of rules checked by code may not)."""

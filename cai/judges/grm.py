@@ -15,20 +15,20 @@ import math
 import random
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from cai.backends import Sampling
 from cai.backends.base import option_probability
+from cai.judges import reasoning
 from cai.judges.base import Description, FailedRead, Judge, Pair, Verdict
-from cai.judges.cot import ReasoningOptions
 from cai.prompts import SAMPLE_CONVERSATION, TemplateSpec
 from cai.records import ChunkResult, Failure, continued
 from cai.run import RunContext
-from cai.sampling import request_seed, stable_int
+from cai.sampling import stable_int
 from cai.settings import setting
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    from cai.config import RunConfig
 
 _SCORES = re.compile(r"^\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\]")  # after the forced "Scores: [["
 META = (" Yes", " No")
@@ -94,6 +94,22 @@ class _Sample:
 
 
 @dataclass(frozen=True)
+class GrmRow:
+    """A judgement as the preference split stores it (the `grm` column): seen from the chosen answer's side."""
+
+    sample: int
+    chosen_first: bool
+    text: str
+    score_chosen: int
+    score_rejected: int
+    soft_chosen: float | None
+    soft_rejected: float | None
+    path: str
+    meta: float | None
+    kept: bool
+
+
+@dataclass(frozen=True)
 class GrmSample:
     """Evidence: one parseable judgement, its scores for the first and second candidates, the meta score
     (None when the meta filter is off) and whether it counted in the vote."""
@@ -117,19 +133,19 @@ class GrmSample:
     def second(self) -> float:
         return self.score_second if self.soft_second is None else self.soft_second
 
-    def row(self, first_wins: bool) -> dict:
-        return {
-            "sample": self.sample,
-            "chosen_first": self.first_shown_first == first_wins,
-            "text": self.text,
-            "score_chosen": self.score_first if first_wins else self.score_second,
-            "score_rejected": self.score_second if first_wins else self.score_first,
-            "soft_chosen": self.soft_first if first_wins else self.soft_second,
-            "soft_rejected": self.soft_second if first_wins else self.soft_first,
-            "path": self.path,
-            "meta": self.meta,
-            "kept": self.kept,
-        }
+    def row(self, first_wins: bool) -> GrmRow:
+        return GrmRow(
+            sample=self.sample,
+            chosen_first=self.first_shown_first == first_wins,
+            text=self.text,
+            score_chosen=self.score_first if first_wins else self.score_second,
+            score_rejected=self.score_second if first_wins else self.score_first,
+            soft_chosen=self.soft_first if first_wins else self.soft_second,
+            soft_rejected=self.soft_second if first_wins else self.soft_first,
+            path=self.path,
+            meta=self.meta,
+            kept=self.kept,
+        )
 
 
 def parse_scores(text: str) -> tuple[int, int] | Failure:
@@ -170,7 +186,8 @@ def vote(samples: list[GrmSample]) -> tuple[float, int]:
 
 class GrmJudge(Judge):
     name = "grm"
-    settings = (ReasoningOptions, GrmOptions)
+    settings = (reasoning.ReasoningOptions, GrmOptions)
+    evidence: ClassVar[dict[str, type]] = {"grm": GrmRow}
     templates = (
         TemplateSpec(
             "grm.j2",
@@ -189,39 +206,14 @@ class GrmJudge(Judge):
         TemplateSpec("grm_meta_prefix.j2"),
     )
 
-    def __init__(self, config):
+    def __init__(self, config: RunConfig):
         super().__init__(config)
         self.o = config.options(GrmOptions)
-        self.max_tokens = config.options(ReasoningOptions).cot_max_tokens
-
-    def evidence_fields(self) -> list[pa.Field]:
-        import pyarrow as pa
-
-        return [
-            pa.field(
-                "grm",
-                pa.list_(
-                    pa.struct(
-                        [
-                            ("sample", pa.int32()),
-                            ("chosen_first", pa.bool_()),
-                            ("text", pa.string()),
-                            ("score_chosen", pa.int32()),
-                            ("score_rejected", pa.int32()),
-                            ("soft_chosen", pa.float64()),
-                            ("soft_rejected", pa.float64()),
-                            ("path", pa.string()),
-                            ("meta", pa.float64()),
-                            ("kept", pa.bool_()),
-                        ]
-                    )
-                ),
-            )
-        ]
+        self.max_tokens = config.options(reasoning.ReasoningOptions).cot_max_tokens
 
     def check(self, ctx: RunContext) -> None:
         if self.o.grm_meta_pm is not None:
-            from cai.pm.score import check_pm
+            from cai.rewardmodels import check_pm
 
             check_pm(self.o.grm_meta_pm, "--grm-meta-pm")
 
@@ -248,13 +240,13 @@ class GrmJudge(Judge):
         )
 
     def judge(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Verdict | Failure]:
-        c = ctx.config
+        seed = ctx.config.run.seed
         shown = [p.compare or p.critique for p in ctx.constitution.principles] if self.o.grm_seed_principles else []
         principles = [text for text in shown if text]  # principles checked only by rules have neither
         samples = []
         for i, pair in enumerate(pairs):
             for k in range(self.o.grm_samples):
-                first_shown = random.Random(stable_int("grm-order", c.seed, pair.prompt.id, k)).random() < 0.5
+                first_shown = random.Random(stable_int("grm-order", seed, pair.prompt.id, k)).random() < 0.5
                 r1, r2 = (pair.first, pair.second) if first_shown else (pair.second, pair.first)
                 question = ctx.templates.render(
                     "grm.j2",
@@ -314,21 +306,17 @@ class GrmJudge(Judge):
         """The judgements (sampled, one call), then their scores: read from the score tokens' probabilities
         (two forward passes per judgement, sharing it as a cached prefix), or parsed from a few greedy tokens
         after a forced `Scores: [[`."""
-        c = ctx.config
         opening = ctx.templates.render("grm_reasoning.j2")
-        chats = [continued(s.question, opening) for s in samples]
-        seeds = [request_seed(c.seed, s.prompt_id, f"grm-{s.k}") for s in samples]
-        sampling = Sampling(
-            max_tokens=self.max_tokens,
-            temperature=c.temperature,
-            top_p=c.top_p,
-            continue_final=True,
-            stop=("Scores:", "Score of Response"),
+        outs = reasoning.write(
+            ctx,
+            [continued(s.question, opening) for s in samples],
+            [(s.prompt_id, f"grm-{s.k}") for s in samples],
+            result,
             label=f"rl grm judgements (k={self.o.grm_samples})",
+            stop=("Scores:", "Score of Response"),
         )
         written = []
-        for s, (out,) in zip(samples, ctx.engine.generate(chats, sampling, seeds), strict=True):
-            result.tally(out)
+        for s, out in zip(samples, outs, strict=True):
             if not out.ok:
                 s.error = f"judgement: {out.error}"
                 continue
@@ -405,7 +393,7 @@ class GrmJudge(Judge):
         """Meta score from a trained preference model: the probability, under its Bradley-Terry rewards, that
         the answer this sample scored higher is the better one (0.5 for a sample that scored them equal). A
         sample whose verdict the preference model disagrees with ranks below one it agrees with."""
-        from cai.pm.score import rewards
+        from cai.rewardmodels import rewards
 
         assert self.o.grm_meta_pm is not None
         used = sorted({s.pair for s in good})

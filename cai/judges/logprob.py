@@ -1,10 +1,10 @@
-"""The log-prob judge: one forward pass per question, P(A) / (P(A) + P(B)) from the next token's log-probs."""
+"""The log-prob judge: one forward pass per question and order, P(A) / (P(A) + P(B)) from the next token's log-probs."""
 
 from __future__ import annotations
 
-from cai.backends import Sampling
+from cai import reads
 from cai.judges.base import Description
-from cai.judges.pairwise import OPTIONS, PairwiseJudge, Question, Read, read_options
+from cai.judges.pairwise import PairwiseJudge, Question, Read
 from cai.prompts import SAMPLE_CONVERSATION, SAMPLE_PRINCIPLE, TemplateSpec
 from cai.records import ChunkResult, continued
 from cai.run import RunContext
@@ -18,9 +18,8 @@ class LogprobJudge(PairwiseJudge):
 
     def read(self, ctx: RunContext, questions: list[Question], result: ChunkResult) -> list[Read]:
         answer = ctx.templates.render("compare_answer.j2")
-        chats = [continued(q.text, answer) for q in questions]
-        outs = ctx.engine.generate(chats, Sampling(options=OPTIONS, continue_final=True, label="rl judge"))
-        return [Read(read_options(c, result)) for (c,) in outs]
+        asked = [reads.TwoOrders(continued(q.ab, answer), continued(q.ba, answer)) for q in questions]
+        return [Read(r) for r in reads.ask_both(ctx.engine, asked, result, label="rl judge")]
 
     def describe(self) -> Description:
         return Description(

@@ -1,8 +1,9 @@
 """Pairwise multiple-choice judging: each pair under K sampled principles, in both orders, averaged.
 
-The shared half of the log-prob and CoT judges: which questions are asked, and how the reads become one
-soft label. Averaging the two orders cancels the judge's position bias (Lee et al. 2023); the mean over
-principles is the ensemble (Bai et al. 2022). A subclass says how one question is read (`read`).
+The shared half of the log-prob and CoT judges: which questions are asked, and how the two-order reads
+(cai.reads) become one soft label. Averaging the two orders cancels the judge's position bias (Lee et al.
+2023); the mean over principles is the ensemble (Bai et al. 2022). A subclass says how a question is read in
+both orders (`read`).
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cai.backends.base import Completion, option_probability
 from cai.errors import CaiError
 from cai.judges.base import FailedRead, Judge, Pair, Verdict, Vote
+from cai.reads import TwoOrderRead
 from cai.records import ChunkResult, Failure
 from cai.run import RunContext
 from cai.sampling import sample_principles
 from cai.settings import setting
-
-OPTIONS = ("A", "B")
 
 
 @dataclass(frozen=True)
@@ -33,33 +32,34 @@ class PairwiseOptions:
 
 @dataclass(frozen=True)
 class Question:
-    """One (pair, principle, order) read. `order` ab: the first candidate is shown as (A)."""
+    """One (pair, principle) question: `ab` shows the first candidate as (A), `ba` shows it as (B)."""
 
     pair: int
     prompt_id: str
     principle: str
-    order: str
-    text: str
+    ab: str
+    ba: str
 
 
 @dataclass(frozen=True)
 class Read:
-    """One question's answer: P(A is better), or why there is none; and the text the judge wrote first."""
+    """A question's two-order read of P(first candidate is better), and what the judge wrote first in each
+    order (None where it wrote nothing)."""
 
-    p: float | Failure
-    reasoning: str | None = None
+    read: TwoOrderRead
+    reasoning: tuple[str | None, str | None] = (None, None)
 
 
 @dataclass(frozen=True)
 class Reasoning:
-    """Evidence: what the judge wrote before its choice, for one principle and order."""
+    """Evidence: what the judge wrote before its choice, for one principle and order (the split's row type)."""
 
     principle: str
     order: str
     text: str
 
-    def row(self, first_wins: bool) -> dict:
-        return {"principle": self.principle, "order": self.order, "text": self.text}
+    def row(self, first_wins: bool) -> Reasoning:
+        return self
 
 
 def combine(votes: list[Vote], clamp: float | None = None) -> Verdict:
@@ -76,22 +76,9 @@ def combine(votes: list[Vote], clamp: float | None = None) -> Verdict:
     return Verdict(q, votes=tuple(votes))
 
 
-def read_options(
-    c: Completion, result: ChunkResult, options: tuple[str, str] = OPTIONS, what: str = "read"
-) -> float | Failure:
-    """P(first option) / (P(first) + P(second)) from one read's option log-probs, or why there is none."""
-    result.tally(c)
-    if not c.ok:
-        return Failure(f"{what}: {c.error}")
-    missing = [o for o in options if o not in c.option_logprobs]
-    if missing:
-        return Failure(f"{what}: no log-prob for option {missing[0]}")
-    return option_probability(c.option_logprobs, *options)
-
-
 class PairwiseJudge(Judge):
-    """Asks `question_template` for every (pair, principle, order) of a chunk and combines the reads.
-    Subclasses implement `read`; a judge whose reads carry reasoning lists it in its `reasoning` column."""
+    """Asks `question_template` for every (pair, principle) of a chunk in both orders and combines the reads.
+    Subclasses implement `read`."""
 
     settings: ClassVar[tuple[type, ...]] = (PairwiseOptions,)
     question_template = "compare.j2"
@@ -106,50 +93,48 @@ class PairwiseJudge(Judge):
             )
 
     def read(self, ctx: RunContext, questions: list[Question], result: ChunkResult) -> list[Read]:
-        """P(A is better) for every question, in one batched pass, in order."""
+        """P(first candidate is better) for every question in both orders, in one batched pass, in order."""
         raise NotImplementedError
 
     def judge(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Verdict | Failure]:
-        k, seed = ctx.config.options(PairwiseOptions).principles_per_pair, ctx.config.seed
+        k, seed = ctx.config.options(PairwiseOptions).principles_per_pair, ctx.config.run.seed
         questions = []
         for i, pair in enumerate(pairs):
             conversation = list(pair.prompt.messages)
             for principle in sample_principles(ctx.constitution.comparable, k, seed, pair.prompt.id, "rl-judge"):
-                for order, (a, b) in (("ab", (pair.first, pair.second)), ("ba", (pair.second, pair.first))):
-                    text = ctx.templates.render(
+                ab, ba = (
+                    ctx.templates.render(
                         self.question_template,
                         conversation=conversation,
                         principle=principle,
                         response_a=a,
                         response_b=b,
                     )
-                    questions.append(Question(i, pair.prompt.id, principle.id, order, text))
+                    for a, b in ((pair.first, pair.second), (pair.second, pair.first))
+                )
+                questions.append(Question(i, pair.prompt.id, principle.id, ab, ba))
         reads = self.read(ctx, questions, result)  # the whole chunk goes to the engine in one call
 
-        got: list[dict[tuple[str, str], float]] = [{} for _ in pairs]
+        votes: list[list[Vote]] = [[] for _ in pairs]
         failed: list[list[FailedRead]] = [[] for _ in pairs]
         reasoning: list[list[Reasoning]] = [[] for _ in pairs]
         for q, r in zip(questions, reads, strict=True):
-            if isinstance(r.p, Failure):
-                failed[q.pair].append(FailedRead(q.principle, q.order, r.p.reason))
-            else:
-                got[q.pair][(q.principle, q.order)] = r.p
-            if r.reasoning is not None:
-                reasoning[q.pair].append(Reasoning(q.principle, q.order, r.reasoning))
+            failed[q.pair] += [FailedRead(q.principle, order, f.reason) for order, f in r.read.failures]
+            reasoning[q.pair] += [
+                Reasoning(q.principle, order, text)
+                for order, text in zip(("ab", "ba"), r.reasoning, strict=True)
+                if text is not None
+            ]
+            # A principle counts only when both orders were read: one order alone is position-biased.
+            if isinstance(r.read.p_ab, float) and isinstance(r.read.p_ba, float):
+                votes[q.pair].append(Vote(q.principle, r.read.p_ab, r.read.p_ba))
         verdicts: list[Verdict | Failure] = []
         for i in range(len(pairs)):
-            reads_i = got[i]
-            # A principle counts only when both orders were read: one order alone is position-biased.
-            votes = [
-                Vote(pr, reads_i[(pr, "ab")], 1 - reads_i[(pr, "ba")])
-                for pr in dict.fromkeys(p for p, _ in reads_i)
-                if (pr, "ab") in reads_i and (pr, "ba") in reads_i
-            ]
-            if not votes:
+            if not votes[i]:
                 reasons = "; ".join(sorted({f.reason for f in failed[i]})) or "no judgement"
                 verdicts.append(Failure(f"judge: no principle was read in both orders ({reasons})"))
                 continue
-            v = combine(votes, self.clamp)
+            v = combine(votes[i], self.clamp)
             evidence = {"reasoning": tuple(reasoning[i])} if reasoning[i] else {}
             verdicts.append(Verdict(v.p_first, votes=v.votes, failed=tuple(failed[i]), evidence=evidence))
         return verdicts

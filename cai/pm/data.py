@@ -1,50 +1,43 @@
-"""Preference data for the trainer: load rows, group them by prompt, tokenize, collate."""
+"""Preference data for the pairwise trainer: read rows, group them by prompt, split by prompt, tokenize."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from cai.errors import CaiError
 from cai.inputs import prompt_id
+from cai.rewardmodels import Encoder
 from cai.sampling import stable_unit
+from cai.sources import open_rows
 
 
-def read_rows(source: str, stage: str, what: str) -> list[tuple[str, dict]]:
-    """(where, row) pairs of training data: the split of `stage` in a cai run folder, a folder of parquet shards,
-    a parquet or JSONL file, or a `datasets` name; `what` names the rows in errors ("preference", "step")."""
+def read_rows(source: str, trainer: str) -> list[tuple[str, dict]]:
+    """(where, row) pairs of training data for `trainer` (pm, prm): from a cai run folder, the split whose view
+    says this trainer reads it; else a folder of parquet shards, a parquet or JSONL file, or a `datasets` name."""
     from cai import stages
-    from cai.inputs import read_jsonl, read_parquet
     from cai.store import RunStore
 
-    path = Path(source)
-    if RunStore.is_run(path):
-        split = stages.get(stage).split
-        rows = RunStore(path).read(split)
-        if not rows:
-            raise CaiError(f"{source}: the run has no {what} rows yet (run --stage {stage})")
-        return [(f"{source}: {split} row {i}", r) for i, r in enumerate(rows)]
-    if path.is_dir():
-        files = sorted(path.glob("*.parquet"))
-        if not files:
-            raise CaiError(f"{source}: no parquet files (expected a cai run or a folder of {what} shards)")
-        return [pair for f in files for pair in read_parquet(f)]
-    if path.is_file():
-        return read_parquet(path) if path.suffix == ".parquet" else read_jsonl(path)
-    if path.suffix in (".jsonl", ".json", ".parquet"):
-        raise CaiError(f"{source}: file not found")
-    import datasets
-
-    try:
-        return [(f"{source}: row {i}", r) for i, r in enumerate(datasets.load_dataset(source, split="train"))]
-    except Exception as e:
-        raise CaiError(f"{source}: not a run, file or loadable dataset ({type(e).__name__})") from None
+    split = None
+    if RunStore.is_run(source):
+        writers = stages.reading(lambda view: view.trains == trainer)
+        if not writers:
+            raise CaiError(f"{source}: no installed stage writes rows the {trainer} trainer reads")
+        writer = writers[0]
+        split = writer.split
+        if not RunStore(source).count(split):
+            raise CaiError(f"{source}: the run has no {split} rows yet (run --stage {writer.name})")
+    return open_rows(source, split)
 
 
 def load_rows(source: str) -> list[dict]:
     """Rows in TRL's preference format (prompt, chosen, rejected; p_chosen optional, default 1.0) from a
     cai run folder, a parquet/JSONL file, a folder of parquet files, or a `datasets` name."""
-    rows = [r for _, r in read_rows(source, "rl", "preference")]
+    return preference_rows(read_rows(source, "pm"), source)
+
+
+def preference_rows(found: list[tuple[str, dict]], source: str) -> list[dict]:
+    """Records in TRL's preference format, checked and normalised: {id, prompt, chosen, rejected, p, principles}."""
+    rows = [r for _, r in found]
     out = []
     for i, r in enumerate(rows):
         if not all(k in r for k in ("prompt", "chosen", "rejected")):
@@ -127,32 +120,8 @@ def split(groups: list[Group], eval_fraction: float, seed: int) -> tuple[list[Gr
     return train, held
 
 
-class Encoder:
-    """Turns (prompt, response) into token ids; counts truncations. Keeps the end of long texts
-    (the answer's conclusion), dropping from the left."""
-
-    def __init__(self, tokenizer, max_length: int):
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.truncated = 0
-        tokenizer.truncation_side = "left"
-
-    def text(self, prompt, response) -> str:
-        messages = list(prompt) + [{"role": "assistant", "content": response}]
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
-        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
-
-    def __call__(self, prompt, response) -> list[int]:
-        text = self.text(prompt, response)
-        ids = self.tokenizer(text)["input_ids"]
-        if len(ids) <= self.max_length:
-            return ids
-        self.truncated += 1  # rare: only these pay a second, truncating pass
-        return self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
-
-
 def features(groups: list[Group], encode: Encoder) -> list[dict]:
+    """Each group's responses as token ids and its comparisons (a batch element of the Collator)."""
     return [
         {
             "input_ids": [encode(g.prompt, r) for r in g.responses],
@@ -160,42 +129,3 @@ def features(groups: list[Group], encode: Encoder) -> list[dict]:
         }
         for g in groups
     ]
-
-
-class Collator:
-    """Flattens a batch of groups into one padded tensor of responses plus index tensors."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, batch: list[dict]) -> dict:
-        import torch
-
-        seqs: list[list[int]] = []
-        first: list[int] = []
-        second: list[int] = []
-        p: list[float] = []
-        grp: list[int] = []
-        for gi, item in enumerate(batch):
-            base = len(seqs)
-            seqs += item["input_ids"]
-            for a, b, prob in item["comparisons"]:
-                first.append(base + a)
-                second.append(base + b)
-                p.append(prob)
-                grp.append(gi)
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "first": torch.tensor(first),
-            "second": torch.tensor(second),
-            "p": torch.tensor(p, dtype=torch.float32),
-            "group": torch.tensor(grp),
-            "n_groups": len(batch),
-        }

@@ -1,38 +1,39 @@
-"""A process reward model (Lightman et al. 2023): a token-classification head that predicts, at the last token of
-each step, the probability that the step is correct; trained on soft step labels with binary cross-entropy.
+"""The bundled process reward model (Lightman et al. 2023): a token-classification head that predicts, at the
+last token of each step, the probability that the step is correct; trained on soft step labels with binary
+cross-entropy.
 
 The text is laid out as TRL's PRMTrainer lays it out (the prompt, then each step followed by the separator, the
-label on the separator's last token), so a model trained here reads the same data the same way; what differs is
-the target: the step's soft label `step_p` where the data has it, not `int(label)`.
+label on the separator's last token: cai.rewardmodels.StepEncoder), so a model trained here reads the same data
+the same way; what differs is the target: the step's soft label `step_p` where the data has it, not `int(label)`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from cai import steps as steps_mod
 from cai.errors import CaiError
+from cai.pm import training
+from cai.pm.training import TrainOptions
+from cai.rewardmodels import PRM, StepCollator, StepEncoder, StepRow, predict, step_features, step_metrics
 from cai.sampling import stable_unit
-
-if TYPE_CHECKING:
-    pass
-
-KIND = "prm"
+from cai.settings import setting
 
 
 @dataclass
-class StepRow:
-    """One solution: its prompt (a plain string), its steps and their targets (P(step is good)), None when the
-    data has no labels (scoring)."""
+class PRMConfig(TrainOptions):
+    """`cai train-pm --kind prm`: a process reward model on step rows (prompt, completions, labels or step_p)."""
 
-    key: str  # the prompt: train/eval split by prompt, so no prompt sits on both sides
-    prompt: str
-    steps: list[str]
-    targets: list[float] | None
-    id: str | None = None  # the row's id and solution index, where the data has them (for `cai score`)
-    solution: int | None = None
-    reference: str | None = None
+    step_separator: str = setting(
+        "\\n",
+        "The text after each step, where its label sits (TRL's PRMTrainer's step_separator; '\\n' is a newline).",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.step_separator:
+            raise CaiError("--step-separator: empty")
 
 
 def load_rows(source: str, need_labels: bool = True) -> list[StepRow]:
@@ -41,7 +42,7 @@ def load_rows(source: str, need_labels: bool = True) -> list[StepRow]:
     the target where present, else the boolean `labels`. Every bad row is one line naming it."""
     from cai.pm.data import read_rows
 
-    found = read_rows(source, "steps", "step")
+    found = read_rows(source, PRM)
     out = [_row(where, r, need_labels) for where, r in found]
     if not out:
         raise CaiError(f"{source}: no step rows")
@@ -49,11 +50,9 @@ def load_rows(source: str, need_labels: bool = True) -> list[StepRow]:
 
 
 def _row(where: str, r: dict, need_labels: bool) -> StepRow:
-    from cai.stages.steps import prompt_text
-
     prompt = r.get("prompt")
     if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
-        prompt = prompt_text(prompt)
+        prompt = steps_mod.prompt_text(prompt)
     if not isinstance(prompt, str) or not prompt.strip():
         raise CaiError(f"{where}: 'prompt' must be text (or chat messages)")
     steps = r.get("completions")
@@ -105,70 +104,11 @@ def split(rows: list[StepRow], eval_fraction: float, seed: int) -> tuple[list[St
     return [r for r in rows if r.key not in held], [r for r in rows if r.key in held]
 
 
-class StepEncoder:
-    """(prompt, steps) -> token ids and the position of each step's label, laid out as TRL's PRMTrainer does:
-    [BOS] prompt, then each step followed by the separator, the label on the separator's last token. Long
-    texts are cut on the right; steps cut off lose their label and are counted."""
-
-    def __init__(self, tokenizer, separator: str, max_length: int):
-        self.tokenizer = tokenizer
-        self.separator = separator
-        self.max_length = max_length
-        self.sep = tokenizer.encode(separator, add_special_tokens=False)
-        if not self.sep:  # an encoder's tokenizer may drop a bare newline; its [SEP] marks the step's end instead
-            if tokenizer.sep_token_id is None:
-                raise CaiError(f"the tokenizer has no token for the step separator {separator!r}")
-            self.sep = [tokenizer.sep_token_id]
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-        self.start = [start] if start is not None else []
-        self.cut_steps = 0
-
-    def __call__(self, prompt: str, steps: list[str]) -> tuple[list[int], list[int]]:
-        ids = self.start + self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        ends = []
-        for step in steps:
-            ids += self.tokenizer(step, add_special_tokens=False)["input_ids"] + self.sep
-            ends.append(len(ids) - 1)
-        kept = [e for e in ends if e < self.max_length]
-        self.cut_steps += len(ends) - len(kept)
-        return ids[: self.max_length], kept
-
-
-def features(rows: list[StepRow], encode: StepEncoder) -> list[dict]:
-    out = []
-    for r in rows:
-        ids, ends = encode(r.prompt, r.steps)
-        out.append({"input_ids": ids, "ends": ends, "targets": (r.targets or [0.0] * len(r.steps))[: len(ends)]})
-    return out
-
-
-class StepCollator:
-    """Pads a batch; `targets` holds each step's label at its end token and -1 elsewhere (`mask` marks them)."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, batch: list[dict]) -> dict:
-        import torch
-
-        width = max(len(item["input_ids"]) for item in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        targets = torch.full((len(batch), width), -1.0)
-        for i, item in enumerate(batch):
-            n = len(item["input_ids"])
-            ids[i, :n] = torch.tensor(item["input_ids"])
-            attention[i, :n] = 1
-            for end, t in zip(item["ends"], item["targets"], strict=True):
-                targets[i, end] = t
-        return {"input_ids": ids, "attention_mask": attention, "targets": targets, "mask": targets >= 0}
-
-
 def trainer_class():
     from transformers import Trainer
 
     from cai.pm.loss import soft_bce
-    from cai.pm.trainer import rewards_of
+    from cai.rewardmodels import rewards_of
 
     class PRMTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -179,57 +119,51 @@ def trainer_class():
     return PRMTrainer
 
 
-def predict(model, feats: list[dict], collate: StepCollator, batch_size: int = 16) -> list[list[float]]:
-    """P(step is good) of every labelled step of every item, in order."""
-    import torch
-
-    from cai.pm.trainer import rewards_of
-
-    model.eval()
-    out: list[list[float]] = []
-    with torch.no_grad():
-        for start in range(0, len(feats), batch_size):
-            chunk = feats[start : start + batch_size]
-            probs = torch.sigmoid(rewards_of(model, collate(chunk)))
-            out += [[probs[i, e].item() for e in item["ends"]] for i, item in enumerate(chunk)]
-    return out
-
-
-def metrics(predicted: list[list[float]], targets: list[list[float]]) -> dict:
-    """Step accuracy (P >= 0.5 on the same side as the label), ECE of the step probabilities against the soft
-    labels (10 bins), Brier score, and first-error accuracy: the share of solutions whose first predicted bad
-    step is the labelled one (both None when no step is bad)."""
-    pairs = [(p, t) for ps, ts in zip(predicted, targets, strict=True) for p, t in zip(ps, ts, strict=True)]
-    if not pairs:
-        return {"step_accuracy": None, "step_ece": None, "step_brier": None, "first_error_accuracy": None, "steps": 0}
-    from cai.evaluation.metrics import calibration
-
-    cal = calibration([p for p, _ in pairs], [t for _, t in pairs])
-    first = [
-        steps_mod.first_error(steps_mod.labels(ps)) == steps_mod.first_error(steps_mod.labels(ts))
-        for ps, ts in zip(predicted, targets, strict=True)
-        if ts
-    ]
-    return {
-        "step_accuracy": sum((p >= 0.5) == (t >= 0.5) for p, t in pairs) / len(pairs),
-        "step_ece": cal["ece"],
-        "step_brier": cal["brier"],
-        "first_error_accuracy": sum(first) / len(first) if first else None,
-        "steps": len(pairs),
+def train(config: PRMConfig, log=print) -> dict:
+    """A process reward model on step labels: soft BCE on each step's `step_p`; evaluated by step accuracy, ECE and
+    first-error accuracy on prompts held out."""
+    rows = load_rows(config.source)  # input problems surface before any model loads
+    started = training.start(config)
+    train_rows, eval_rows = split(rows, config.eval_fraction, config.seed)
+    model, tokenizer = training.load_backbone(config.backbone, config.dropout, per_token=True)
+    encode = StepEncoder(tokenizer, steps_mod.unescape(config.step_separator), config.max_length)
+    train_feats, eval_feats = step_features(train_rows, encode), step_features(eval_rows, encode)
+    collate = StepCollator(tokenizer.pad_token_id)
+    steps = sum(len(r.steps) for r in rows)
+    log(
+        f"train-pm: {len(rows)} solutions, {steps} steps ({len(train_rows)} train, {len(eval_rows)} eval solutions); "
+        f"{encode.cut_steps} steps cut by max_length {config.max_length}"
+    )
+    out_dir = Path(config.out)
+    ckpt_dir = out_dir / "checkpoints"
+    trainer = trainer_class()(
+        model=model, args=training.arguments(config, ckpt_dir), train_dataset=train_feats, data_collator=collate
+    )
+    result = training.resume(trainer, ckpt_dir, log)
+    model = trainer.model
+    held = eval_feats or train_feats
+    metrics = step_metrics(predict(model, held, collate), [f["targets"] for f in held])
+    model.config.cai_kind = PRM
+    model.config.cai_step_separator = encode.separator
+    counts = {
+        "kind": PRM,
+        "solutions": len(rows),
+        "steps": steps,
+        "train_solutions": len(train_rows),
+        "eval_solutions": len(eval_rows),
+        "cut_steps": encode.cut_steps,
     }
+    eval_metrics = {f"eval_{k}": v for k, v in metrics.items()}
+    return training.finish(model, tokenizer, out_dir, eval_metrics | counts, result, started, config)
 
 
-def step_scores(pm: str, rows: list[StepRow], batch_size: int = 16, max_length: int = 512) -> dict:
-    """P(step is good) of every step of every row from a trained PRM: {"steps": [[p, ...], ...], "cut_steps": n}
-    (steps past max_length get no score and are counted)."""
-    from cai.pm.score import load
-
-    tokenizer, model = load(pm, KIND)
-    encode = StepEncoder(tokenizer, getattr(model.config, "cai_step_separator", "\n"), max_length)
-    predicted = predict(model, features(rows, encode), StepCollator(tokenizer.pad_token_id), batch_size)
-    return {"steps": predicted, "cut_steps": encode.cut_steps}
-
-
-def solution_score(step_p: list[float], how: str) -> float | None:
-    """The solution's score from its scored steps (None when none was scored)."""
-    return steps_mod.aggregate(step_p, how) if step_p else None
+def summary_lines(m: dict) -> list[str]:
+    """What `cai train-pm` prints of a trained process reward model."""
+    return [
+        f"solutions      {m['solutions']}, {m['steps']} steps ({m['train_solutions']} train / "
+        f"{m['eval_solutions']} eval solutions)",
+        f"eval           step accuracy {training.fmt(m['eval_step_accuracy'])}   "
+        f"ece {training.fmt(m['eval_step_ece'])}   "
+        f"first-error accuracy {training.fmt(m['eval_first_error_accuracy'])}",
+        f"train loss     {m['train_loss']:.4f} over {m['train_steps']} steps, {m['cut_steps']} steps cut",
+    ]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from cai.store import RunStore
+    from cai.views import View
 
 ACTIONS = ("keep", "drop", "flip")
 
@@ -71,10 +72,11 @@ def counts(store: RunStore) -> dict:
     return out
 
 
-def apply(table: pa.Table, split: str, reviews: dict[tuple[str, str], dict]) -> tuple[pa.Table, dict]:
-    """`table` with the decisions on `split` applied: dropped rows removed; flipped pairs swapped, with the
-    person's label as `p_chosen` (1.0) and the judge's as `ai_p_chosen`; step labels set. Every row gets
-    `human_label` (keep, flip, relabel, or null where nobody looked). Returns the table and what changed."""
+def apply(table: pa.Table, split: str, view: View, reviews: dict[tuple[str, str], dict]) -> tuple[pa.Table, dict]:
+    """`table` with the decisions on `split` applied, as its view says: dropped rows removed; flipped pairs swapped
+    (a pair's view gives the person's label as `p_chosen` (1.0) and the judge's as `ai_p_chosen`); step labels
+    set. Every row gets `human_label` (keep, flip, relabel, or null where nobody looked). Returns the table and
+    what changed."""
     import pyarrow as pa
 
     mine = {i: d for (s, i), d in reviews.items() if s == split}
@@ -95,32 +97,17 @@ def apply(table: pa.Table, split: str, reviews: dict[tuple[str, str], dict]) -> 
             continue
         label = d["action"]
         if d["action"] == "flip":
-            row = flipped(row)
+            row = view.flip(row)
             done["flipped"] += 1
-        if d.get("steps") and "labels" in row:
-            row = dict(row, labels=list(row["labels"]))
-            for k, v in d["steps"].items():
-                if int(k) < len(row["labels"]):
-                    row["labels"][int(k)] = v
+        relabelled = view.relabel(row, {int(k): v for k, v in d["steps"].items()}) if d.get("steps") else None
+        if relabelled is not None:
+            row = relabelled
             label = "relabel" if label == "keep" else label
             done["relabelled"] += 1
         done["kept"] += label == "keep"
         out.append({**row, "human_label": label})
     schema = table.schema.append(pa.field("human_label", pa.string()))
-    if "ai_p_chosen" not in schema.names and "p_chosen" in schema.names and done["flipped"]:
-        schema = schema.append(pa.field("ai_p_chosen", pa.float64()))
+    # columns a decision added (a flipped pair's `ai_p_chosen`): typed from their values, null in the other rows
+    for name in dict.fromkeys(k for row in out for k in row if k not in schema.names):
+        schema = schema.append(pa.field(name, pa.array([row.get(name) for row in out]).type))
     return pa.Table.from_pylist(out, schema=schema), done
-
-
-def flipped(row: dict) -> dict:
-    """A preference row with its answers swapped: the votes and rules are seen from the new chosen answer's
-    side (new chosen shown as (A) is the old rejected shown as (A): P = 1 - old p_chosen_ba), and the label is
-    the person's."""
-    out = dict(row, chosen=row["rejected"], rejected=row["chosen"], p_chosen=1.0, ai_p_chosen=1 - row["p_chosen"])
-    out["tie"] = False
-    out["votes"] = [
-        dict(v, p_chosen_ab=1 - v["p_chosen_ba"], p_chosen_ba=1 - v["p_chosen_ab"]) for v in row.get("votes") or []
-    ]
-    if "rules_chosen" in row:
-        out["rules_chosen"], out["rules_rejected"] = row.get("rules_rejected"), row.get("rules_chosen")
-    return out

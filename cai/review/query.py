@@ -10,11 +10,19 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from cai import stages
 from cai.errors import CaiError
 from cai.store import RunStore
+from cai.views import View
 
 PAGE_MAX = 200
-FLAGS = ("inconsistent", "tie", "failed", "rules", "low_p_true", "reviewed", "unreviewed")
+REVIEW_FLAGS = ("reviewed", "unreviewed")  # every split's; the others come from the splits' views
+
+
+def flags() -> list[str]:
+    """Every filter the page offers: each installed stage's view's flags, then whether a person reviewed a row."""
+    names = [name for n in stages.ordered(stages.names()) for name in stages.get(n).view.flags()]
+    return [*dict.fromkeys(names), *REVIEW_FLAGS]
 
 
 @dataclass(frozen=True)
@@ -34,8 +42,8 @@ def parse(params: dict[str, str], splits: list[str]) -> Filters:
     if split not in splits:
         raise CaiError(f"no split {split!r} in this run (have: {', '.join(splits) or 'none'})")
     flag = params.get("flag", "")
-    if flag and flag not in FLAGS:
-        raise CaiError(f"flag must be one of {', '.join(FLAGS)}")
+    if flag and flag not in flags():
+        raise CaiError(f"flag must be one of {', '.join(flags())}")
     try:
         p_min = float(params["p_min"]) if params.get("p_min") else None
         p_max = float(params["p_max"]) if params.get("p_max") else None
@@ -48,72 +56,69 @@ def parse(params: dict[str, str], splits: list[str]) -> Filters:
     )
 
 
-def _text(col: str):
-    """The text of a messages column (every message's content) or a string column."""
-    import polars as pl
-
-    return pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n")
+def view_of(split: str) -> View:
+    """The view of the stage that writes `split`; a split no installed stage writes (an evaluation's) is shown as
+    plain rows."""
+    try:
+        return stages.for_split(split).view
+    except CaiError:
+        return View()
 
 
 def _content(schema, col: str):
+    """A column as text: the messages' contents, a list's items, or the text itself."""
     import polars as pl
 
-    return _text(col) if isinstance(schema[col], pl.List) else pl.col(col)
-
-
-def _p_true():
-    """The SFT completion's P(True): the kept text's (round 0 is the initial answer)."""
-    import polars as pl
-
-    kept = pl.col("kept").fill_null(0)
-    revised = pl.col("revisions").list.get(kept - 1, null_on_oob=True).struct.field("p_true")
-    return pl.when(kept == 0).then(pl.col("initial_p_true")).otherwise(revised)
+    dtype = schema[col]
+    if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
+        return pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n")
+    if isinstance(dtype, pl.List):
+        return pl.col(col).list.join(" / ")
+    return pl.col(col).cast(pl.String)
 
 
 def page(store: RunStore, f: Filters) -> dict:
-    """{total, rows: [{id, prompt, answer, p_chosen?, principles, decision}]} for one page of `f`."""
+    """{total, rows: [{id, prompt, answer?, <label column>?, principles, decision, ...}]} for one page of `f`: what
+    each column is comes from the split's view."""
     import polars as pl
 
     frame = store.scan(f.split)
     if frame is None:
         return {"total": 0, "rows": []}
+    view = view_of(f.split)
     schema = frame.collect_schema()
-    names = set(schema.names())
-    answer = "chosen" if "chosen" in names else "completion" if "completion" in names else None
     principles = (
-        pl.col("votes").list.eval(pl.element().struct.field("principle"))
-        if "votes" in names
-        else pl.col("revisions").list.eval(pl.element().struct.field("principle"))
-        if "revisions" in names
+        pl.col(view.principles).list.eval(pl.element().struct.field("principle"))
+        if view.principles
         else pl.lit([], dtype=pl.List(pl.String))
     )
     reviews = {i: d for (s, i), d in store.reviews().items() if s == f.split}
     conds = []
     if f.q:
         needle = f.q.lower()
-        texts = [_content(schema, c) for c in ("prompt", "chosen", "rejected", "completion") if c in names]
-        if "completions" in names:  # a steps row: its steps
-            texts.append(pl.col("completions").list.join("\n"))
+        texts = [_content(schema, c) for c in (view.prompt, view.answer, *view.search) if c]
         conds.append(pl.any_horizontal([t.str.to_lowercase().str.contains(needle, literal=True) for t in texts]))
     if f.principle:
         conds.append(principles.list.contains(f.principle))
-    if "p_chosen" in names and f.p_min is not None:
-        conds.append(pl.col("p_chosen") >= f.p_min)
-    if "p_chosen" in names and f.p_max is not None:
-        conds.append(pl.col("p_chosen") <= f.p_max)
+    if view.label and f.p_min is not None:
+        conds.append(pl.col(view.label) >= f.p_min)
+    if view.label and f.p_max is not None:
+        conds.append(pl.col(view.label) <= f.p_max)
     if f.flag:
-        conds.append(_flag(f.flag, names, set(reviews)))
+        conds.append(_flag(f.flag, view, set(reviews)))
     for cond in conds:
         frame = frame.filter(cond)
     total = frame.select(pl.len()).collect().item()
-    cols = [pl.col("id"), _content(schema, "prompt").str.slice(0, 300).alias("prompt"), principles.alias("principles")]
-    if answer:
-        cols.append(_content(schema, answer).str.slice(0, 300).alias("answer"))
-    elif "completions" in names:  # a steps row: which of the prompt's solutions, and its steps
-        cols.append(pl.col("completions").list.join(" / ").str.slice(0, 300).alias("answer"))
-        cols.append(pl.col("solution"))
-    if "p_chosen" in names:
-        cols.append(pl.col("p_chosen"))
+    cols = [
+        pl.col("id"),
+        _content(schema, view.prompt).str.slice(0, 300).alias("prompt"),
+        principles.alias("principles"),
+    ]
+    if view.answer:
+        cols.append(_content(schema, view.answer).str.slice(0, 300).alias("answer"))
+    cols += [pl.col(c) for c in view.extra]
+    if view.label:
+        cols.append(pl.col(view.label))
     rows = frame.select(cols).slice(f.offset, f.limit).collect().to_dicts()
     for r in rows:
         d = reviews.get(r["id"])
@@ -121,29 +126,14 @@ def page(store: RunStore, f: Filters) -> dict:
     return {"total": total, "rows": rows}
 
 
-def _flag(flag: str, names: set[str], reviewed: set[str]):
+def _flag(flag: str, view: View, reviewed: set[str]):
     import polars as pl
 
     if flag == "reviewed":
         return pl.col("id").is_in(list(reviewed))
     if flag == "unreviewed":
         return ~pl.col("id").is_in(list(reviewed))
-    if flag == "inconsistent" and "votes" in names:
-        v = pl.element().struct
-        split_vote = (v.field("kind") == "ai") & ((v.field("p_chosen_ab") > 0.5) != (v.field("p_chosen_ba") > 0.5))
-        return pl.col("votes").list.eval(split_vote).list.any()
-    if flag == "tie" and "tie" in names:
-        return pl.col("tie")
-    if flag == "failed" and "failed_votes" in names:
-        return pl.col("failed_votes").list.len() > 0
-    if flag == "rules":
-        if "rules_chosen" in names:  # the chosen answer breaks a rule
-            return pl.col("rules_chosen").list.eval(~pl.element().struct.field("passed")).list.any()
-        if "revisions" in names:  # a revision broke a hard rule the text before it kept
-            return pl.col("revisions").list.eval(pl.element().struct.field("regressed")).list.any()
-    if flag == "low_p_true" and "initial_p_true" in names:
-        return _p_true() < 0.5
-    return pl.lit(False)  # the flag does not apply to this split: nothing matches
+    return view.flags().get(flag, pl.lit(False))  # a flag that does not apply to this split matches nothing
 
 
 def row(store: RunStore, split: str, row_id: str) -> dict:

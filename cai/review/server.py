@@ -149,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
             split = body.get("split") if isinstance(body, dict) else None
             if split not in splits:
                 raise CaiError(f"no split {split!r} in this run")
-            d = decisions.parse(body, flippable=_has(self.store, split, "chosen"))
+            d = decisions.parse(body, flippable=query.view_of(split).flippable)
             query.row(self.store, d.split, d.id)  # the row exists
         except (CaiError, json.JSONDecodeError, ValueError) as e:
             return self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
@@ -167,32 +167,30 @@ class _Handler(BaseHTTPRequestHandler):
         for split in [s for s in pipeline if s in present] + [s for s in present if s not in pipeline]:
             frame = self.store.scan(split)
             assert frame is not None
-            names = frame.collect_schema().names()
-            col = "votes" if "votes" in names else "revisions" if "revisions" in names else None
+            view = query.view_of(split)
             principles = (
-                frame.select(pl.col(col).list.eval(pl.element().struct.field("principle")).explode().unique())
+                frame.select(
+                    pl.col(view.principles).list.eval(pl.element().struct.field("principle")).explode().unique()
+                )
                 .collect()
                 .to_series()
                 .drop_nulls()
                 .sort()
                 .to_list()
-                if col
+                if view.principles
                 else []
             )
             splits[split] = {
                 "rows": self.store.count(split),
                 "principles": principles,
-                "pairs": "chosen" in names,
-                "steps": "labels" in names,
+                "layout": view.layout,
+                "answer": view.answer,
+                "flippable": view.flippable,
+                "label": view.label,
             }
         return {
             "run": str(Path(self.store.root).resolve().name),
             "splits": splits,
-            "flags": list(query.FLAGS),
+            "flags": query.flags(),
             "counts": decisions.counts(self.store),
         }
-
-
-def _has(store: RunStore, split: str, column: str) -> bool:
-    frame = store.scan(split)
-    return frame is not None and column in frame.collect_schema().names()

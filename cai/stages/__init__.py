@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cai import plugins
 from cai.errors import CaiError
 from cai.stages.base import Stage
+from cai.stages.report import Report
+from cai.views import View
 
-__all__ = ["Stage", "for_split", "get", "names", "ordered"]
+__all__ = ["Report", "Stage", "for_split", "get", "names", "ordered", "reading"]
 
 
 def names() -> list[str]:
@@ -19,27 +23,8 @@ def get(name: str) -> type[Stage]:
 
 
 def ordered(chosen: list[str]) -> list[str]:
-    """`chosen` stages in an order where each runs after the stages that write the splits it reads
-    (a topological sort of the declared inputs; ties by name, so the order is stable)."""
-    writer = {get(n).split: n for n in names()}
-    done: list[str] = []
-    visiting: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in done:
-            return
-        if name in visiting:
-            raise CaiError(f"stages {', '.join(sorted(visiting))}: their declared inputs form a cycle")
-        visiting.add(name)
-        for split in get(name).inputs:
-            if writer.get(split) in chosen:
-                visit(writer[split])
-        visiting.discard(name)
-        done.append(name)
-
-    for name in sorted(chosen):
-        visit(name)
-    return done
+    """`chosen` stages in an order where each runs after the stages that write the splits it reads."""
+    return plugins.stage_order(chosen)
 
 
 def for_split(split: str) -> type[Stage]:
@@ -48,3 +33,9 @@ def for_split(split: str) -> type[Stage]:
         if get(name).split == split:
             return get(name)
     raise CaiError(f"no installed stage writes the split {split!r}")
+
+
+def reading(test: Callable[[View], bool]) -> list[type[Stage]]:
+    """The installed stages whose split's view passes `test` (which split a trainer reads, which `cai score`
+    can score), in run order."""
+    return [get(n) for n in ordered(names()) if test(get(n).view)]

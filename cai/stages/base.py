@@ -1,13 +1,17 @@
-"""The Stage interface: one step of the pipeline that turns chunks of prompts into rows of one split."""
+"""The Stage interface: one step of the pipeline that turns prompts into rows of one split."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+from cai import columns
+from cai.stages.report import Report
+from cai.views import View
 
 if TYPE_CHECKING:
-    import polars as pl
     import pyarrow as pa
 
+    from cai.config import RunConfig
     from cai.inputs import Prompt
     from cai.prompts import TemplateSpec
     from cai.records import ChunkResult
@@ -20,6 +24,9 @@ class Stage:
 
     name      the `--stage` value, and the `stage` field of its skips
     split     the folder its rows go to (one parquet shard per chunk)
+    row_type  the dataclass of one row: it makes the split's parquet schema too (cai.columns)
+    view      what readers of the split need to know of it (cai.views): its answer column, how a row is
+              flipped, which trainer reads it
     inputs    the splits it may read; `--stage all` runs their writers first
     in_all    whether `--stage all` runs it (a stage for another kind of prompt runs only when named)
     key       the column holding the prompt's id: what resume and the train/test split go by (`id` is the
@@ -27,28 +34,27 @@ class Stage:
     settings  its settings groups (cai.settings); the CLI makes flags of them
     templates the templates it renders, with sample values to check them before the engine starts
 
-    The generate loop calls `check` once before the engine starts, `begin` once it runs, then `run` for
-    the prompts not yet done (cai.executor: one prompt per call from many threads, or chunks), and writes
-    the results. `stats` adds the stage's section to `cai stats` and the run
-    summary; `summary_lines`, `report_lines` and the `card_*` methods say it in words.
+    The run (cai.lifecycle) calls `check` once before the engine starts, `begin` once it runs, then `run` for
+    the prompts not yet done (cai.executor: one prompt per call from many threads, or chunks), and writes the
+    results. What it says of its split, in `cai stats`, the run summary and the dataset card, is its `report`.
     """
 
     name: ClassVar[str]
     split: ClassVar[str]
+    row_type: ClassVar[type]
+    view: ClassVar[View] = View()
     inputs: ClassVar[tuple[str, ...]] = ()
     in_all: ClassVar[bool] = True
     key: ClassVar[str] = "id"
     settings: ClassVar[tuple[type, ...]] = ()
     templates: ClassVar[tuple[TemplateSpec, ...]] = ()
-    task_categories: ClassVar[tuple[str, ...]] = ("text-generation",)  # the Hub's, for the dataset card
-    readers: ClassVar[str] = ""  # who reads the split as it is, for the dataset card
 
-    def __init__(self, config: Any):
+    def __init__(self, config: RunConfig):
         self.config = config
 
     def schema(self) -> pa.Schema:
-        """The split's columns (built lazily: pyarrow is a heavy import for `cai --help`)."""
-        raise NotImplementedError
+        """The split's columns, from the row type (pyarrow is imported only now: a heavy import for `--help`)."""
+        return columns.schema(self.row_type)
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
         """Every template this stage (and whatever it delegates to) renders."""
@@ -67,31 +73,6 @@ class Stage:
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
         raise NotImplementedError
 
-    def stats(self, rows: pl.LazyFrame) -> dict:
-        """This split's section of `cai stats` (flat keys, merged into the report)."""
-        return {}
-
-    def summary_lines(self, stats: dict) -> list[str]:
-        """Lines for the summary printed at the end of `cai generate`."""
-        return []
-
-    def report_lines(self, stats: dict) -> list[str]:
-        """Lines for `cai stats`."""
-        return []
-
-    def card_lines(self, stats: dict) -> list[str]:
-        """Markdown bullets for the dataset card: what this split holds and how it was made."""
-        return []
-
-    def select(self, table: pa.Table, min_p_true: float) -> tuple[pa.Table, str]:
-        """The rows to publish under `cai publish --min-p-true`, and a sentence for the card ('' if the split has
-        no P(True) to select by: then every row is kept)."""
-        return table, ""
-
-    def card_use(self) -> list[str]:
-        """Markdown for the card's "Use" section beyond loading the split (how to train on it)."""
-        return []
-
-    def card_stats(self, stats: dict) -> list[str]:
-        """Markdown bullets for the card's statistics section."""
-        return []
+    def report(self) -> Report:
+        """What the stage says about its split (statistics, summary, card), built with its settings."""
+        return Report(self.split)

@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cai import inputs, judges
-from cai.backends import Sampling
+from cai import candidates, columns
+from cai.candidates import Candidate, Candidates
+from cai.columns import Messages
 from cai.errors import CaiError
 from cai.inputs import Prompt
-from cai.judges import FailedRead, Judge, Pair, Verdict
-from cai.labels import Label, blend, hard_winner, rule_votes
+from cai.judges import Pair
+from cai.judges.base import FailedRead, VoteRow
+from cai.labels import Judged, Labeller, LabelOptions
 from cai.prompts import TemplateSpec
-from cai.records import ChunkResult, Failure, assistant, messages_type, with_system
-from cai.rules import RuleResult, check_all, result_type
+from cai.records import ChunkResult, Failure, assistant
+from cai.rules import RuleResult
 from cai.run import RunContext
-from cai.sampling import request_seed
 from cai.settings import setting
+from cai.stages.base import Stage
 from cai.stages.rl_report import RLReport
 from cai.stages.sl import SLOptions
-from cai.store import RunStore
+from cai.views import PairView
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    from cai.config import RunConfig
 
 PAIRS = ("sampled", "revision", "file")
+SOURCES = {"sampled": candidates.SAMPLED, "revision": candidates.SL, "file": candidates.FILE}
 
 
 @dataclass(frozen=True)
@@ -50,49 +52,50 @@ class RLOptions:
         identity=True,
         minimum=0,
         maximum=5,
-    )
-    hard_rule_p: float = setting(
-        1.0,
-        "P(chosen is better) for a pair that a hard rule decides (one answer keeps it, the other breaks it).",
-        identity=True,
-        minimum=0.5,
-        maximum=1.0,
-    )
-    judge: str = setting(
-        "logprob",
-        "The judge that labels the pairs (registered under 'cai.judges'): logprob, cot, grm.",
-        identity=True,
-        choices=judges.names,
+        temperature=True,
     )
 
 
-def candidates_from_file(source: str) -> dict[str, tuple[str, str]]:
+@dataclass(frozen=True)
+class PrefRow:
+    """A row of the prefs split: TRL's explicit-prompt conversational preference format, plus the soft label and
+    its evidence. The judge's own evidence columns go before `judge`."""
+
+    id: str
+    prompt: Messages
+    chosen: Messages
+    rejected: Messages
+    p_chosen: float
+    votes: list[VoteRow]
+    tie: bool
+    failed_votes: list[FailedRead]
+    decided_by: str  # judge, rules, judge+rules, hard rule, none
+    reference: str | None  # the prompt record's known answer, if it had one
+    rules_chosen: list[RuleResult]  # the constitution's rules on each answer
+    rules_rejected: list[RuleResult]
+    judge: str
+    model: str
+
+
+def pair_from_record(where: str, record: dict) -> list[Candidate[str]]:
     """Pairs supplied by the user: each record has a prompt and either `responses` (two texts) or
     `chosen`/`rejected` (texts or assistant message lists), which the judge labels afresh."""
-    path = Path(source)
-    if not path.is_file():
-        raise CaiError(f"--pairs file: {source}: file not found")
-    records = inputs.read_parquet(path) if path.suffix == ".parquet" else inputs.read_jsonl(path)
-    out = {}
-    for where, record in records:
-        messages = inputs.to_messages(record, where, None)
-        if "responses" in record:
-            pair = record["responses"]
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise CaiError(f"{where}: 'responses' must be a list of two answers")
-        elif "chosen" in record and "rejected" in record:
-            pair = [record["chosen"], record["rejected"]]
-        else:
-            raise CaiError(f"{where}: a pair needs 'responses' [a, b] or 'chosen' and 'rejected'")
-        texts = []
-        for answer in pair:
-            if isinstance(answer, list) and answer and isinstance(answer[-1], dict):
-                answer = answer[-1].get("content")
-            if not isinstance(answer, str) or not answer.strip():
-                raise CaiError(f"{where}: each answer must be non-empty text")
-            texts.append(answer.strip())
-        out[inputs.prompt_id(messages)] = (texts[0], texts[1])
-    return out
+    if "responses" in record:
+        pair = record["responses"]
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise CaiError(f"{where}: 'responses' must be a list of two answers")
+    elif "chosen" in record and "rejected" in record:
+        pair = [record["chosen"], record["rejected"]]
+    else:
+        raise CaiError(f"{where}: a pair needs 'responses' [a, b] or 'chosen' and 'rejected'")
+    texts = []
+    for answer in pair:
+        if isinstance(answer, list) and answer and isinstance(answer[-1], dict):
+            answer = answer[-1].get("content")
+        if not isinstance(answer, str) or not answer.strip():
+            raise CaiError(f"{where}: each answer must be non-empty text")
+        texts.append(Candidate("file", answer.strip()))
+    return texts
 
 
 def revision_pair(row: dict, by_p_true: bool) -> tuple[str, str]:
@@ -108,224 +111,112 @@ def revision_pair(row: dict, by_p_true: bool) -> tuple[str, str]:
     return row["initial"], completion
 
 
-@dataclass(frozen=True)
-class Judged:
-    """A labelled pair: the label, the judge's verdict behind it (None when no judge was asked), the reads that
-    failed, and the rules' results on (first, second)."""
-
-    pair: Pair
-    label: Label
-    verdict: Verdict | None
-    failed: tuple[FailedRead, ...]
-    rules: tuple[list[RuleResult], list[RuleResult]]
-
-    def evidence_row(self, first_wins: bool, fields: list[str]) -> dict:
-        """The votes, failed reads, source and the judge's own evidence columns, seen from one side (the first
-        candidate's when `first_wins`)."""
-        evidence = self.verdict.evidence if self.verdict is not None else {}
-        return {
-            "votes": [x.row(first_wins) for x in self.label.votes],
-            "failed_votes": [x.row(first_wins) for x in self.failed],
-            "decided_by": self.label.decided_by,
-            **{f: [e.row(first_wins) for e in evidence.get(f, ())] for f in fields},
-        }
-
-
-class RLStage(RLReport):
+class RLStage(Stage):
     name = "rl"
     split = "prefs"
-    readers = "TRL's RewardTrainer / DPOTrainer read prompt/chosen/rejected"
+    row_type = PrefRow
+    view = PairView(
+        answer="chosen", search=("rejected",), principles="votes", label="p_chosen", trains="pm", scores="pair"
+    )
     inputs = ("sft",)  # with --pairs revision
-    settings = (RLOptions,)
-    task_categories = ("text-generation", "text-classification")
+    settings = (RLOptions, LabelOptions)
 
-    def __init__(self, config):
+    def __init__(self, config: RunConfig):
         super().__init__(config)
         self.o = config.options(RLOptions)
-        self.judge: Judge = judges.get(self.o.judge)(config)
-        self._table: dict[str, tuple[str, str]] | None = None  # the candidates of --pairs revision/file
+        self.labeller = Labeller(config)
+        # --keep best picks the completion by P(True): the pair is then the completion vs the least likely text
+        by_p_true = config.options(SLOptions).keep == "best"
+        source = candidates.Source(
+            mode=SOURCES[self.o.pairs],
+            path=self.o.pairs_from,
+            n=2,
+            temperature=self.o.pair_temperature,
+            flag=f"--pairs {self.o.pairs}",
+            from_flag="--pairs-from",
+            step="rl candidates",
+        )
+        self.candidates: Candidates[str] = Candidates(
+            source,
+            pair_from_record,
+            lambda row: [Candidate("sl", text) for text in revision_pair(row, by_p_true)],
+        )
 
     def needs_engine(self, ctx: RunContext) -> bool:
-        judged = bool(ctx.constitution.comparable) and self.judge.needs_engine()
-        return self.o.pairs == "sampled" or judged
+        return self.candidates.sampled or self.labeller.needs_engine(ctx)
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
-        return self.templates + self.judge.templates
+        return self.templates + self.labeller.judge.templates
 
-    def schema(self) -> pa.Schema:
-        import pyarrow as pa
+    def schema(self):
+        return columns.schema(PrefRow, self.labeller.judge.evidence_fields(), before="judge")
 
-        # TRL's explicit-prompt conversational preference format, plus the soft label and its evidence.
-        messages = messages_type()
-        return pa.schema(
-            [
-                ("id", pa.string()),
-                ("prompt", messages),
-                ("chosen", messages),
-                ("rejected", messages),
-                ("p_chosen", pa.float64()),
-                (
-                    "votes",
-                    pa.list_(
-                        pa.struct(
-                            [
-                                ("principle", pa.string()),  # the principle, or the rule's id for a rule's vote
-                                ("p_chosen_ab", pa.float64()),
-                                ("p_chosen_ba", pa.float64()),
-                                ("kind", pa.string()),  # ai or rule
-                                ("weight", pa.float64()),
-                            ]
-                        )
-                    ),
-                ),
-                ("tie", pa.bool_()),
-                (
-                    "failed_votes",
-                    pa.list_(pa.struct([("principle", pa.string()), ("order", pa.string()), ("reason", pa.string())])),
-                ),
-                ("decided_by", pa.string()),  # judge, rules, judge+rules, hard rule, none
-                ("reference", pa.string()),  # the prompt record's known answer, if it had one
-                ("rules_chosen", result_type()),  # the constitution's rules on each answer
-                ("rules_rejected", result_type()),
-                *self.judge.evidence_fields(),
-                ("judge", pa.string()),
-                ("model", pa.string()),
-            ]
+    def report(self) -> RLReport:
+        return RLReport(
+            self.split, self.o.pairs, self.labeller.name, self.labeller.judge.describe(), self.labeller.hard_p
         )
 
     def check(self, ctx: RunContext) -> None:
-        o, (sft,) = self.o, self.inputs
-        if o.pairs == "revision" and not o.pairs_from and ctx.config.stage == self.name and not ctx.store.count(sft):
-            raise CaiError(
-                f"--pairs revision: {ctx.store.root / sft} has no SL rows; run --stage sl first, use "
-                "--stage all, or point --pairs-from at an SL run"
-            )
-        if o.pairs == "revision" and o.pairs_from and not RunStore(o.pairs_from).count(sft):
-            raise CaiError(f"--pairs-from {o.pairs_from}: not a cai run with an {sft}/ split")
-        if o.pairs == "file":
-            self._table = candidates_from_file(o.pairs_from or ctx.config.prompts)
-        self.check_judging(ctx)
-
-    def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
-        """Candidates, then one label per pair (`label`), as rows of TRL's preference format."""
-        result = ChunkResult()
-        fields = [f.name for f in self.judge.evidence_fields()]
-        for j in self.label(ctx, self.candidates(ctx, chunk, result), result):
-            result.rows.append(self._row(ctx, j, fields))
-        return result
+        self.candidates.check(ctx, alone=ctx.config.run.stage == self.name)
+        self.labeller.check(ctx)
 
     def begin(self, ctx: RunContext) -> None:
-        if self.o.pairs != "sampled":
-            self._pairs_table(ctx)
+        self.candidates.begin(ctx)
 
-    def check_judging(self, ctx: RunContext) -> None:
-        """What labelling pairs needs, whatever their source (also `cai eval judge`'s check)."""
-        if ctx.constitution.comparable:
-            self.judge.check(ctx)
-        elif not ctx.constitution.rules:
-            raise CaiError(
-                f"{ctx.constitution.path}: no principle has a 'compare' question or rules: nothing can judge the pairs"
-            )
+    def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
+        """Candidates, then one label per pair (cai.labels), as rows of TRL's preference format."""
+        result = ChunkResult()
+        for j in self.labeller.label(ctx, self.pairs(ctx, chunk, result), result):
+            result.rows.append(self._row(ctx, j))
+        return result
 
-    def label(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Judged]:
-        """The rules on both answers of every pair (pure, fast), then the judge on the pairs that no hard rule
-        decided (one batched call), then one label per pair from both. A pair that nothing could label is
-        skipped in `result` with the judge's reason."""
-        rules = {r.id: r for r in ctx.constitution.rules}
-        checked = [
-            (
-                check_all(ctx.constitution.rules, p.first, p.prompt.reference),
-                check_all(ctx.constitution.rules, p.second, p.prompt.reference),
-            )
-            for p in pairs
-        ]
-        hard = [hard_winner(a, b, rules) for a, b in checked]
-        verdicts: list[Verdict | Failure | None] = [None] * len(pairs)
-        if ctx.constitution.comparable:
-            ask = [i for i, h in enumerate(hard) if not h]
-            for i, answer in zip(ask, self.judge.judge(ctx, [pairs[i] for i in ask], result), strict=True):
-                verdicts[i] = answer
+    def pairs(self, ctx: RunContext, chunk: list[Prompt], result: ChunkResult) -> list[Pair]:
+        """The chunk's candidate pairs; a prompt without one is skipped in `result` with the reason."""
         out = []
-        for pair, (a, b), h, judged in zip(pairs, checked, hard, verdicts, strict=True):
-            votes = rule_votes(a, b, rules)
-            failed: tuple[FailedRead, ...] = ()
-            verdict = judged if isinstance(judged, Verdict) else None
-            if isinstance(judged, Failure):
-                if not votes:  # nothing else can label the pair: on record with the judge's reason
-                    result.skip(pair.prompt.id, judged.reason)
-                    continue
-                failed = (FailedRead("judge", "", judged.reason),)
-            label = blend(verdict, votes, h, self.o.hard_rule_p)
-            out.append(Judged(pair, label, verdict, (*(verdict.failed if verdict else ()), *failed), (a, b)))
+        for p, found in zip(chunk, self.candidates.get(ctx, chunk, result), strict=True):
+            pair = _pair(p, found)
+            if isinstance(pair, Failure):
+                result.skip(p.id, f"candidates: {pair.reason}")
+            else:
+                out.append(pair)
         return out
 
-    def _row(self, ctx: RunContext, j: Judged, fields: list[str]) -> dict:
+    def _row(self, ctx: RunContext, j: Judged) -> dict:
         fw = j.label.p_first >= 0.5
         p_chosen = j.label.p_first if fw else 1 - j.label.p_first
         pair = j.pair
         chosen, rejected = (pair.first, pair.second) if fw else (pair.second, pair.first)
         rules_chosen, rules_rejected = j.rules if fw else j.rules[::-1]
-        return {
-            "id": pair.prompt.id,
-            "prompt": list(pair.prompt.messages),
-            "chosen": assistant(chosen),
-            "rejected": assistant(rejected),
-            "p_chosen": p_chosen,
-            "tie": p_chosen == 0.5,
-            **j.evidence_row(fw, fields),
-            "reference": pair.prompt.reference,
-            "rules_chosen": [r.row() for r in rules_chosen],
-            "rules_rejected": [r.row() for r in rules_rejected],
-            "judge": self.o.judge,
-            "model": ctx.config.model,
-        }
+        row = PrefRow(
+            id=pair.prompt.id,
+            prompt=list(pair.prompt.messages),
+            chosen=assistant(chosen),
+            rejected=assistant(rejected),
+            p_chosen=p_chosen,
+            votes=j.votes(fw),
+            tie=p_chosen == 0.5,
+            failed_votes=j.failed_votes(fw),
+            decided_by=j.label.decided_by,
+            reference=pair.prompt.reference,
+            rules_chosen=rules_chosen,
+            rules_rejected=rules_rejected,
+            judge=self.labeller.name,
+            model=ctx.config.run.model,
+        )
+        return columns.record(row, **j.evidence(fw, self.labeller.judge))
 
-    def candidates(self, ctx: RunContext, chunk: list[Prompt], result: ChunkResult) -> list[Pair]:
-        c, pairs = ctx.config, []
-        if self.o.pairs == "sampled":
-            sampling = Sampling(
-                max_tokens=c.max_tokens, temperature=self.o.pair_temperature, top_p=c.top_p, n=2, label="rl candidates"
-            )
-            seeds = [request_seed(c.seed, p.id, "rl-candidates") for p in chunk]
-            outs = ctx.engine.generate([with_system(ctx.constitution, p.messages) for p in chunk], sampling, seeds)
-            for p, samples in zip(chunk, outs, strict=True):
-                for out in samples:
-                    result.tally(out)
-                bad = next((out.error for out in samples if not out.ok), None)
-                if bad:
-                    result.skip(p.id, f"candidates: {bad}")
-                elif len(samples) != 2 or not all(out.text.strip() for out in samples):
-                    result.skip(p.id, "candidates: the model returned an empty answer")
-                else:
-                    pairs.append(Pair(p, samples[0].text.strip(), samples[1].text.strip()))
-        else:
-            table = self._pairs_table(ctx)
-            missing = {
-                "revision": "no SL row for this prompt to compare",
-                "file": "the pairs file has no pair for this prompt",
-            }[self.o.pairs]
-            for p in chunk:
-                if p.id not in table:
-                    result.skip(p.id, f"candidates: {missing}")
-                else:
-                    pairs.append(Pair(p, *table[p.id]))
-        kept = []
-        for pair in pairs:
-            if pair.first == pair.second:  # identical answers carry no preference; judging them adds only noise
-                result.skip(pair.prompt.id, "candidates: the two answers are identical")
-            else:
-                kept.append(pair)
-        return kept
 
-    def _pairs_table(self, ctx: RunContext) -> dict[str, tuple[str, str]]:
-        """The candidates of --pairs revision (initial vs final revision) or file, read once per run: by the
-        time this stage runs, the SL split it reads is complete."""
-        if self._table is None:
-            if self.o.pairs == "file":
-                self._table = candidates_from_file(self.o.pairs_from or ctx.config.prompts)
-            else:
-                store = RunStore(self.o.pairs_from) if self.o.pairs_from else ctx.store
-                rows = store.read(self.inputs[0])
-                by_p_true = self.config.options(SLOptions).keep == "best"
-                self._table = {r["id"]: revision_pair(r, by_p_true) for r in rows}
-        return self._table
+def _pair(prompt: Prompt, found: list[list[Candidate[str]]] | Failure) -> Pair | Failure:
+    """The prompt's pair (its last record's, where a file has several), or why it has none."""
+    if isinstance(found, Failure):
+        return found
+    group = found[-1]
+    bad = next((c.value for c in group if isinstance(c.value, Failure)), None)
+    if bad is not None:
+        return bad
+    texts = [c.value.strip() for c in group if isinstance(c.value, str)]
+    if len(texts) != 2 or not all(texts):
+        return Failure("the model returned an empty answer")
+    if texts[0] == texts[1]:  # identical answers carry no preference; judging them adds only noise
+        return Failure("the two answers are identical")
+    return Pair(prompt, texts[0], texts[1])

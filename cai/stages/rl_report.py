@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cai.judges import Judge
-from cai.stages.base import Stage
+from cai.judges import Description
+from cai.stages.report import Report
 
 if TYPE_CHECKING:
     import polars as pl
@@ -13,13 +13,17 @@ if TYPE_CHECKING:
 BINS = 5  # p_chosen in [0.5, 0.6), ..., [0.9, 1.0]
 
 
-class RLReport(Stage):
+class RLReport(Report):
     """What the RL stage says about its split: the p_chosen distribution, ties, position consistency of the
-    judge's votes, and the labels each source (judge, rules, hard rules) decided, each in the judge's own words.
-    The stage (cai.stages.rl) extends this."""
+    judge's votes, and the labels each source (judge, rules, hard rules) decided, each in the judge's own words
+    (`described`: the judge's Description)."""
 
-    o: Any  # the stage's RLOptions (pairs, judge, hard_rule_p)
-    judge: Judge
+    readers = "TRL's RewardTrainer / DPOTrainer read prompt/chosen/rejected"
+    task_categories = ("text-generation", "text-classification")
+
+    def __init__(self, split: str, pairs: str, judge: str, described: Description, hard_rule_p: float):
+        super().__init__(split)
+        self.pairs, self.judge, self.d, self.hard_rule_p = pairs, judge, described, hard_rule_p
 
     def stats(self, rows: pl.LazyFrame) -> dict:
         import polars as pl
@@ -71,16 +75,16 @@ class RLReport(Stage):
                 .collect()
                 .rows(named=True)
             ),
-            "judge": self.o.judge,
+            "judge": self.judge,
         }
 
     def _consistency(self, s: dict) -> str:
         if s["position_consistent"] is None:
-            return "n/a (no pairwise votes)" if not self.judge.describe().pairwise_votes else "n/a"
+            return "n/a (no pairwise votes)" if not self.d.pairwise_votes else "n/a"
         return f"{100 * s['position_consistent']:.1f}%"
 
     def summary_lines(self, s: dict) -> list[str]:
-        d = self.judge.describe()
+        d = self.d
         counts = {round(r["bin"], 1): r["len"] for r in s["p_chosen_histogram"]}
         bins = "  ".join(
             f"{0.5 + i / 10:.1f}-{0.6 + i / 10:.1f}: {counts.get(round(0.5 + i / 10, 1), 0)}" for i in range(BINS)
@@ -93,7 +97,7 @@ class RLReport(Stage):
         ]
 
     def report_lines(self, s: dict) -> list[str]:
-        d = self.judge.describe()
+        d = self.d
         lines = [
             "",
             f"{'judge':<28}{s['judge']}",
@@ -118,15 +122,15 @@ class RLReport(Stage):
         return lines
 
     def card_lines(self, s: dict) -> list[str]:
-        d = self.judge.describe()
+        d = self.d
         rules = (
             " Where the constitution's rules (checked by code) score the two answers differently, each such "
             "rule adds a vote of kind `rule` to `votes`, weighted by the rule's weight; a hard rule that one "
-            f"answer keeps and the other breaks decides the pair (p_chosen {self.o.hard_rule_p:g}). "
+            f"answer keeps and the other breaks decides the pair (p_chosen {self.hard_rule_p:g}). "
             "`decided_by` says which, and `rules_chosen`/`rules_rejected` hold every rule's result."
         )
         return [
-            f"- **`{self.split}`**: `{self.o.pairs}` candidate pairs labelled by the `{self.o.judge}` judge: "
+            f"- **`{self.split}`**: `{self.pairs}` candidate pairs labelled by the `{self.judge}` judge: "
             f"{d.label_source}" + (rules if s.get("decided_by", {}).keys() - {"judge"} else "")
         ]
 
@@ -145,13 +149,33 @@ class RLReport(Stage):
         ]
 
     def card_stats(self, s: dict) -> list[str]:
-        d = self.judge.describe()
+        d = self.d
         return [
             f"- mean p_chosen {s['p_chosen']['mean']:.3f}, median {s['p_chosen']['median']:.3f}",
             f"- position-consistent votes: {self._consistency(s)}",
             f"- ties: {s['ties']}, {d.failures}: {s['failed_votes']}",
             *([f"- labels decided by: {_decided(s)}"] if s["decided_by"] else []),
         ]
+
+    def plot(self, stats: dict, left: Any, right: Any) -> bool:
+        """The p_chosen histogram, and the position-consistent share of votes per principle."""
+        s = stats
+        hist = s["p_chosen_histogram"]
+        left.bar([r["bin"] + 0.05 for r in hist], [r["len"] for r in hist], width=0.09, color="#4c72b0")
+        left.set(
+            title=f"p_chosen ({s['judge']} judge)",
+            xlabel="soft label of the chosen answer",
+            ylabel="pairs",
+            xlim=(0.5, 1.0),
+        )
+        per = s["consistent_per_principle"]
+        if per:
+            right.barh([r["principle"] for r in per], [100 * r["share"] for r in per], color="#55a868")
+            right.set(title="position-consistent votes per principle", xlabel="% of votes", xlim=(0, 100))
+        else:
+            right.axis("off")
+            right.text(0.5, 0.5, f"the {s['judge']} judge makes no two-order votes", ha="center", va="center")
+        return True
 
 
 def _decided(s: dict) -> str:

@@ -5,23 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from cai import selfeval
+from cai import columns, selfeval
 from cai.backends import Sampling
+from cai.columns import Messages
 from cai.constitution import Constitution, Principle
 from cai.errors import CaiError
 from cai.inputs import Prompt
 from cai.prompts import SAMPLE_PRINCIPLE, Templates, TemplateSpec
-from cai.records import ChunkResult, assistant, messages_type, with_system
-from cai.rules import Rule, RuleResult, check_all, result_type, total
+from cai.records import ChunkResult, assistant, with_system
+from cai.rules import Rule, RuleResult, check_all, total
 from cai.run import RunContext
 from cai.sampling import request_seed, sample_principles
-from cai.selfeval import TrueRead
+from cai.selfeval import SelfEvalRow, TrueRead
 from cai.settings import setting
+from cai.stages.base import Stage
 from cai.stages.sl_report import SLReport
+from cai.views import TraceView
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
+    from cai.config import RunConfig
 
 KEEP = ("last", "best-rules", "best")
 
@@ -46,6 +48,8 @@ class SLOptions:
 
 @dataclass(frozen=True)
 class Revision:
+    """One round of the trace (a record of the split's `revisions` column)."""
+
     round: int
     principle: str
     critique: str
@@ -54,8 +58,23 @@ class Revision:
     regressed: bool = False  # it breaks a hard rule that the text before it kept
     p_true: float | None = None  # the model's own P(True) of this revision (--self-eval)
 
-    def row(self) -> dict:
-        return {**vars(self), "rules": [r.row() for r in self.rules]}
+
+@dataclass(frozen=True)
+class SFTRow:
+    """A row of the sft split: TRL's conversational prompt-completion format, plus the trace. `prompt` is a
+    message list: a plain string column would make TRL's SFTTrainer treat the data as non-conversational."""
+
+    id: str
+    prompt: Messages
+    completion: Messages
+    messages: Messages
+    initial: str
+    reference: str | None  # the prompt record's known answer, if it had one
+    initial_rules: tuple[RuleResult, ...]
+    initial_p_true: float | None  # --self-eval: the model's own P(True) of the initial answer
+    revisions: tuple[Revision, ...]
+    kept: int  # the round whose text is the completion (0: the initial answer)
+    self_eval: tuple[SelfEvalRow, ...]  # --self-eval: P(True) of every text (round 0: the initial answer)
 
 
 @dataclass
@@ -94,23 +113,23 @@ class Trace:
             return max(rounds, key=lambda i: (*total(list(results[i]), rules), i))
         return len(self.revisions)
 
-    def row(self, keep: str, rules: dict[str, Rule]) -> dict:
+    def row(self, keep: str, rules: dict[str, Rule]) -> SFTRow:
         prompt = list(self.prompt.messages)
         kept = self.kept(keep, rules)
         completion = assistant(self.revisions[kept - 1].revision if kept else self.initial)
-        return {
-            "id": self.prompt.id,
-            "prompt": prompt,
-            "completion": completion,
-            "messages": prompt + completion,
-            "initial": self.initial,
-            "reference": self.prompt.reference,
-            "initial_rules": [r.row() for r in self.initial_rules],
-            "initial_p_true": self.self_eval[0].p_true if self.self_eval else None,
-            "revisions": [r.row() for r in self.revisions],
-            "kept": kept,
-            "self_eval": [read.row(i) for i, read in enumerate(self.self_eval)],
-        }
+        return SFTRow(
+            id=self.prompt.id,
+            prompt=prompt,
+            completion=completion,
+            messages=prompt + completion,
+            initial=self.initial,
+            reference=self.prompt.reference,
+            initial_rules=self.initial_rules,
+            initial_p_true=self.self_eval[0].p_true if self.self_eval else None,
+            revisions=tuple(self.revisions),
+            kept=kept,
+            self_eval=tuple(read.row(i) for i, read in enumerate(self.self_eval)),
+        )
 
 
 def _or_lowest(p: float | None) -> float:
@@ -140,80 +159,33 @@ def demonstrations(constitution: Constitution, templates: Templates) -> list[dic
     return turns
 
 
-class SLStage(SLReport):
+class SLStage(Stage):
     name = "sl"
     split = "sft"
-    readers = "TRL's SFTTrainer reads prompt/completion as is"
+    row_type = SFTRow
+    view = TraceView(answer="completion", principles="revisions", trains=None, scores="completion")
     settings = (SLOptions, selfeval.SelfEvalOptions)
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.sl = config.options(SLOptions)
-        self.selfeval = config.options(selfeval.SelfEvalOptions)
-        if config.options(SLOptions).keep == "best" and not self.selfeval.self_eval:
-            raise CaiError("--keep best picks the answer with the highest P(True): it needs --self-eval")
-
     templates = (
         TemplateSpec("critique.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}),
         TemplateSpec("revision.j2", {"principle": SAMPLE_PRINCIPLE, "round": 1}),
     )
 
-    def schema(self) -> pa.Schema:
-        import pyarrow as pa
+    def __init__(self, config: RunConfig):
+        super().__init__(config)
+        self.sl = config.options(SLOptions)
+        self.selfeval = config.options(selfeval.SelfEvalOptions)
+        if self.sl.keep == "best" and not self.selfeval.self_eval:
+            raise CaiError("--keep best picks the answer with the highest P(True): it needs --self-eval")
 
-        # TRL's conversational prompt-completion format, plus the trace. `prompt` is a message list: a plain
-        # string column would make TRL's SFTTrainer treat the data as non-conversational.
-        messages = messages_type()
-        return pa.schema(
-            [
-                ("id", pa.string()),
-                ("prompt", messages),
-                ("completion", messages),
-                ("messages", messages),
-                ("initial", pa.string()),
-                ("reference", pa.string()),  # the prompt record's known answer, if it had one
-                ("initial_rules", result_type()),
-                ("initial_p_true", pa.float64()),  # --self-eval: the model's own P(True) of the initial answer
-                (
-                    "revisions",
-                    pa.list_(
-                        pa.struct(
-                            [
-                                ("round", pa.int32()),
-                                ("principle", pa.string()),
-                                ("critique", pa.string()),
-                                ("revision", pa.string()),
-                                ("rules", result_type()),
-                                ("regressed", pa.bool_()),
-                                ("p_true", pa.float64()),
-                            ]
-                        )
-                    ),
-                ),
-                ("kept", pa.int32()),  # the round whose text is the completion (0: the initial answer)
-                (
-                    "self_eval",  # --self-eval: P(True) of every text (round 0: the initial answer), both orders
-                    pa.list_(
-                        pa.struct(
-                            [
-                                ("round", pa.int32()),
-                                ("p_true", pa.float64()),
-                                ("p_true_ab", pa.float64()),
-                                ("p_true_ba", pa.float64()),
-                                ("error", pa.string()),
-                            ]
-                        )
-                    ),
-                ),
-            ]
-        )
+    def report(self) -> SLReport:
+        return SLReport(self.split, self.sl.rounds, self.sl.keep)
 
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
         """Run the whole SL stage on a chunk: one engine call per step of a round, over every prompt still
         alive. The streaming executor calls it with one prompt (its own chain, its requests joining the
         engine's running batch); --executor steps with a whole chunk."""
-        c, const, templates = ctx.config, ctx.constitution, ctx.templates
-        o = c.options(SLOptions)
+        const, templates = ctx.constitution, ctx.templates
+        o, sampled, seed = self.sl, ctx.config.sampling, ctx.config.run.seed
         rounds = o.rounds
         rules = {r.id: r for r in const.rules}
         result = ChunkResult()
@@ -222,8 +194,10 @@ class SLStage(SLReport):
         def step(traces: list[Trace], name: str, label: str) -> list[tuple[Trace, str]]:
             """Generate for every trace's `chat`; returns the survivors with their text. Failures and empty
             outputs go to skips with the step named, so no prompt silently vanishes."""
-            sampling = Sampling(max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p, label=label)
-            seeds = [request_seed(c.seed, t.prompt.id, name) for t in traces]
+            sampling = Sampling(
+                max_tokens=sampled.max_tokens, temperature=sampled.temperature, top_p=sampled.top_p, label=label
+            )
+            seeds = [request_seed(seed, t.prompt.id, name) for t in traces]
             alive = []
             for t, (out,) in zip(traces, ctx.engine.generate([t.chat for t in traces], sampling, seeds), strict=True):
                 result.tally(out)
@@ -246,7 +220,7 @@ class SLStage(SLReport):
 
         for r in range(1, rounds + 1):
             for t in traces:
-                (t.principle,) = sample_principles(const.critiquable, 1, c.seed, t.prompt.id, f"sl-round-{r}")
+                (t.principle,) = sample_principles(const.critiquable, 1, seed, t.prompt.id, f"sl-round-{r}")
                 # system, then demonstrations (shared prefix), then this prompt's conversation.
                 head = t.base[:1] + demos + t.base[1:] if t.base[0]["role"] == "system" else demos + t.base
                 t.chat = head + [
@@ -273,7 +247,7 @@ class SLStage(SLReport):
 
         if self.selfeval.self_eval and traces:
             self._self_evaluate(ctx, traces, result)
-        result.rows = [t.row(o.keep, rules) for t in traces]
+        result.rows = [columns.record(t.row(o.keep, rules)) for t in traces]
         return result
 
     def _self_evaluate(self, ctx: RunContext, traces: list[Trace], result: ChunkResult) -> None:

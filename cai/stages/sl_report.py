@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from cai.stages.base import Stage
+from cai.stages.report import Report
 
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
 
-class SLReport(Stage):
+class SLReport(Report):
     """What the SL stage says about its split: principle usage, lengths, rules passed before and after
-    revising, and self-evaluation's P(True) by round. The stage (cai.stages.sl) extends this."""
+    revising, and self-evaluation's P(True) by round."""
 
-    sl: Any  # the stage's SLOptions (rounds, keep)
+    readers = "TRL's SFTTrainer reads prompt/completion as is"
+
+    def __init__(self, split: str, rounds: int, keep: str):
+        super().__init__(split)
+        self.rounds, self.keep = rounds, keep
 
     def stats(self, rows: pl.LazyFrame) -> dict:
         import polars as pl
@@ -183,10 +187,9 @@ class SLReport(Stage):
         ]
 
     def card_lines(self, s: dict) -> list[str]:
-        o = self.sl
         kept = (
             "final revision"
-            if o.keep == "last"
+            if self.keep == "last"
             else (
                 "text of the trace (initial answer or a revision) that does best on the constitution's rules; `kept` "
                 "says which round"
@@ -202,7 +205,7 @@ class SLReport(Stage):
         )
         return [
             f"- **`{self.split}`**: each prompt was answered by the model, then critiqued and revised under a "
-            f"principle sampled per round ({o.rounds} round(s)). `completion` is the {kept}; `revisions` holds the "
+            f"principle sampled per round ({self.rounds} round(s)). `completion` is the {kept}; `revisions` holds the "
             f"whole trace{rules}."
         ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cai.stages.base import Stage
+from cai.stages.report import Report
 
 if TYPE_CHECKING:
     import polars as pl
@@ -12,12 +12,17 @@ if TYPE_CHECKING:
 FIRST_ERRORS = 8  # first-error histogram: step 1 .. 7, then "8+"
 
 
-class StepsReport(Stage):
+class StepsReport(Report):
     """What the steps stage says about its split: steps per solution, the share of steps labelled good, where
     the first error falls, the judge's order consistency per principle, and final-answer accuracy where the
-    prompts had references. The stage (cai.stages.steps) extends this."""
+    prompts had references. `judged`: the step judge's sentence of how it labelled each step."""
 
-    o: Any  # the stage's StepsOptions
+    readers = "TRL's PRMTrainer reads prompt/completions/labels as is"
+    task_categories = ("text-generation", "token-classification")
+
+    def __init__(self, split: str, solutions: str, separator: str, judged: str):
+        super().__init__(split)
+        self.solutions, self.separator, self.judged = solutions, separator, judged
 
     def stats(self, rows: pl.LazyFrame) -> dict:
         import polars as pl
@@ -128,10 +133,9 @@ class StepsReport(Stage):
 
     def card_lines(self, s: dict) -> list[str]:
         return [
-            f"- **`{self.split}`**: process supervision (Lightman et al. 2023) with AI feedback: `{self.o.solutions}` "
-            f"solutions split into steps by `{self.o.step_separator}`; every step was judged by the model under "
-            f"{self.o.step_principles} sampled principle(s) as a Yes/No question read from the log-probabilities "
-            "of one token, in both option orders. `step_p` is the mean P(good step), `labels` is `step_p >= 0.5` "
+            f"- **`{self.split}`**: process supervision (Lightman et al. 2023) with AI feedback: `{self.solutions}` "
+            f"solutions split into steps by `{self.separator}`; {self.judged}. "
+            "`step_p` is P(good step) (the mean over the judge's reads), `labels` is `step_p >= 0.5` "
             "(TRL's stepwise-supervision format), `first_error` the first bad step, `solution_p` the product of "
             "`step_p`; `votes` holds every read."
         ]
@@ -159,3 +163,27 @@ class StepsReport(Stage):
             f"- first error at step: {self._first_errors(s)}",
         ]
         return lines + ([f"- {self._accuracy(s)}"] if s["accuracy"] is not None else [])
+
+    def plot(self, stats: dict, left: Any, right: Any) -> bool:
+        """Where the first error falls, and the mean P(good step) per principle."""
+        st = stats["steps"]
+        counts = {r["step"]: r["len"] for r in st["first_error_histogram"]}
+        labels = [str(i + 1) for i in range(FIRST_ERRORS - 1)] + [f"{FIRST_ERRORS}+", "none"]
+        values = [counts.get(i, 0) for i in range(FIRST_ERRORS)] + [st["all_good"]]
+        left.bar(labels, values, color=["#c44e52"] * FIRST_ERRORS + ["#55a868"])
+        left.set(title=f"first bad step ({st['solutions']} solutions)", xlabel="step", ylabel="solutions")
+        per = st["per_principle"]
+        right.barh(
+            [r["principle"] for r in per], [r["p_mean"] for r in per], color="#4c72b0", label="mean P(good step)"
+        )
+        right.scatter(
+            [r["consistent"] for r in per],
+            [r["principle"] for r in per],
+            color="#c44e52",
+            zorder=3,
+            label="share of reads whose two orders agree",
+        )
+        right.axvline(0.5, color="#999999", linestyle="--", linewidth=1)
+        right.set(title="step reads per principle", xlim=(0, 1))
+        right.legend(loc="lower right", fontsize=8)
+        return True

@@ -57,7 +57,7 @@ function splitChanged() {
   p.replaceChildren(el("option", "any"));
   p.firstChild.value = "";
   for (const name of info.principles) { const o = el("option", name); o.value = name; p.appendChild(o); }
-  for (const e of document.querySelectorAll(".pairs")) e.hidden = !info.pairs;
+  for (const e of document.querySelectorAll(".pairs")) e.hidden = !info.label;
   state.offset = 0;
   load();
 }
@@ -75,7 +75,8 @@ async function load() {
     const li = el("li");
     li.dataset.id = r.id;
     li.appendChild(el("span", r.decision || "new", "badge " + (r.decision || "")));
-    if (r.p_chosen !== undefined) li.appendChild(el("span", r.p_chosen.toFixed(2) + " ", "p"));
+    const label = state.meta.splits[$("split").value].label;
+    if (label && r[label] != null) li.appendChild(el("span", r[label].toFixed(2) + " ", "p"));
     li.appendChild(el("span", r.prompt));
     // Steps rows: a prompt has several solutions, told apart by their index and their steps.
     if (r.solution !== undefined) li.appendChild(el("span", ` · solution ${r.solution}: ${r.answer}`, "hint"));
@@ -124,7 +125,7 @@ function render(split, row) {
   note.id = "note";
   note.placeholder = "note (optional)";
   note.value = (row.decision && row.decision.note) || "";
-  const actions = info.pairs ? ["keep", "drop", "flip"] : ["keep", "drop"];
+  const actions = info.flippable ? ["keep", "drop", "flip"] : ["keep", "drop"];
   for (const a of actions) {
     const b = el("button", a);
     b.type = "button";
@@ -138,9 +139,17 @@ function render(split, row) {
   d.appendChild(el("h3", "prompt"));
   // A steps row keeps its prompt as a plain string (TRL's stepwise format) and the chat in `messages`.
   d.appendChild(typeof row.prompt === "string" ? messages(row.messages || [{ role: "user", content: row.prompt }]) : messages(row.prompt));
-  if (info.pairs) renderPair(d, row);
-  else if (info.steps) renderSteps(d, row);
-  else renderTrace(d, row);
+  // How a row is laid out comes from its split's view (cai/views.py): trace, pair, steps, or text.
+  const layouts = { pair: renderPair, steps: renderSteps, trace: renderTrace };
+  (layouts[info.layout] || renderText)(d, row, info);
+}
+
+function renderText(d, row, info) {
+  if (!info.answer) return;
+  d.appendChild(el("h3", info.answer));
+  const value = row[info.answer];
+  const text = Array.isArray(value) ? value.map((m) => (m && m.content !== undefined ? m.content : String(m))).join("\n") : String(value);
+  d.appendChild(el("div", text, "text"));
 }
 
 function renderPair(d, row) {
@@ -234,7 +243,7 @@ function onKey(e) {
   else if (e.key === "k") select(Math.max(0, state.index - 1));
   else if (e.key === "a") decide("keep");
   else if (e.key === "d") decide("drop");
-  else if (e.key === "f" && info && info.pairs) decide("flip");
+  else if (e.key === "f" && info && info.flippable) decide("flip");
   else if (e.key === "n" && $("note")) { e.preventDefault(); $("note").focus(); }
   else if (e.key === "/") { e.preventDefault(); $("q").focus(); }
   else return;

@@ -1,0 +1,141 @@
+"""A split's view: what the readers of a split need to know of it, declared by the stage that writes it.
+
+The review page, `cai stats`, `cai score`, `cai publish` and the trainers ask a split's view which column holds
+the answer, where its principles and soft label are, how a row is flipped or relabelled, and which trainer
+reads it, instead of guessing from column or stage names. A new stage picks a view (or makes its own) and
+every reader shows its split with no edit of theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from cai.errors import CaiError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+LAYOUTS = ("text", "trace", "pair", "steps")  # how the review page lays a row out (cai/review/static/app.js)
+
+
+@dataclass(frozen=True)
+class View:
+    """A split whose rows each hold a prompt and an answer (the default layout).
+
+    prompt      the prompt's column: chat messages or text
+    answer      the answer's column, shown in lists and searched: messages, text or a list of texts
+    messages    where the prompt column is text: a column holding it as chat messages
+    search      further columns the review page searches
+    principles  a list column of records with a `principle` field (the review page filters by it)
+    label       the soft-label column the review page filters by range
+    extra       further columns shown in the review page's list (a steps row's solution index)
+    trains      the bundled trainer that reads the split as it is: pm, prm or None
+    scores      how `cai score` reads it: completion (one text per row), pair (both sides), steps, or None
+    """
+
+    layout: ClassVar[str] = "text"
+    prompt: str = "prompt"
+    answer: str | None = None
+    messages: str | None = None
+    search: tuple[str, ...] = ()
+    principles: str | None = None
+    label: str | None = None
+    extra: tuple[str, ...] = ()
+    trains: str | None = None
+    scores: str | None = None
+
+    @property
+    def flippable(self) -> bool:
+        """Whether a person can flip a row (a preference pair)."""
+        return False
+
+    def flags(self) -> dict[str, pl.Expr]:
+        """The review page's filters that apply to this split: name -> a polars condition on a row."""
+        return {}
+
+    def flip(self, row: dict) -> dict:
+        raise CaiError("rows of this split have no pair to flip")
+
+    def relabel(self, row: dict, steps: dict[int, bool]) -> dict | None:
+        """The row with a person's step labels; None when the split has no step labels."""
+        return None
+
+
+def _list_any(column: str, condition: pl.Expr) -> pl.Expr:
+    import polars as pl
+
+    return pl.col(column).list.eval(condition).list.any()
+
+
+@dataclass(frozen=True)
+class TraceView(View):
+    """SL rows: a prompt, its completion, and the critique-revision trace in `revisions`."""
+
+    layout: ClassVar[str] = "trace"
+
+    def flags(self) -> dict[str, pl.Expr]:
+        import polars as pl
+
+        kept = pl.col("kept").fill_null(0)
+        revised = pl.col("revisions").list.get(kept - 1, null_on_oob=True).struct.field("p_true")
+        p_true = pl.when(kept == 0).then(pl.col("initial_p_true")).otherwise(revised)  # the completion's
+        return {
+            "rules": _list_any("revisions", pl.element().struct.field("regressed")),  # broke a hard rule it kept
+            "low_p_true": p_true < 0.5,
+        }
+
+
+@dataclass(frozen=True)
+class PairView(View):
+    """Preference rows: `chosen` and `rejected` answers, `p_chosen`, the votes seen from the chosen side."""
+
+    layout: ClassVar[str] = "pair"
+
+    @property
+    def flippable(self) -> bool:
+        return True
+
+    def flags(self) -> dict[str, pl.Expr]:
+        import polars as pl
+
+        v = pl.element().struct
+        split_vote = (v.field("kind") == "ai") & ((v.field("p_chosen_ab") > 0.5) != (v.field("p_chosen_ba") > 0.5))
+        return {
+            "inconsistent": _list_any("votes", split_vote),
+            "tie": pl.col("tie"),
+            "failed": pl.col("failed_votes").list.len() > 0,
+            "rules": _list_any("rules_chosen", ~pl.element().struct.field("passed")),  # the chosen answer breaks one
+        }
+
+    def flip(self, row: dict) -> dict:
+        """The row with its answers swapped: the votes and rules are seen from the new chosen answer's side (new
+        chosen shown as (A) is the old rejected shown as (A): P = 1 - old p_chosen_ba), and the label is the
+        person's."""
+        out = dict(row, chosen=row["rejected"], rejected=row["chosen"], p_chosen=1.0, ai_p_chosen=1 - row["p_chosen"])
+        out["tie"] = False
+        out["votes"] = [
+            dict(v, p_chosen_ab=1 - v["p_chosen_ba"], p_chosen_ba=1 - v["p_chosen_ab"]) for v in row.get("votes") or []
+        ]
+        if "rules_chosen" in row:
+            out["rules_chosen"], out["rules_rejected"] = row.get("rules_rejected"), row.get("rules_chosen")
+        return out
+
+
+@dataclass(frozen=True)
+class StepsView(View):
+    """Stepwise rows: `completions` (the steps) with a boolean label each."""
+
+    layout: ClassVar[str] = "steps"
+
+    def flags(self) -> dict[str, pl.Expr]:
+        import polars as pl
+
+        return {"failed": pl.col("failed_votes").list.len() > 0}
+
+    def relabel(self, row: dict, steps: dict[int, bool]) -> dict | None:
+        labels = list(row["labels"])
+        for k, v in steps.items():
+            if int(k) < len(labels):
+                labels[int(k)] = v
+        return dict(row, labels=labels)
