@@ -35,6 +35,7 @@ lint: setup
 	$(VENV)/bin/ruff check cai tests bench
 	$(VENV)/bin/ruff format --check cai tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports  # the layers and no-cycles contracts in .importlinter
 
 # The review page's tests drive a real browser: Debian's Chromium (Playwright's own download needs a network
 # this machine may not have). Installed once, as root or through sudo.

@@ -23,8 +23,7 @@ from cai.sources import open_rows
 from cai.store import RunStore
 
 T = TypeVar("T")
-SAMPLED, SL, FILE = "sampled", "sl", "file"
-SL_SPLIT = "sft"  # the split an SL run's traces are in
+SAMPLED, TRACE, FILE = "sampled", "trace", "file"  # from the model, from an SL run's traces, from a file
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,13 @@ class Candidate(Generic[T]):
 
 @dataclass(frozen=True)
 class Source:
-    """Where a stage's candidates come from. `mode`: sampled, sl or file; `path`: the SL run folder (default: this
-    run) or the file (default: the prompts file); `n` and `temperature`: sampled answers per prompt and their
-    temperature; `flag`: the settings that chose them, for messages (`--pairs revision`, `--pairs-from`)."""
+    """Where a stage's candidates come from. `mode`: sampled, trace or file; `path`: the SL run folder (default:
+    this run) or the file (default: the prompts file); `traces`: the split the SL traces are in (the stage's
+    input); `n` and `temperature`: sampled answers per prompt and their temperature; `flag`: the settings that
+    chose them, for messages (`--pairs revision`, `--pairs-from`)."""
 
     mode: str
+    traces: str
     path: str | None
     n: int
     temperature: float
@@ -75,15 +76,15 @@ class Candidates(Generic[T]):
         """Before the engine starts: the SL run has rows (`alone`: no stage of this invocation writes them), the
         file reads record by record."""
         s = self.source
-        if s.mode == SL and s.path and not RunStore(s.path).count(SL_SPLIT):
-            raise CaiError(f"{s.from_flag} {s.path}: not a cai run with an {SL_SPLIT}/ split")
-        if s.mode == SL and not s.path:
+        if s.mode == TRACE and s.path and not RunStore(s.path).count(s.traces):
+            raise CaiError(f"{s.from_flag} {s.path}: not a cai run with an {s.traces}/ split")
+        if s.mode == TRACE and not s.path:
             if ctx.store is None:
                 raise CaiError(f"{s.flag}: no run folder to read SL rows from; point {s.from_flag} at an SL run")
-            if alone and not ctx.store.count(SL_SPLIT):
+            if alone and not ctx.store.count(s.traces):
                 raise CaiError(
-                    f"{s.flag}: {ctx.store.root / SL_SPLIT} has no SL rows; run --stage sl first, or point "
-                    f"{s.from_flag} at an SL run"
+                    f"{s.flag}: {ctx.store.root / s.traces} has no rows; run the stage that writes {s.traces}/ "
+                    f"first, or point {s.from_flag} at an SL run"
                 )
         if s.mode == FILE:
             self._table = self._read_file(ctx)
@@ -100,7 +101,7 @@ class Candidates(Generic[T]):
             return [[group] for group in self._sample(ctx, chunk, result)]
         table = self._read(ctx)
         missing = Failure(
-            "no SL row for this prompt" if self.source.mode == SL else "the file has none for this prompt"
+            "no SL row for this prompt" if self.source.mode == TRACE else "the file has none for this prompt"
         )
         return [table.get(p.id, missing) for p in chunk]
 
@@ -126,7 +127,7 @@ class Candidates(Generic[T]):
             else:
                 store = RunStore(self.source.path) if self.source.path else ctx.store
                 assert store is not None  # checked before the engine started
-                self._table = {r["id"]: [self.from_sl(r)] for r in store.read(SL_SPLIT, columns=self.sl_columns)}
+                self._table = {r["id"]: [self.from_sl(r)] for r in store.read(self.source.traces, columns=self.sl_columns)}
         return self._table
 
     def _read_file(self, ctx: RunContext) -> dict[str, list[list[Candidate[T]]]]:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from cai.config import RunConfig
 
 PAIRS = ("sampled", "revision", "file")
-SOURCES = {"sampled": candidates.SAMPLED, "revision": candidates.SL, "file": candidates.FILE}
+SOURCES = {"sampled": candidates.SAMPLED, "revision": candidates.TRACE, "file": candidates.FILE}
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,7 @@ class RLStage(Stage):
         by_p_true = config.options(SLOptions).keep == "best"
         source = candidates.Source(
             mode=SOURCES[self.o.pairs],
+            traces=self.inputs[0],
             path=self.o.pairs_from,
             n=2,
             temperature=self.o.pair_temperature,

@@ -26,7 +26,7 @@ from cai.views import StepsView
 if TYPE_CHECKING:
     from cai.config import RunConfig
 
-SOURCES = ("sampled", "sl", "file")
+SOURCES = {"sampled": candidates.SAMPLED, "sl": candidates.TRACE, "file": candidates.FILE}
 Steps = str | tuple[str, ...]  # a solution: text to split, or its steps already
 
 
@@ -38,7 +38,7 @@ class StepsOptions:
         "and every revision of an SL run) or file (records with a prompt and 'solution' text, 'steps' (a list), "
         "or 'solutions' (a list of either)).",
         identity=True,
-        choices=lambda: SOURCES,
+        choices=lambda: list(SOURCES),
     )
     solutions_from: str | None = setting(
         None,
@@ -157,7 +157,8 @@ class StepsStage(Stage):
         self.o: StepsOptions = config.options(StepsOptions)
         self.judge = stepjudge.get(config)
         source = candidates.Source(
-            mode=self.o.solutions,
+            mode=SOURCES[self.o.solutions],
+            traces=self.inputs[0],
             path=self.o.solutions_from,
             n=self.o.solutions_per_prompt,
             temperature=self.o.solution_temperature,
