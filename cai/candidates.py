@@ -127,7 +127,8 @@ class Candidates(Generic[T]):
             else:
                 store = RunStore(self.source.path) if self.source.path else ctx.store
                 assert store is not None  # checked before the engine started
-                self._table = {r["id"]: [self.from_sl(r)] for r in store.read(self.source.traces, columns=self.sl_columns)}
+                rows = store.read(self.source.traces, columns=self.sl_columns)
+                self._table = {r["id"]: [self.from_sl(r)] for r in rows}
         return self._table
 
     def _read_file(self, ctx: RunContext) -> dict[str, list[list[Candidate[T]]]]:
