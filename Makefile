@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 ENGINE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 DEMO_OUT ?= data/runs/demo
 
-.PHONY: setup browser demo lint test bench clean
+.PHONY: setup browser demo lint docs test bench clean
 
 setup: $(VENV)/.installed
 
@@ -44,7 +44,11 @@ browser:
 	@test -x $(CHROMIUM) || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
-test: lint browser
+# The reference (docs/, MkDocs Material) as a site in build/site/; --strict makes a broken link an error.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
+
+test: lint docs browser
 	$(PY) -m pytest -q -ra
 
 bench: setup
@@ -58,4 +62,4 @@ bench: setup
 	$(PY) bench/bestofn.py --quick
 
 clean:
-	rm -rf $(VENV) data/runs .pytest_cache
+	rm -rf $(VENV) data/runs .pytest_cache build

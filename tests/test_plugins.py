@@ -265,17 +265,17 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
 
 
 def _readme_block(language: str, first_line: str) -> str:
-    """The README's fenced `language` block whose first line is `first_line`."""
-    text = (ROOT / "README.md").read_text()
+    """The plug-in guide's (docs/plugins.md) fenced `language` block whose first line is `first_line`."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
     for block in text.split(f"```{language}\n")[1:]:
         body = block.split("```", 1)[0]
         if body.startswith(first_line):
             return body
-    raise AssertionError(f"README has no {language} block starting {first_line!r}")
+    raise AssertionError(f"docs/plugins.md has no {language} block starting {first_line!r}")
 
 
 def test_the_readme_judge_example_runs_as_written(tmp_path, cli):
-    """The contributor note's judge, taken from the README verbatim, installed through its entry point."""
+    """The plug-in guide's judge, taken from docs/plugins.md verbatim, installed through its entry point."""
     site = tmp_path / "site"
     write(site / "my_judges" / "__init__.py", "")
     write(site / "my_judges" / "pointwise.py", _readme_block("python", "# my_judges/pointwise.py"))
