@@ -361,26 +361,9 @@ def constitution_check(file):
     """Validate FILE (a path, or a shipped name: harmless, helpful) and print a one-screen summary (exit 2 with
     the error otherwise)."""
     from cai.constitution import load
+    from cai.constitution_text import summary
 
-    c = load(file)
-    click.echo(f"{c.path}: ok")
-    click.echo(f"name        {c.name}")
-    if c.description:
-        click.echo(f"description {c.description[:100]}")
-    click.echo(
-        f"principles  {len(c.principles)} ({len(c.critiquable)} with critique and revision for the SL stage, "
-        f"{len(c.comparable)} with a compare question for the RL stage, {len(c.steppable)} that can judge steps)"
-    )
-    click.echo(f"rules       {len(c.rules)} ({sum(r.hard for r in c.rules)} hard)")
-    click.echo(f"few-shot    {len(c.few_shot)} demonstration(s)")
-    click.echo(f"system      {'yes' if c.system else 'no'}")
-    click.echo(f"sha256      {c.sha256[:16]}")
-    for p in c.principles:
-        kinds = ", ".join(r.kind for r in p.rules)
-        click.echo(
-            f"  - {p.id:<24} w={p.weight:g} {'compare ' if p.compare else '        '}{', '.join(p.tags)}"
-            + (f"  rules: {kinds}" if kinds else "")
-        )
+    click.echo("\n".join(summary(load(file))))
 
 
 @constitution.command("show")
@@ -388,50 +371,9 @@ def constitution_check(file):
 def constitution_show(file):
     """Print FILE's principles as a table."""
     from cai.constitution import load
+    from cai.constitution_text import table
 
-    c = load(file)
-    click.echo(f"{c.name}: {len(c.principles)} principles")
-    for p in c.principles:
-        click.echo(f"\n[{p.id}] weight {p.weight:g}" + (f"  tags: {', '.join(p.tags)}" if p.tags else ""))
-        if p.critique:
-            click.echo(f"  critique: {p.critique}")
-            click.echo(f"  revision: {p.revision}")
-        if p.compare:
-            click.echo(f"  compare:  {p.compare}")
-        if p.step:
-            click.echo(f"  step:     {p.step}")
-        for r in p.rules:
-            click.echo(f"  rule:     {r.id}  {r.describe()}")
-
-
-STARTER = """# A cai constitution. Check it with: cai constitution check {file}
-name: {name}
-description: What these principles are for.
-# license: cc-by-4.0
-# system: An optional system prompt placed first in every chat.
-
-principles:
-  - id: example-principle          # unique: letters and digits (any script), _ - .
-    critique: >                    # the critique request
-      Point out anything in the answer that ...
-    revision: >                    # the revision request
-      Rewrite the answer so that ...
-    compare: Which answer is ...?  # optional: the question for the RL stage
-    step: Is this step ...?        # optional: the question about one step of a solution (steps stage)
-    tags: [example]                # optional
-    weight: 1.0                    # optional: relative chance of being sampled
-#   rules:                         # optional: checked by code (beside or instead of critique/revision)
-#     - max_words: 300             # also max_chars, must_match / must_not_match (regex, flags: [ignorecase]),
-#       weight: 1.0                #   format (think-answer, boxed-answer or a regex), language: en + threshold,
-#       hard: false                #   accuracy: math|exact (against the prompt record's `reference`)
-
-# few_shot:                        # optional demonstrations of one critique and revision
-#   - prompt: ...
-#     answer: ...
-#     principle: example-principle
-#     critique: ...
-#     revision: ...
-"""
+    click.echo("\n".join(table(load(file))))
 
 
 @constitution.command("new")
@@ -439,6 +381,8 @@ principles:
 @click.option("--out", type=click.Path(), help="File to write [default: constitution/NAME.yaml].")
 def constitution_new(name, out):
     """Write a commented starter constitution."""
+    from cai.constitution_text import STARTER
+
     path = Path(out or f"constitution/{name}.yaml")
     if path.exists():
         raise CaiError(f"{path}: already exists")
@@ -453,16 +397,9 @@ def constitution_new(name, out):
 def constitution_diff(a, b):
     """Principles added, removed and changed from A to B (exit 1 if they differ)."""
     from cai.constitution import load
+    from cai.constitution_text import differences
 
-    old, new = {p.id: p for p in load(a).principles}, {p.id: p for p in load(b).principles}
-    changes = [f"+ {i}" for i in new if i not in old] + [f"- {i}" for i in old if i not in new]
-    for i in (i for i in old if i in new and old[i] != new[i]):
-        fields = [
-            f
-            for f in ("critique", "revision", "compare", "step", "tags", "weight", "rules")
-            if getattr(old[i], f) != getattr(new[i], f)
-        ]
-        changes.append(f"~ {i} ({', '.join(fields)})")
+    changes = differences(load(a), load(b))
     click.echo("\n".join(changes) if changes else "no differences in principles")
     sys.exit(1 if changes else 0)
 

@@ -9,13 +9,6 @@ from cai.backends.base import Completion
 from cai.constitution import Constitution
 
 
-def messages_type():  # -> pa.DataType; pyarrow is imported here, not when `cai --help` loads the stages
-    """OpenAI-style chat messages as a parquet column: the shape TRL's conversational formats use."""
-    import pyarrow as pa
-
-    return pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-
-
 @dataclass(frozen=True)
 class Failure:
     """Why something produced no value: kept in the slot of the value, never replaced by a default."""

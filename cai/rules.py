@@ -86,14 +86,6 @@ class RuleResult:
         return {"rule": self.rule, "passed": self.passed, "score": self.score, "error": self.error}
 
 
-def result_type():  # -> pa.DataType of a list of RuleResult rows (pyarrow imported only when a schema is built)
-    import pyarrow as pa
-
-    return pa.list_(
-        pa.struct([("rule", pa.string()), ("passed", pa.bool_()), ("score", pa.float64()), ("error", pa.string())])
-    )
-
-
 # -- validation (called by the constitution loader; a ValueError's message is shown with file:line) -------------
 def build(principle: str, index: int, spec: dict[str, Any]) -> Rule:
     """A Rule from its YAML mapping (already type-checked as a mapping of scalars and lists)."""
