@@ -5,7 +5,6 @@ Every reader checks every record before anything runs, and names the file and li
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -31,6 +30,9 @@ class LabelledPair:
     def id(self) -> str:
         return self.prompt.id
 
+    def identity(self) -> list:
+        return [self.id, self.prompt.messages, self.chosen, self.rejected, self.subset]
+
 
 @dataclass(frozen=True)
 class Labelled:
@@ -41,6 +43,9 @@ class Labelled:
     prompt: inputs.Prompt
     answer: str
     acceptable: bool
+
+    def identity(self) -> list:
+        return [self.id, self.prompt.messages, self.answer, self.acceptable]
 
 
 def _records(source: str) -> list[tuple[str, dict]]:
@@ -110,12 +115,11 @@ def _pair_id(messages, chosen: str, rejected: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def fingerprint(records: list) -> str:
-    """A hash of the labelled data as read (dataclasses): a run folder of one data set is not resumed with
-    another."""
+def fingerprint(records: list[LabelledPair] | list[Labelled] | list[LabelledSolution]) -> str:
+    """A hash of the labelled data as read: a run folder of one data set is not resumed with another."""
     h = hashlib.sha256()
     for r in records:
-        h.update(json.dumps(dataclasses.asdict(r), ensure_ascii=False, sort_keys=True, default=str).encode())
+        h.update(json.dumps(r.identity(), ensure_ascii=False).encode())
     return h.hexdigest()[:16]
 
 
@@ -143,6 +147,9 @@ class LabelledSolution:
     steps: tuple[str, ...]
     labels: tuple[bool, ...]
     subset: str | None = None
+
+    def identity(self) -> list:
+        return [self.prompt.id, self.prompt.messages, self.steps, self.labels, self.subset]
 
 
 def read_steps(source: str) -> list[LabelledSolution]:

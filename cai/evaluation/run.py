@@ -49,7 +49,7 @@ def evaluate(
     specs = stage.template_specs()
     identity = {
         **config.identity(const.sha256, templates.sha256(specs)),
-        "eval": stage.name,
+        "eval": stage.name.removeprefix("eval-"),  # eval-judge -> judge, as folders written before had it
         "eval_data": data_fingerprint,
     }
     summary = execute(Plan(ctx, [stage], items, counted=[stage], identity=identity), backend, log)

@@ -134,13 +134,7 @@ def train(config: PRMConfig, log=print) -> dict:
         f"train-pm: {len(rows)} solutions, {steps} steps ({len(train_rows)} train, {len(eval_rows)} eval solutions); "
         f"{encode.cut_steps} steps cut by max_length {config.max_length}"
     )
-    out_dir = Path(config.out)
-    ckpt_dir = out_dir / "checkpoints"
-    trainer = trainer_class()(
-        model=model, args=training.arguments(config, ckpt_dir), train_dataset=train_feats, data_collator=collate
-    )
-    result = training.resume(trainer, ckpt_dir, log)
-    model = trainer.model
+    result, model = training.fit(trainer_class(), model, config, train_feats, collate, log)
     held = eval_feats or train_feats
     metrics = step_metrics(predict(model, held, collate), [f["targets"] for f in held])
     model.config.cai_kind = PRM
@@ -154,7 +148,7 @@ def train(config: PRMConfig, log=print) -> dict:
         "cut_steps": encode.cut_steps,
     }
     eval_metrics = {f"eval_{k}": v for k, v in metrics.items()}
-    return training.finish(model, tokenizer, out_dir, eval_metrics | counts, result, started, config)
+    return training.finish(model, tokenizer, Path(config.out), eval_metrics | counts, result, started, config)
 
 
 def summary_lines(m: dict) -> list[str]:

@@ -106,14 +106,9 @@ def train(config: PMConfig, log=print) -> dict:
         f"{len(eval_groups)} eval); {encode.truncated} responses truncated to {config.max_length} tokens"
     )
 
-    out_dir = Path(config.out)
-    ckpt_dir = out_dir / "checkpoints"
-    trainer = _trainer_class()(
-        model=model, args=training.arguments(config, ckpt_dir), train_dataset=train_feats, data_collator=collate
+    result, model = training.fit(
+        _trainer_class(), model, config, train_feats, collate, log, center=config.center_rewards
     )
-    trainer.center = config.center_rewards
-    result = training.resume(trainer, ckpt_dir, log)
-    model = trainer.model
 
     metrics = evaluate(model, eval_feats or train_feats, eval_groups or train_groups, collate)
     # InstructGPT normalises the reward model so the mean reward is 0; the offset and scale live in the
@@ -127,7 +122,7 @@ def train(config: PMConfig, log=print) -> dict:
         "eval_groups": len(eval_groups),
         "truncated": encode.truncated,
     }
-    return training.finish(model, tokenizer, out_dir, metrics | counts, result, started, config)
+    return training.finish(model, tokenizer, Path(config.out), metrics | counts, result, started, config)
 
 
 def summary_lines(m: dict) -> list[str]:

@@ -92,14 +92,21 @@ def arguments(config: TrainOptions, ckpt_dir: Path):
     )
 
 
-def resume(trainer, ckpt_dir: Path, log):
-    """Train, from the last checkpoint in `ckpt_dir` where a killed run left one."""
+def fit(trainer_class, model, config: TrainOptions, features: list[dict], collate, log, **extra):
+    """Train `model` with `trainer_class` (a transformers Trainer; `extra` set on it) on `features`, from the last
+    checkpoint in `config.out`/checkpoints where a killed run left one. Returns (the run's result, the model)."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    ckpt_dir = Path(config.out) / "checkpoints"
+    trainer = trainer_class(
+        model=model, args=arguments(config, ckpt_dir), train_dataset=features, data_collator=collate
+    )
+    for name, value in extra.items():
+        setattr(trainer, name, value)
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     if last:
         log(f"train-pm: resuming from {last}")
-    return trainer.train(resume_from_checkpoint=last)
+    return trainer.train(resume_from_checkpoint=last), trainer.model
 
 
 def start(config: TrainOptions) -> float:
