@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,32 +114,7 @@ def build(principle: str, index: int, spec: dict[str, Any]) -> Rule:
     for f in flags:
         if f not in FLAGS:
             raise ValueError(f"rule {kind!r}: unknown flag {f!r} (allowed: {', '.join(FLAGS)})")
-    threshold: float | None = None
-    among: tuple[str, ...] = ()
-    if kind in ("must_match", "must_not_match") or (kind == "format" and value not in FORMATS):
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"rule {kind!r}: expected a regular expression (or a format: {', '.join(FORMATS)})")
-        try:
-            compiled(value, flags)
-        except Exception as e:  # the regex module raises its own error type
-            raise ValueError(f"rule {kind!r}: bad regular expression {value!r}: {e}") from None
-    elif kind in ("max_words", "max_chars"):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"rule {kind!r}: expected a whole number of at least 1, got {value!r}")
-    elif kind == "language":
-        among = tuple(spec.get("among", COMMON_LANGUAGES))
-        for code in (value, *among):
-            _language(code)  # raises ValueError naming an unknown code
-        if value not in among:
-            among = (value, *among)
-        threshold = spec.get("threshold")
-        if threshold is None:
-            raise ValueError(f"rule 'language': missing 'threshold' (the share of the text in {value!r}, 0 to 1)")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-            raise ValueError(f"rule 'language': 'threshold' must be in (0, 1], got {threshold!r}")
-    elif kind == "accuracy":
-        if value not in ACCURACY:
-            raise ValueError(f"rule 'accuracy': expected one of {', '.join(ACCURACY)}, got {value!r}")
+    extra = CHECKS[kind](kind, value, spec, flags)
     return Rule(
         f"{principle}.{kind}" + (f"{index}" if index else ""),
         kind,
@@ -146,9 +122,62 @@ def build(principle: str, index: int, spec: dict[str, Any]) -> Rule:
         float(weight),
         hard,
         flags,
-        None if threshold is None else float(threshold),
-        among,
+        extra.get("threshold"),
+        extra.get("among", ()),
     )
+
+
+def _pattern(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"rule {kind!r}: expected a regular expression (or a format: {', '.join(FORMATS)})")
+    try:
+        compiled(value, flags)
+    except Exception as e:  # the regex module raises its own error type
+        raise ValueError(f"rule {kind!r}: bad regular expression {value!r}: {e}") from None
+    return {}
+
+
+def _format(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
+    """A named format, else a regular expression."""
+    return {} if isinstance(value, str) and value in FORMATS else _pattern(kind, value, spec, flags)
+
+
+def _count(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"rule {kind!r}: expected a whole number of at least 1, got {value!r}")
+    return {}
+
+
+def _language_rule(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
+    among = tuple(spec.get("among", COMMON_LANGUAGES))
+    for code in (value, *among):
+        _language(code)  # raises ValueError naming an unknown code
+    if value not in among:
+        among = (value, *among)
+    threshold = spec.get("threshold")
+    if threshold is None:
+        raise ValueError(f"rule 'language': missing 'threshold' (the share of the text in {value!r}, 0 to 1)")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ValueError(f"rule 'language': 'threshold' must be in (0, 1], got {threshold!r}")
+    return {"threshold": float(threshold), "among": among}
+
+
+def _accuracy(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
+    if value not in ACCURACY:
+        raise ValueError(f"rule 'accuracy': expected one of {', '.join(ACCURACY)}, got {value!r}")
+    return {}
+
+
+# Each kind's check of its value (and its own keys); returns what the Rule keeps beyond the common fields.
+CHECKS: dict[str, Callable[[str, Any, dict[str, Any], tuple[str, ...]], dict]] = {
+    "must_match": _pattern,
+    "must_not_match": _pattern,
+    "format": _format,
+    "max_words": _count,
+    "max_chars": _count,
+    "language": _language_rule,
+    "accuracy": _accuracy,
+}
 
 
 @functools.lru_cache(maxsize=512)
