@@ -274,3 +274,40 @@ def test_eval_judge_on_the_real_engine_on_the_shipped_set(engine, tmp_path):
     assert r["accuracy"] == pytest.approx(sum(x["p_chosen"] > 0.5 for x in judged) / len(judged))
     # the report tells both-order from one-order accuracy on the same pairs
     assert r["one_order_accuracy"] == pytest.approx(sum(metrics.one_order(x) > 0.5 for x in judged) / len(judged))
+
+
+def test_an_evaluation_folder_refuses_other_data_or_settings_and_without_out_writes_nothing(tmp_path, monkeypatch):
+    """An evaluation is a run (cai.lifecycle): resuming --out with another data file or another judge setting is
+    refused by name; without --out its rows are kept in memory and nothing lands on disk."""
+    data, rows = _data(tmp_path)
+    scripted = backends.get("scripted")(judge=_knows({r["chosen"] for r in rows}))
+    out = tmp_path / "ev"
+    evaluate(RunConfig(out=str(out), principles_per_pair=2), str(data), backend=scripted, log=lambda *_: None)
+    other = write(tmp_path / "other.jsonl", data.read_text().replace("question 3", "question three"))
+    with pytest.raises(CaiError, match=r"holds a run with a different eval_data"):
+        evaluate(RunConfig(out=str(out), principles_per_pair=2), str(other), backend=scripted, log=lambda *_: None)
+    with pytest.raises(CaiError, match=r"holds a run with a different principles_per_pair \(2, now 1\)"):
+        evaluate(RunConfig(out=str(out), principles_per_pair=1), str(data), backend=scripted, log=lambda *_: None)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = evaluate(RunConfig(principles_per_pair=2), str(data), backend=scripted, log=lambda *_: None)
+    assert r["n"] == 12 and r["accuracy"] == 1.0 and r["out"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_eval_self_and_steps_keep_their_rows_in_out_and_resume(tmp_path, cli):
+    """The other evaluations run through the same lifecycle: with --out their rows are shards there, and a rerun
+    judges nothing again."""
+    from conftest import ROOT
+
+    steps = ROOT / "data" / "eval" / "steps.jsonl"
+    args = ("eval", "steps", "--data", steps, "--constitution", "reasoning", "--backend", "scripted", "--json")
+    first = cli(*args, "--out", tmp_path / "steps")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert RunStore(tmp_path / "steps").count("steps-judged") == 48
+    again = cli(*args, "--out", tmp_path / "steps")
+    assert "nothing to do" in again.stderr and json.loads(again.stdout) == json.loads(first.stdout)
+    labelled = ROOT / "data" / "eval" / "self.jsonl"
+    r = cli("eval", "self", "--data", labelled, "--backend", "scripted", "--json", "--out", tmp_path / "self")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert RunStore(tmp_path / "self").count("self-evaluated") == json.loads(r.stdout)["records"] == 48
