@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from cai import answer as answer_mod
 from cai import rules as rules_mod
 from cai.errors import CaiError
 from cai.rules import Rule
@@ -47,6 +48,7 @@ class Principle:
     tags: tuple[str, ...] = ()
     weight: float = 1.0  # relative chance of being sampled
     rules: tuple[Rule, ...] = ()  # checked by code (cai.rules)
+    scope: str = "all"  # what the judges read of an answer under it: all, or the answer after the reasoning
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Constitution:
     system: str | None = None
     few_shot: tuple[Demonstration, ...] = ()
     license: str | None = None
+    scope: str = "all"  # what the judges, self-evaluation and the PM reward read: all, or the answer (cai.answer)
     path: str = ""
     sha256: str = ""
 
@@ -98,7 +101,15 @@ class Constitution:
         return tuple(p for p in self.principles if p.step or p.critique)
 
 
-_TOP = {"name": True, "principles": True, "description": False, "system": False, "few_shot": False, "license": False}
+_TOP = {
+    "name": True,
+    "principles": True,
+    "description": False,
+    "system": False,
+    "few_shot": False,
+    "license": False,
+    "scope": False,
+}
 _PRINCIPLE = {
     "id": True,
     "critique": False,
@@ -108,6 +119,7 @@ _PRINCIPLE = {
     "tags": False,
     "weight": False,
     "rules": False,
+    "scope": False,
 }
 _DEMO = {"prompt": True, "answer": True, "principle": True, "critique": True, "revision": True}
 
@@ -199,7 +211,13 @@ class _Builder:
             self.fail(node, f"{where} is blank")
         return node.value.strip()
 
-    def principle(self, node, index):
+    def scope(self, node, where: str) -> str:
+        value = self.text(node, where)
+        if value not in answer_mod.SCOPES:
+            self.fail(node, f"{where} must be one of {', '.join(answer_mod.SCOPES)}, got {value!r}")
+        return value
+
+    def principle(self, node, index, scope: str = "all"):
         m = self.mapping(node, _PRINCIPLE, f"principles[{index}]")
         pid = self.text(m["id"], f"principles[{index}].id")
         if not _ID.match(pid):
@@ -237,6 +255,7 @@ class _Builder:
             tags=tags,
             weight=weight,
             rules=rules,
+            scope=self.scope(m["scope"], f"{where}: 'scope'") if "scope" in m else scope,
         )
 
     def rules(self, node, pid: str) -> tuple[Rule, ...]:
@@ -266,8 +285,9 @@ class _Builder:
             self.fail(seq, "'principles' is empty: a constitution needs at least one principle")
         principles: list[Principle] = []
         seen: dict[str, int] = {}
+        scope = self.scope(m["scope"], "'scope'") if "scope" in m else "all"
         for i, item in enumerate(seq.value):
-            p = self.principle(item, i)
+            p = self.principle(item, i, scope)
             if p.id in seen:
                 self.fail(item, f"duplicate principle id {p.id!r} (first defined on line {seen[p.id]})")
             seen[p.id] = item.start_mark.line + 1
@@ -294,6 +314,7 @@ class _Builder:
             system=self.text(m["system"], "'system'") if "system" in m else None,
             few_shot=tuple(demos),
             license=self.text(m["license"], "'license'") if "license" in m else None,
+            scope=scope,
             path=self.path,
             sha256=sha256,
         )

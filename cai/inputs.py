@@ -47,7 +47,10 @@ def load(source: str, prompt_column: str | None = None, limit: int | None = None
 
 
 def reference(record: dict, where: str) -> str | None:
-    """The record's known answer: text, or a number written as text; None when it has none."""
+    """The record's known answer: text, or a number written as text; for a code problem, its `tests` (a list of
+    {"input", "output"} pairs or assert lines, kept as JSON for `accuracy: code`); None when it has none."""
+    if "tests" in record:
+        return tests(record["tests"], where)
     value = record.get("reference")
     if value is None:
         return None
@@ -85,3 +88,26 @@ def to_messages(record, where: str, column: str | None) -> tuple[dict, ...]:
     if not messages[-1]["content"].strip():
         raise CaiError(f"{where}: empty prompt")
     return tuple(messages)
+
+
+def tests(value, where: str) -> str:
+    """A code problem's tests, checked and kept as canonical JSON."""
+    ok = (
+        isinstance(value, list)
+        and value
+        and all(
+            (isinstance(t, str) and t.strip())
+            or (
+                isinstance(t, dict)
+                and set(t) <= {"input", "output"}
+                and "output" in t
+                and all(isinstance(v, str) for v in t.values())
+            )
+            for t in value
+        )
+    )
+    if not ok:
+        raise CaiError(
+            f"{where}: 'tests' must be a non-empty list of {{'input': text, 'output': text}} pairs or assert lines"
+        )
+    return json.dumps(value, ensure_ascii=False)

@@ -58,7 +58,7 @@ def rule_votes(first: list[RuleResult], second: list[RuleResult], rules: dict[st
     votes = []
     for a in first:
         b = other.get(a.rule)
-        if b is None or a.error or b.error or a.score == b.score:
+        if b is None or not a.known or not b.known or a.score == b.score:
             continue
         p = 0.5 + (a.score - b.score) / 2
         votes.append(Vote(a.rule, p, p, kind="rule", weight=rules[a.rule].weight))
@@ -67,8 +67,9 @@ def rule_votes(first: list[RuleResult], second: list[RuleResult], rules: dict[st
 
 def hard_winner(first: list[RuleResult], second: list[RuleResult], rules: dict[str, Rule]) -> int:
     """+1 if the first answer keeps more (by weight) of the hard rules checked on both, -1 if the second does,
-    0 if the hard rules do not tell them apart."""
-    both = {r.rule for r in first} & {r.rule for r in second}
+    0 if the hard rules do not tell them apart. A check that could not finish on either answer is left out: an
+    unknown is never a win for the other side."""
+    both = {r.rule for r in first if r.known} & {r.rule for r in second if r.known}
 
     def kept(results: list[RuleResult]) -> float:
         return sum(rules[r.rule].weight for r in results if r.rule in both and rules[r.rule].hard and r.passed)

@@ -18,9 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cai import answer
 from cai.constitution import Constitution, Principle, load
 from cai.errors import CaiError
-from cai.rules import check_all
+from cai.inputs import tests as tests_json
+from cai.rules import check_all, mean_score
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -39,16 +41,23 @@ def _messages(prompt: Any) -> list[dict]:
 def principle_reward(principle: Principle, weight: float = 1.0) -> RewardFunc:
     """The reward of one principle's rules: the weighted mean of their scores on each completion."""
 
+    rules = {r.id: r for r in principle.rules}
+
     def reward(
-        prompts: Sequence[Any], completions: Sequence[Any], reference: Sequence[Any] | None = None, **_: Any
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        reference: Sequence[Any] | None = None,
+        tests: Sequence[Any] | None = None,
+        **_: Any,
     ) -> list[float | None]:
-        refs = list(reference) if reference is not None else [None] * len(completions)
+        refs: list[Any] = list(reference) if reference is not None else [None] * len(completions)
+        if tests is not None:  # a code problem's tests (a `tests` column) are its reference for accuracy: code
+            refs = [tests_json(t, "tests") if t is not None else r for t, r in zip(tests, refs, strict=True)]
         out: list[float | None] = []
         for completion, ref in zip(completions, refs, strict=True):
             results = check_all(principle.rules, _text(completion), None if ref is None else str(ref))
-            weights = {r.id: r.weight for r in principle.rules}
-            total = sum(weights[r.rule] for r in results)
-            out.append(weight * sum(weights[r.rule] * r.score for r in results) / total if total else None)
+            score = mean_score(results, rules)  # the known results' weighted mean; None if none applied or finished
+            out.append(None if score is None else weight * score)
         return out
 
     reward.__name__ = principle.id.replace("-", "_").replace(".", "_")  # TRL logs rewards by function name
@@ -56,14 +65,16 @@ def principle_reward(principle: Principle, weight: float = 1.0) -> RewardFunc:
     return reward
 
 
-def pm_reward(pm: str, weight: float = 1.0, batch_size: int = 16) -> RewardFunc:
-    """The reward of a preference model from `cai train-pm`: (r - mean) / std of its held-out rewards."""
+def pm_reward(pm: str, weight: float = 1.0, batch_size: int = 16, scope: str = "all") -> RewardFunc:
+    """The reward of a preference model from `cai train-pm`: (r - mean) / std of its held-out rewards, on the part
+    of each completion `scope` names (the constitution's `scope: answer` grades the answer only, as R1's
+    helpfulness reward looks at the final summary only)."""
     from cai.rewardmodels import check_pm, rewards
 
     check_pm(pm, "pm")
 
     def reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float | None]:
-        items = [(_messages(p), _text(c)) for p, c in zip(prompts, completions, strict=True)]
+        items = [(_messages(p), answer.scoped(_text(c), scope)) for p, c in zip(prompts, completions, strict=True)]
         return [weight * s for s in rewards(pm, items, batch_size=batch_size)["scores"]]
 
     reward.__name__ = reward.__qualname__ = "preference_model"
@@ -88,7 +99,7 @@ def reward_funcs(
         )
     funcs = [principle_reward(p, weights.get(p.id, 1.0)) for p in ruled]
     if pm is not None:
-        funcs.append(pm_reward(pm, weights.get("pm", 1.0)))
+        funcs.append(pm_reward(pm, weights.get("pm", 1.0), scope=const.scope))
     if not funcs:
         raise CaiError(f"{const.path}: no principle carries rules, and no preference model was given")
     return funcs

@@ -2,18 +2,25 @@
 
 A principle of the constitution may carry `rules:`; each rule scores a text in [0, 1] and says whether it
 passed. The same rules annotate the SL trace, vote in the RL stage, and become reward functions for online
-RL (cai.rewards). A rule that cannot apply (accuracy without a reference) gives None; a rule that fails to
-finish in time, or errs, gives a failed result that carries the reason, never a silent default.
+RL (cai.rewards). A rule reads the part of the text its `scope` names (cai.answer: the answer after the
+reasoning, the reasoning, or all of it; accuracy reads the answer and language the reasoning unless told).
+
+A rule that cannot apply (accuracy without a reference) gives None. A check that could not finish (timed out,
+errored) is **unknown**: its result carries the reason in `error`, and every consumer leaves it out and counts
+it (hard rules, rule votes, regressions, rewards, stats): it is never a pass, and never a win for the other side.
+Every check is bounded on any thread: regular expressions by the `regex` module's timeout, math-verify in a
+worker process killed at its deadline (cai.bounded), code in a sandbox with limits (cai.sandbox).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from cai import answer
 
 KINDS = ("must_match", "must_not_match", "format", "max_words", "max_chars", "language", "accuracy")
 # Named formats; any other `format` value is a regular expression the whole text must match (groups allowed).
@@ -23,8 +30,13 @@ FORMATS = {
     # A final answer in \boxed{...} somewhere after the working.
     "boxed-answer": r".*\\boxed\{.+\}.*",
 }
+# Formats checked by code, not by a pattern: `boxed`, one boxed answer with balanced braces (nested ones too).
+CODE_FORMATS: dict[str, Callable[[str], bool]] = {"boxed": answer.has_box}
 FLAGS = ("ignorecase", "multiline", "dotall")
-ACCURACY = ("math", "exact")
+ACCURACY = ("math", "exact", "code")
+# What a rule reads unless its `scope` says otherwise, as DeepSeek-R1 does: the answer's accuracy, the reasoning's
+# language; everything else reads all of the text.
+DEFAULT_SCOPE = {"accuracy": "answer", "language": "reasoning"}
 # The languages a `language` rule tells apart by default: widely used ones. A rule may list its own (`among`).
 COMMON_LANGUAGES = (
     "en",
@@ -53,8 +65,8 @@ COMMON_LANGUAGES = (
     "id",
     "th",
 )
-SECONDS = 0.5  # the time one rule may take on one text; a pattern that backtracks past it is a recorded failure
-MATH_SECONDS = 2  # math-verify's own bound on parsing and comparing (it takes whole seconds)
+SECONDS = 0.5  # the time one pattern may take on one text; one that backtracks past it is unknown
+MATH_SECONDS = 6.0  # a math-verify comparison, in a worker process killed at this deadline (cai.bounded)
 _SENTENCE = re.compile(r"(?<=[.!?。！？\n])\s+|(?<=[。！？])")
 
 
@@ -68,12 +80,14 @@ class Rule:
     weight: float = 1.0
     hard: bool = False  # a hard rule decides a pair on its own, and its breaking is flagged in the SL trace
     flags: tuple[str, ...] = ()  # must_match, must_not_match, format: regex flags
-    threshold: float | None = None  # language: the share of the text that must be in the language
+    threshold: float | None = None  # language: the share of the words that must be in the language
     among: tuple[str, ...] = ()  # language: the languages to tell apart (default COMMON_LANGUAGES)
+    scope: str = "all"  # the part of the text it reads: answer, reasoning or all (cai.answer)
 
     def describe(self) -> str:
-        extra = f" (share >= {self.threshold:g})" if self.kind == "language" else ""
-        return f"{self.kind}: {self.value}{extra}, weight {self.weight:g}" + (", hard" if self.hard else "")
+        extra = f" (share >= {self.threshold:g})" if self.threshold is not None else ""
+        where = f", of the {self.scope}" if self.scope != DEFAULT_SCOPE.get(self.kind, "all") else ""
+        return f"{self.kind}: {self.value}{extra}{where}, weight {self.weight:g}" + (", hard" if self.hard else "")
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,12 @@ class RuleResult:
     rule: str
     passed: bool
     score: float  # in [0, 1]
-    error: str | None = None  # why the rule could not be checked (timed out, failed to parse): it counts as failed
+    error: str | None = None  # why the check could not finish (timed out, errored): the result is unknown
+
+    @property
+    def known(self) -> bool:
+        """False for a check that could not finish: left out and counted by every consumer, never a pass."""
+        return self.error is None
 
     def row(self) -> dict:
         return {"rule": self.rule, "passed": self.passed, "score": self.score, "error": self.error}
@@ -94,7 +113,7 @@ def build(principle: str, index: int, spec: dict[str, Any]) -> Rule:
     if len(kinds) != 1:
         raise ValueError(f"a rule names exactly one of {', '.join(KINDS)}; got {', '.join(kinds) or 'none'}")
     kind = kinds[0]
-    allowed = {kind, "weight", "hard"} | {
+    allowed = {kind, "weight", "hard", "scope"} | {
         "must_match": {"flags"},
         "must_not_match": {"flags"},
         "format": {"flags"},
@@ -114,6 +133,9 @@ def build(principle: str, index: int, spec: dict[str, Any]) -> Rule:
     for f in flags:
         if f not in FLAGS:
             raise ValueError(f"rule {kind!r}: unknown flag {f!r} (allowed: {', '.join(FLAGS)})")
+    scope = spec.get("scope", DEFAULT_SCOPE.get(kind, "all"))
+    if scope not in answer.SCOPES:
+        raise ValueError(f"rule {kind!r}: 'scope' must be one of {', '.join(answer.SCOPES)}, got {scope!r}")
     extra = CHECKS[kind](kind, value, spec, flags)
     return Rule(
         f"{principle}.{kind}" + (f"{index}" if index else ""),
@@ -124,12 +146,14 @@ def build(principle: str, index: int, spec: dict[str, Any]) -> Rule:
         flags,
         extra.get("threshold"),
         extra.get("among", ()),
+        scope,
     )
 
 
 def _pattern(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"rule {kind!r}: expected a regular expression (or a format: {', '.join(FORMATS)})")
+        named = ", ".join([*FORMATS, *CODE_FORMATS])
+        raise ValueError(f"rule {kind!r}: expected a regular expression (or a format: {named})")
     try:
         compiled(value, flags)
     except Exception as e:  # the regex module raises its own error type
@@ -139,7 +163,8 @@ def _pattern(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]
 
 def _format(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
     """A named format, else a regular expression."""
-    return {} if isinstance(value, str) and value in FORMATS else _pattern(kind, value, spec, flags)
+    named = isinstance(value, str) and (value in FORMATS or value in CODE_FORMATS)
+    return {} if named else _pattern(kind, value, spec, flags)
 
 
 def _count(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
@@ -192,13 +217,15 @@ def compiled(pattern: str, flags: tuple[str, ...] = ()) -> Any:
 
 # -- checking ---------------------------------------------------------------------------------------------------
 def check(rule: Rule, text: str, reference: str | None = None) -> RuleResult | None:
-    """Score `text` under `rule`; None where the rule does not apply (accuracy with no reference)."""
+    """Score `text` under `rule`; None where the rule does not apply (accuracy with no reference). A check that
+    could not finish gives an unknown result with the reason."""
     if rule.kind == "accuracy" and reference is None:
         return None
     try:
-        score = _score(rule, text, reference)
+        score = _score(rule, answer.scoped(text, rule.scope), reference)
     except TimeoutError:
-        return RuleResult(rule.id, False, 0.0, f"timed out after {SECONDS:g}s")
+        seconds = MATH_SECONDS if rule.kind == "accuracy" else SECONDS
+        return RuleResult(rule.id, False, 0.0, f"timed out after {seconds:g}s")
     except Exception as e:  # a checker that errs on odd text must not take the run down; the reason is kept
         return RuleResult(rule.id, False, 0.0, f"{type(e).__name__}: {str(e)[:200]}")
     passed = score >= rule.threshold if rule.kind == "language" and rule.threshold is not None else score == 1.0
@@ -210,9 +237,17 @@ def check_all(rules: tuple[Rule, ...], text: str, reference: str | None = None) 
 
 
 def total(results: list[RuleResult], rules: dict[str, Rule]) -> tuple[float, float]:
-    """(weight of the hard rules passed, weighted score of all): larger is better, hard rules first."""
-    hard = sum(rules[r.rule].weight for r in results if rules[r.rule].hard and r.passed)
-    return hard, sum(rules[r.rule].weight * r.score for r in results)
+    """(weight of the hard rules passed, weighted score of all known): larger is better, hard rules first."""
+    known = [r for r in results if r.known]
+    hard = sum(rules[r.rule].weight for r in known if rules[r.rule].hard and r.passed)
+    return hard, sum(rules[r.rule].weight * r.score for r in known)
+
+
+def mean_score(results: list[RuleResult], rules: dict[str, Rule]) -> float | None:
+    """The weighted mean score of the known results (a reward); None when no rule applied or none finished."""
+    known = [r for r in results if r.known]
+    total_weight = sum(rules[r.rule].weight for r in known)
+    return sum(rules[r.rule].weight * r.score for r in known) / total_weight if total_weight else None
 
 
 def _score(rule: Rule, text: str, reference: str | None) -> float:
@@ -221,6 +256,8 @@ def _score(rule: Rule, text: str, reference: str | None) -> float:
         found = compiled(rule.value, rule.flags).search(text, timeout=SECONDS) is not None
         return float(found == (k == "must_match"))
     if k == "format":
+        if rule.value in CODE_FORMATS:
+            return float(CODE_FORMATS[rule.value](text))
         pattern = FORMATS.get(rule.value, rule.value)
         flags = ("dotall", *rule.flags) if rule.value in FORMATS else rule.flags
         return float(compiled(pattern, tuple(flags)).fullmatch(text, timeout=SECONDS) is not None)
@@ -232,6 +269,8 @@ def _score(rule: Rule, text: str, reference: str | None) -> float:
         return language_share(text, rule.value, rule.among)
     if k == "accuracy":
         assert reference is not None
+        if rule.value == "code":
+            return code_score(text, reference)
         return float(accurate(text, reference, rule.value))
     raise ValueError(f"unknown rule kind {k!r}")
 
@@ -256,37 +295,27 @@ def _detector(among: tuple[str, ...]) -> Any:
 
 
 def language_share(text: str, code: str, among: tuple[str, ...] = COMMON_LANGUAGES) -> float:
-    """The share of `text`'s characters in sentences written in `code`. Sentences are told apart one by
-    one (a mixed answer is scored by how much of it is in the language); sentences with no detectable
-    language (numbers, formulas, code) count for neither side. No language at all scores 1."""
+    """The share of `text`'s words in sentences written in `code` (DeepSeek-R1's language consistency: the
+    proportion of target-language words). Sentences are told apart one by one (a mixed text is scored by how
+    much of it is in the language); sentences with no detectable language (numbers, formulas, code) count for
+    neither side. No language at all scores 1."""
     sentences = [s for s in _SENTENCE.split(text) if s.strip()]
     if not sentences:
         return 1.0
     target = _language(code)
     found = _detector(tuple(sorted(set(among) | {code}))).detect_languages_in_parallel_of(sentences)
-    sized = [(len(s.strip()), lang) for s, lang in zip(sentences, found, strict=True) if lang is not None]
-    total_chars = sum(n for n, _ in sized)
-    return sum(n for n, lang in sized if lang == target) / total_chars if total_chars else 1.0
+    sized = [(len(s.split()), lang) for s, lang in zip(sentences, found, strict=True) if lang is not None]
+    words = sum(n for n, _ in sized)
+    return sum(n for n, lang in sized if lang == target) / words if words else 1.0
 
 
 # -- accuracy ---------------------------------------------------------------------------------------------------
-_ANSWER_LINE = re.compile(r"^\s*(?:final\s+)?answer\s*[:：]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_WORD = re.compile(r"(?<!\\)\b[^\W\d_]{2,}")  # two or more letters, not a LaTeX command such as \frac
 
 
 def final_answer(text: str) -> str | None:
-    """The last `\\boxed{...}` (braces balanced), else the last "Answer: ..." line, else None."""
-    start = text.rfind("\\boxed{")
-    if start >= 0:
-        depth, i = 0, start + len("\\boxed")
-        for j in range(i, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            if depth == 0:
-                return text[i + 1 : j].strip()
-    lines = _ANSWER_LINE.findall(text)
-    return lines[-1] if lines else None
-
-
-_WORD = re.compile(r"(?<!\\)\b[^\W\d_]{2,}")  # two or more letters, not a LaTeX command such as \frac
+    """The final answer of `text` as the accuracy rule reads it: from the answer after the reasoning (cai.answer)."""
+    return answer.final(answer.scoped(text, "answer"))
 
 
 def looks_like_math(reference: str) -> bool:
@@ -300,20 +329,27 @@ def _normal(s: str) -> str:
 
 
 def accurate(text: str, reference: str, mode: str = "math") -> bool:
-    """Whether the final answer of `text` equals `reference`: the same text (case, spacing and a final full
-    stop aside), or with mode math, equivalent by Hugging Face's math-verify (symbolic and numeric equivalence
-    of LaTeX or plain expressions)."""
-    answer = final_answer(text)
-    if answer is None:
+    """Whether the final answer in `text` (already scoped) equals `reference`: the same text (case, spacing and a
+    final full stop aside), or with mode math, equivalent by Hugging Face's math-verify (symbolic and numeric
+    equivalence of LaTeX or plain expressions), run in a worker process killed at MATH_SECONDS (TimeoutError)."""
+    given = answer.final(text)
+    if given is None:
         return False
-    if _normal(answer) == _normal(reference):
+    if _normal(given) == _normal(reference):
         return True
     if mode == "math" and looks_like_math(reference):
-        from math_verify import parse, verify
+        from cai import bounded
 
-        # math-verify bounds its own time with SIGALRM (whole seconds), which only the main thread may use.
-        timeout = MATH_SECONDS if threading.current_thread() is threading.main_thread() else None
-        gold = parse(f"${reference}$" if "$" not in reference else reference, parsing_timeout=timeout)
-        pred = parse(f"${answer}$", parsing_timeout=timeout)
-        return bool(gold and pred and verify(gold, pred, timeout_seconds=timeout))
+        return bool(bounded.pool().call("math_equal", given, reference, seconds=MATH_SECONDS))
     return False
+
+
+def code_score(text: str, reference: str) -> float:
+    """The share of the prompt's tests (`reference`: their JSON, from the record's `tests`) that the answer's last
+    Python code block passes, each run in the sandbox (cai.sandbox); 0 without a code block."""
+    from cai import sandbox
+
+    program = sandbox.code_of(text)
+    if program is None:
+        return 0.0
+    return sandbox.run_tests(program, sandbox.parse_tests(reference)).score

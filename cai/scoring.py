@@ -117,7 +117,7 @@ def score(
 def score_texts(data: str, out: str, pm: str | None, const, aggregate: str, batch_size: int, max_length: int) -> dict:
     """`cai score` of whole texts: a pairwise preference model's reward and/or the constitution's rules."""
     from cai.rewardmodels import rewards
-    from cai.rules import check_all
+    from cai.rules import check_all, mean_score
 
     found, is_pref = items(data, pm)
     lines = [{k: it[k] for k in ("id", "side", "prompt", "response")} for it in found]
@@ -130,13 +130,13 @@ def score_texts(data: str, out: str, pm: str | None, const, aggregate: str, batc
         if is_pref:
             report["accuracy"] = _agreement([line["score"] for line in lines], found)
     if const is not None:
-        weights = {r.id: r.weight for r in const.rules}
+        rules = {r.id: r for r in const.rules}
         for line, it in zip(lines, found, strict=True):
             results = check_all(const.rules, it["response"], it.get("reference"))
-            total = sum(weights[r.rule] for r in results)
             line["rules"] = [r.row() for r in results]
-            line["rules_score"] = sum(weights[r.rule] * r.score for r in results) / total if total else None
+            line["rules_score"] = mean_score(results, rules)
         report["rules_passed"] = {r.id: _share([line for line in lines], r.id) for r in const.rules}
+        report["rules_unknown"] = sum(r["error"] is not None for line in lines for r in line["rules"])
         if is_pref:
             report["rules_accuracy"] = _agreement([line["rules_score"] for line in lines], found)
     _write(out, lines)
@@ -193,8 +193,8 @@ def _agreement(scores: list, found: list[dict]) -> float | None:
 
 
 def _share(lines: list[dict], rule: str) -> float | None:
-    """The share of the texts a rule applied to that passed it."""
-    got = [r["passed"] for line in lines for r in line["rules"] if r["rule"] == rule]
+    """The share of the texts a rule applied to (and finished on) that passed it."""
+    got = [r["passed"] for line in lines for r in line["rules"] if r["rule"] == rule and r["error"] is None]
     return sum(got) / len(got) if got else None
 
 
@@ -217,6 +217,8 @@ def lines(report: dict) -> list[str]:
         out.append(f"accuracy (chosen scores above rejected): {report['accuracy']:.3f}")
     for rule, share in (report.get("rules_passed") or {}).items():
         out.append(f"  {rule:<34} passed by {'n/a' if share is None else f'{100 * share:.1f}%'}")
+    if report.get("rules_unknown"):
+        out.append(f"  {report['rules_unknown']} checks could not finish (unknown: left out, reasons in the file)")
     if report.get("rules_accuracy") is not None:
         out.append(f"rules accuracy (chosen's rules score above rejected's): {report['rules_accuracy']:.3f}")
     return out

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from cai import answer
 from cai.backends import Sampling
 from cai.backends.base import option_probability
 from cai.judges import reasoning
@@ -247,7 +248,8 @@ class GrmJudge(Judge):
         for i, pair in enumerate(pairs):
             for k in range(self.o.grm_samples):
                 first_shown = random.Random(stable_int("grm-order", seed, pair.prompt.id, k)).random() < 0.5
-                r1, r2 = (pair.first, pair.second) if first_shown else (pair.second, pair.first)
+                shown_a, shown_b = (answer.scoped(t, ctx.constitution.scope) for t in (pair.first, pair.second))
+                r1, r2 = (shown_a, shown_b) if first_shown else (shown_b, shown_a)
                 question = ctx.templates.render(
                     "grm.j2",
                     read=self.o.grm_scores == "read",

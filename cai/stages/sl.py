@@ -137,9 +137,9 @@ def _or_lowest(p: float | None) -> float:
 
 
 def regressed(before: tuple[RuleResult, ...], after: tuple[RuleResult, ...], rules: dict[str, Rule]) -> bool:
-    """Whether `after` breaks a hard rule that `before` kept."""
+    """Whether `after` breaks a hard rule that `before` kept (a check that could not finish breaks nothing)."""
     kept = {r.rule for r in before if r.passed and rules[r.rule].hard}
-    return any(r.rule in kept and not r.passed for r in after)
+    return any(r.rule in kept and r.known and not r.passed for r in after)
 
 
 def demonstrations(constitution: Constitution, templates: Templates) -> list[dict]:

@@ -119,22 +119,26 @@ class SLReport(Report):
             return {}
 
         def passed(results: pl.LazyFrame, name: str) -> pl.LazyFrame:
+            """The share passed of the checks that finished; the unknown ones (an error) counted apart."""
+            known = pl.col("error").is_null()
             return (
                 results.explode("r")
                 .unnest("r")
                 .drop_nulls("rule")
                 .group_by("rule")
-                .agg(pl.col("passed").mean().alias(name))
+                .agg(pl.col("passed").filter(known).mean().alias(name), (~known).sum().alias(f"{name}_unknown"))
             )
 
         initial = passed(rows.select(pl.col("initial_rules").alias("r")), "initial")
         final = passed(rows.select(pl.col("revisions").list.last().struct.field("rules").alias("r")), "final")
         per_rule = initial.join(final, on="rule", how="full", coalesce=True).sort("rule").collect().rows(named=True)
+        unknown = sum((r["initial_unknown"] or 0) + (r["final_unknown"] or 0) for r in per_rule)
         if not per_rule:
             return {}
         revs = rows.select(pl.col("revisions").explode().struct.field("regressed").alias("regressed"))
         return {
             "rules_passed": per_rule,
+            "rules_unknown": unknown,  # checks that could not finish: left out of the shares
             "hard_rule_regressions": revs.select(pl.col("regressed").sum()).collect().item(),
             "kept_round": dict(rows.group_by("kept").len().sort("kept").collect().iter_rows()),
         }
@@ -154,6 +158,7 @@ class SLReport(Report):
             lines += ["", f"{'rule':<36}{'initial':>9}{'final':>9}   (share of texts that pass)"]
             lines += [f"  {r['rule']:<34}{_pct(r['initial']):>9}{_pct(r['final']):>9}" for r in s["rules_passed"]]
             lines += [
+                f"{'checks that could not finish':<36}{s.get('rules_unknown', 0)}  (unknown: left out of the shares)",
                 f"{'revisions breaking a hard rule':<36}{s['hard_rule_regressions']}",
                 f"{'completion taken from round':<36}" + ", ".join(f"{k}: {n}" for k, n in s["kept_round"].items()),
             ]
