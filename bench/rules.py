@@ -6,7 +6,10 @@ In one run: the engine answers the shipped math prompts under the `reasoning` co
 first step, realistic lengths: EOS is honoured), then every rule of that constitution is checked on every
 answer. Prints the rule-checking time per 1,000 answers (on these answers, and on long answers of
 `--long-words` words), the one-off cost of loading the language models, and `rules_share_of_generation`:
-rule time / generation time for the same answers.
+rule time / generation time for the same answers. Then the cost of bounding math-verify: the accuracy check per
+1,000 answers with math-verify in a worker process killed at a deadline (cai.bounded, what the rules do, on any
+thread) against math-verify called in this process (the earlier way, bounded only on the main thread), and the
+code sandbox's cost per test on the shipped code problems' right answers.
 """
 
 from __future__ import annotations
@@ -85,9 +88,60 @@ def main():
     )
     print("per rule, ms per 1000 answers: " + ", ".join(f"{k} {v:.0f}" for k, v in by_kind.items()))
     print(f"rules_ms_per_1000_answers: {rules_s / len(answers) * 1e6:.0f}")
+    first = ms_per_thousand(const.rules, long, ["7"] * len(long))  # first pass: caches and the detector warm up
     long_ms = ms_per_thousand(const.rules, long, ["7"] * len(long))
-    print(f"rules_ms_per_1000_long_answers ({args.long_words} words): {long_ms:.0f}")
+    print(f"rules_ms_per_1000_long_answers ({args.long_words} words): {long_ms:.0f} (first pass {first:.0f})")
     print(f"rules_share_of_generation: {rules_s / gen_s:.4f}")
+    bounded_cost(answers, refs)
+    sandbox_cost()
+
+
+def bounded_cost(answers, refs) -> None:
+    """math-verify through the worker pool vs in this process, on the answers' final answers (same comparisons)."""
+    from cai import answer, bounded
+
+    pairs = [
+        (a, r) for text, r in zip(answers, refs, strict=True) if (a := answer.final(answer.scoped(text, "answer")))
+    ]
+    pairs = pairs or [("\\frac{1}{2}", "0.5")] * 24  # the model gave no final answer: time a stand-in
+    pairs = (pairs * (200 // len(pairs) + 1))[:200]
+    bounded.pool().call("math_equal", "1", "1", seconds=60)  # the workers start once per process
+    t0 = time.perf_counter()
+    for a, r in pairs:
+        bounded.pool().call("math_equal", a, r, seconds=6)
+    pooled = (time.perf_counter() - t0) / len(pairs) * 1e6
+    t0 = time.perf_counter()
+    for a, r in pairs:
+        bounded.math_equal(a, r)
+    direct = (time.perf_counter() - t0) / len(pairs) * 1e6
+    print(
+        f"accuracy (math-verify) ms per 1000 comparisons: in a worker process {pooled:.0f} (bounded on any thread) "
+        f"vs in process {direct:.0f} (bounded on the main thread only); bounded_vs_in_process {pooled / direct:.2f}"
+    )
+
+
+def sandbox_cost() -> None:
+    """One sandboxed run per test: the shipped code problems with right programs."""
+    import json
+
+    from cai import sandbox
+
+    programs = {
+        0: "n = int(input())\nprint(n * n)",
+        2: "a, b = map(int, input().split())\nprint(a + b)",
+        5: "import math\nprint(math.factorial(int(input())))",
+    }
+    records = [json.loads(line) for line in (ROOT / "data" / "prompts" / "code.jsonl").read_text().splitlines()]
+    t0, tests = time.perf_counter(), 0
+    for i, program in programs.items():
+        out = sandbox.run_tests(program, records[i]["tests"])
+        assert out.score == 1.0, out
+        tests += out.total
+    ms = (time.perf_counter() - t0) / tests * 1000
+    print(
+        f"code sandbox: {ms:.0f} ms per test ({tests} tests, one fresh process each); network isolated: "
+        f"{sandbox.network_isolated()}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cai import backends, inputs, stages
+from cai import backends, inputs, rules, stages
 from cai import constitution as constitution_mod
 from cai.config import RunConfig, catalogue
 from cai.errors import CaiError
@@ -67,7 +67,10 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Plan:
 
 def generate(config: RunConfig, backend: backends.Backend | None = None, log: Callable[[str], None] = print) -> Summary:
     """Run `config`. Pass `backend` to reuse an engine across calls (it is then not closed here)."""
-    return execute(prepare(config, log), backend, log)
+    plan = prepare(config, log)
+    summary = execute(plan, backend, log)
+    summary.lines += rules.notes(plan.ctx.constitution.rules)
+    return summary
 
 
 def unwritten(empty: set[str]) -> frozenset[str]:

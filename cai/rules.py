@@ -344,6 +344,23 @@ def accurate(text: str, reference: str, mode: str = "math") -> bool:
     return False
 
 
+def notes(rules: tuple[Rule, ...]) -> list[str]:
+    """What a run summary says of how its rules ran: where code rules run their programs, and whether the network
+    was cut there (it is not where the OS allows no network namespace)."""
+    if not any(r.kind == "accuracy" and r.value == "code" for r in rules):
+        return []
+    from cai import sandbox
+
+    network = (
+        "cut (a network namespace of its own)"
+        if sandbox.network_isolated()
+        else "not cut: this machine allows no network namespace"
+    )
+    return [
+        f"code sandbox   a fresh process per test, with CPU, memory, file, process and time limits; network {network}"
+    ]
+
+
 def code_score(text: str, reference: str) -> float:
     """The share of the prompt's tests (`reference`: their JSON, from the record's `tests`) that the answer's last
     Python code block passes, each run in the sandbox (cai.sandbox); 0 without a code block."""

@@ -326,3 +326,30 @@ def test_self_evaluation_on_the_real_engine(engine, tmp_path):
         assert row["kept"] == best
         texts = [row["initial"], *(r["revision"] for r in row["revisions"])]
         assert row["completion"][0]["content"] == texts[best]
+
+
+def test_code_constitution_on_the_real_engine(engine, tmp_path):
+    """`accuracy: code` end to end: the embedded model answers the shipped code problems, and every text of the trace
+    has its program run against the problem's tests in the sandbox (a score in [0, 1], finished: not unknown).
+    Structure only: the 135M model's programs are rarely right."""
+    from cai import sandbox
+
+    config = RunConfig(
+        constitution="code",
+        prompts=str(ROOT / "data" / "prompts" / "code.jsonl"),
+        out=str(tmp_path / "run"),
+        stage="sl",
+        rounds=1,
+        limit=4,
+        max_tokens=96,
+        max_model_len=2048,
+    )
+    summary = generate(config, backend=engine, log=lambda *_: None)
+    rows = RunStore(tmp_path / "run").read("sft")
+    assert len(rows) == summary.rows["sft"] >= 3
+    for row in rows:
+        for results in [row["initial_rules"], *(r["rules"] for r in row["revisions"])]:
+            (code,) = [r for r in results if r["rule"] == "passes-tests.accuracy"]
+            assert 0.0 <= code["score"] <= 1.0 and code["error"] is None
+    network = "cut" if sandbox.network_isolated() else "not cut"
+    assert any(line.startswith("code sandbox") and network in line for line in summary.lines)
