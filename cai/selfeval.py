@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cai import reads
+from cai import answer, reads
 from cai.backends import Sampling
 from cai.constitution import Constitution
 from cai.prompts import SAMPLE_CONVERSATION, TemplateSpec
@@ -130,6 +130,8 @@ def evaluate(ctx: RunContext, items: list[tuple[list[dict], str, list[str]]], re
         )
         return continued(question, prefix)
 
+    scope = ctx.constitution.scope  # `scope: answer`: the model rates the answer after its reasoning only
+    items = [(conversation, answer.scoped(text, scope), samples) for conversation, text, samples in items]
     questions = [reads.TwoOrders(chat(*item, ("True", "False")), chat(*item, ("False", "True"))) for item in items]
     return [
         true_read(r) for r in reads.ask_both(ctx.engine, questions, result, label="self-eval P(True)", what="self-eval")

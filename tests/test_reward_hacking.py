@@ -147,3 +147,47 @@ def test_every_shipped_reference_boxed_passes_every_rule_and_a_wrong_one_fails_a
         wrong = right.replace(f"\\boxed{{{p.reference}}}", "\\boxed{123456789}")
         accuracy = {r.rule: r for r in rules.check_all(REASONING.rules, wrong, p.reference)}["correct-answer.accuracy"]
         assert not accuracy.passed and accuracy.known
+
+
+def test_scope_answer_makes_the_judge_read_the_answer_only(tmp_path):
+    """`scope: answer` at the top of a constitution: the judge's questions hold the answers after their reasoning,
+    never the reasoning (R1 grades helpfulness on the final summary)."""
+    import json
+    import math
+
+    from conftest import write
+
+    from cai.backends.scripted import ScriptedBackend
+    from cai.config import RunConfig
+    from cai.generate import generate
+
+    seen = []
+
+    def judge(chat, options):
+        seen.append(chat[0]["content"])
+        return {options[0]: math.log(0.6), options[1]: math.log(0.4)}
+
+    principle = "  - id: p\n    critique: c\n    revision: r\n    compare: Which is better?\n"
+    const = write(tmp_path / "c.yaml", f"name: c\nscope: answer\nprinciples:\n{principle}")
+    a, b = "<think>SECRET-REASONING-A</think>Paris.", "<think>SECRET-REASONING-B</think>Lyon."
+    pairs = write(tmp_path / "pairs.jsonl", json.dumps({"prompt": "Capital of France?", "responses": [a, b]}) + "\n")
+    config = RunConfig(
+        constitution=str(const), prompts=str(pairs), out=str(tmp_path / "run"), stage="rl", pairs="file",
+        principles_per_pair=1, backend="scripted",
+    )  # fmt: skip
+    generate(config, backend=ScriptedBackend(judge=judge), log=lambda *_: None)
+    assert seen and all("Paris." in q and "Lyon." in q and "SECRET" not in q for q in seen)
+    assert load(const).principles[0].scope == "answer"
+
+
+def test_a_bad_scope_is_one_line(tmp_path):
+    from conftest import write
+
+    from cai.errors import CaiError
+
+    bad = write(
+        tmp_path / "c.yaml",
+        "name: c\nprinciples:\n  - id: p\n    rules:\n      - accuracy: math\n        scope: think\n",
+    )
+    with pytest.raises(CaiError, match=r"c.yaml:5: principle 'p': rule 'accuracy': 'scope' must be one of answer"):
+        load(bad)

@@ -99,3 +99,14 @@ def test_code_problems_read_their_tests_and_bad_tests_are_one_line(tmp_path):
     bad = write(tmp_path / "bad.jsonl", '{"prompt": "q", "tests": [{"stdin": "1"}]}\n')
     with pytest.raises(CaiError, match=r"bad.jsonl:1: 'tests' must be a non-empty list"):
         load_prompts(str(bad))
+
+
+def test_the_code_reward_for_grpo_reads_a_tests_column():
+    """GRPO: a dataset's `tests` column reaches `accuracy: code` as `reference` reaches the other accuracy modes."""
+    from cai.rewards import reward_funcs
+
+    funcs = {f.__name__: f for f in reward_funcs("code")}
+    right = "<think>Square it.</think>\n```python\nn = int(input())\nprint(n * n)\n```"
+    wrong = "<think>Guess.</think>\n```python\nprint(9)\n```"
+    tests = [STDIO + [{"input": "2\n", "output": "4"}]] * 2
+    assert funcs["passes_tests"](["q", "q"], [right, wrong], tests=tests) == [1.0, 0.5]

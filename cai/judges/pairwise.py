@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cai import answer
 from cai.errors import CaiError
 from cai.judges.base import FailedRead, Judge, Pair, Verdict, Vote
 from cai.reads import TwoOrderRead
@@ -102,6 +103,8 @@ class PairwiseJudge(Judge):
         for i, pair in enumerate(pairs):
             conversation = list(pair.prompt.messages)
             for principle in sample_principles(ctx.constitution.comparable, k, seed, pair.prompt.id, "rl-judge"):
+                # the principle's scope: `scope: answer` shows the answers after their reasoning only
+                first, second = (answer.scoped(t, principle.scope) for t in (pair.first, pair.second))
                 ab, ba = (
                     ctx.templates.render(
                         self.question_template,
@@ -110,7 +113,7 @@ class PairwiseJudge(Judge):
                         response_a=a,
                         response_b=b,
                     )
-                    for a, b in ((pair.first, pair.second), (pair.second, pair.first))
+                    for a, b in ((first, second), (second, first))
                 )
                 questions.append(Question(i, pair.prompt.id, principle.id, ab, ba))
         reads = self.read(ctx, questions, result)  # the whole chunk goes to the engine in one call
