@@ -191,3 +191,13 @@ def test_a_bad_scope_is_one_line(tmp_path):
     )
     with pytest.raises(CaiError, match=r"c.yaml:5: principle 'p': rule 'accuracy': 'scope' must be one of answer"):
         load(bad)
+
+
+def test_a_catastrophic_pattern_on_a_worker_thread_is_bounded():
+    """The regex module's timeout works off the main thread too: unknown after 0.5 s, not a hung worker."""
+    rule = rules.build("p", 0, {"must_match": "(a|aa)+$"})
+    with ThreadPoolExecutor(1) as pool:
+        t0 = time.monotonic()
+        result = pool.submit(rules.check, rule, "a" * 5000 + "b").result()
+    assert time.monotonic() - t0 < 5 * rules.SECONDS
+    assert result is not None and not result.known and result.error == f"timed out after {rules.SECONDS:g}s"
