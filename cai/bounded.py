@@ -24,6 +24,10 @@ from typing import Any
 STARTUP_SECONDS = 60.0  # a worker's first import of math-verify and sympy takes a few seconds
 
 
+class CheckError(Exception):
+    """The check itself failed in the worker (the worker is fine and takes the next request)."""
+
+
 class _Worker:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
@@ -46,7 +50,7 @@ class _Worker:
         self.proc.stdin.flush()
         reply = self._read(seconds)
         if "error" in reply:
-            raise RuntimeError(reply["error"])
+            raise CheckError(reply["error"])
         return reply["value"]
 
     def _read(self, seconds: float) -> dict:
@@ -80,14 +84,13 @@ class Pool:
         worker = self._take()
         try:
             value = worker.ask({"function": function, "args": list(args)}, seconds)
-        except (TimeoutError, RuntimeError, OSError, ValueError) as e:
-            broken = not isinstance(e, RuntimeError) or "ended" in str(e)
-            if broken:  # killed: a hung check is never waited for
-                worker.kill()
-                with self._lock:
-                    self._started -= 1
-            else:
-                self._idle.put(worker)
+        except CheckError:
+            self._idle.put(worker)
+            raise
+        except BaseException:  # timed out, ended, or its reply unreadable: killed, never waited for
+            worker.kill()
+            with self._lock:
+                self._started -= 1
             raise
         self._idle.put(worker)
         return value

@@ -156,10 +156,6 @@ class RunConfig:
             check_value(s, self._values[name], where.get(name, ""))
         self._check_used(where)
 
-    def value(self, name: str) -> Any:
-        """One setting's value by name, untyped: for code that walks the declarations (identity, checks)."""
-        return self._values[name]
-
     def values_of(self, groups: tuple[type, ...]) -> dict[str, Any]:
         """The values of the settings that `groups` (a plug-in's settings) declare, by name: for reports."""
         return {s.name: self._values[s.name] for group in groups for s in declared(group, "")}

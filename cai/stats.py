@@ -81,13 +81,7 @@ def plot(s: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    reports = [st.report() for st in run_stages(RunStore(s["run"])) if st.name in s["sections"]]
-    drawn = []
-    for report in reports:  # each report draws on a figure of its own first, to learn whether it draws at all
-        fig, axes = plt.subplots(1, 2)
-        if report.plot(s, *axes):
-            drawn.append(report)
-        plt.close(fig)
+    drawn = [r for st in run_stages(RunStore(s["run"])) if st.name in s["sections"] and (r := st.report()).plots]
     if not drawn:
         raise CaiError("--plot: no split of this run has panels to draw (run the rl or steps stage first)")
     fig, axes = plt.subplots(len(drawn), 2, figsize=(12, 4.5 * len(drawn)), squeeze=False)

@@ -16,8 +16,6 @@ from cai.errors import CaiError
 if TYPE_CHECKING:
     import polars as pl
 
-LAYOUTS = ("text", "trace", "pair", "steps")  # how the review page lays a row out (cai/review/static/app.js)
-
 
 @dataclass(frozen=True)
 class View:
@@ -34,7 +32,7 @@ class View:
     scores      how `cai score` reads it: completion (one text per row), pair (both sides), steps, or None
     """
 
-    layout: ClassVar[str] = "text"
+    layout: ClassVar[str] = "text"  # how the review page lays a row out: text, trace, pair, steps (static/app.js)
     prompt: str = "prompt"
     answer: str | None = None
     messages: str | None = None

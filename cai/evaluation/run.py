@@ -42,11 +42,11 @@ def evaluate(
     o = config.run
     const = load_constitution(o.constitution)
     templates = Templates(o.templates)
-    templates.check(stage.template_specs())
+    specs = stage.template_specs()
+    templates.check(specs)
     store = RunStore(o.out) if o.out else None
     ctx = RunContext(config, const, templates, store, log=log)
     stage.check(ctx)
-    specs = stage.template_specs()
     identity = {
         **config.identity(const.sha256, templates.sha256(specs)),
         "eval": stage.name.removeprefix("eval-"),  # eval-judge -> judge, as folders written before had it

@@ -15,10 +15,12 @@ class Report:
 
     task_categories  the Hub's task categories of the split, for the dataset card
     readers          who reads the split as it is, for the dataset card
+    plots            whether it draws panels in `cai stats --plot` (then it implements `plot`)
     """
 
     task_categories: ClassVar[tuple[str, ...]] = ("text-generation",)
     readers: ClassVar[str] = ""
+    plots: ClassVar[bool] = False
 
     def __init__(self, split: str):
         self.split = split
@@ -53,6 +55,6 @@ class Report:
         no P(True) to select by: then every row is kept)."""
         return table, ""
 
-    def plot(self, stats: dict, left: Any, right: Any) -> bool:
-        """Draw this split's two panels of `cai stats --plot` on two matplotlib axes; False: nothing to draw."""
-        return False
+    def plot(self, stats: dict, left: Any, right: Any) -> None:
+        """Draw this split's two panels of `cai stats --plot` on two matplotlib axes (where `plots` is set)."""
+        raise NotImplementedError

@@ -19,6 +19,7 @@ class RLReport(Report):
     (`described`: the judge's Description)."""
 
     readers = "TRL's RewardTrainer / DPOTrainer read prompt/chosen/rejected"
+    plots = True
     task_categories = ("text-generation", "text-classification")
 
     def __init__(self, split: str, pairs: str, judge: str, described: Description, hard_rule_p: float):
@@ -157,7 +158,7 @@ class RLReport(Report):
             *([f"- labels decided by: {_decided(s)}"] if s["decided_by"] else []),
         ]
 
-    def plot(self, stats: dict, left: Any, right: Any) -> bool:
+    def plot(self, stats: dict, left: Any, right: Any) -> None:
         """The p_chosen histogram, and the position-consistent share of votes per principle."""
         s = stats
         hist = s["p_chosen_histogram"]
@@ -175,7 +176,6 @@ class RLReport(Report):
         else:
             right.axis("off")
             right.text(0.5, 0.5, f"the {s['judge']} judge makes no two-order votes", ha="center", va="center")
-        return True
 
 
 def _decided(s: dict) -> str:

@@ -18,6 +18,7 @@ class StepsReport(Report):
     prompts had references. `judged`: the step judge's sentence of how it labelled each step."""
 
     readers = "TRL's PRMTrainer reads prompt/completions/labels as is"
+    plots = True
     task_categories = ("text-generation", "token-classification")
 
     def __init__(self, split: str, solutions: str, separator: str, judged: str):
@@ -164,7 +165,7 @@ class StepsReport(Report):
         ]
         return lines + ([f"- {self._accuracy(s)}"] if s["accuracy"] is not None else [])
 
-    def plot(self, stats: dict, left: Any, right: Any) -> bool:
+    def plot(self, stats: dict, left: Any, right: Any) -> None:
         """Where the first error falls, and the mean P(good step) per principle."""
         st = stats["steps"]
         counts = {r["step"]: r["len"] for r in st["first_error_histogram"]}
@@ -186,4 +187,3 @@ class StepsReport(Report):
         right.axvline(0.5, color="#999999", linestyle="--", linewidth=1)
         right.set(title="step reads per principle", xlim=(0, 1))
         right.legend(loc="lower right", fontsize=8)
-        return True

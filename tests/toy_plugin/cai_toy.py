@@ -34,6 +34,7 @@ class EchoRow:
 
 class EchoReport(Report):
     readers = "anything that reads prompt/answer"
+    plots = True
 
     def stats(self, rows):
         import polars as pl
@@ -61,7 +62,6 @@ class EchoReport(Report):
     def plot(self, stats, left, right):
         left.bar(["answers"], [stats["echo"]["answers"]])
         right.axis("off")
-        return True
 
 
 class EchoStage(Stage):
