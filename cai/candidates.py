@@ -61,7 +61,13 @@ class Candidates(Generic[T]):
     """The candidates of a stage's prompts, by prompt: one group per source record (a file may hold several
     records for one prompt; an SL row is one group; the sampled answers of a prompt are one group)."""
 
-    def __init__(self, source: Source, from_record: FromRecord, from_sl: FromSL, sl_columns: list[str] | None = None):
+    def __init__(
+        self,
+        source: Source,
+        from_record: FromRecord | None = None,
+        from_sl: FromSL | None = None,
+        sl_columns: list[str] | None = None,
+    ):
         self.source = source
         self.from_record = from_record
         self.from_sl = from_sl
@@ -105,6 +111,10 @@ class Candidates(Generic[T]):
         )
         return [table.get(p.id, missing) for p in chunk]
 
+    def table(self, ctx: RunContext) -> dict[str, list[list[Candidate[T]]]]:
+        """Every prompt's groups, from the SL run or the file (not for sampled candidates)."""
+        return self._read(ctx)
+
     def _sample(self, ctx: RunContext, chunk: list[inputs.Prompt], result: ChunkResult) -> list[list[Candidate[T]]]:
         s, o, seed = self.source, ctx.config.sampling, ctx.config.run.seed
         sampling = Sampling(max_tokens=o.max_tokens, temperature=s.temperature, top_p=o.top_p, n=s.n, label=s.step)
@@ -128,6 +138,7 @@ class Candidates(Generic[T]):
                 store = RunStore(self.source.path) if self.source.path else ctx.store
                 assert store is not None  # checked before the engine started
                 rows = store.read(self.source.traces, columns=self.sl_columns)
+                assert self.from_sl is not None, "a stage that reads SL traces gives from_sl"
                 self._table = {r["id"]: [self.from_sl(r)] for r in rows}
         return self._table
 
@@ -139,5 +150,6 @@ class Candidates(Generic[T]):
         table: dict[str, list[list[Candidate[T]]]] = {}
         for where, record in open_rows(path):
             messages = inputs.to_messages(record, where, None)
+            assert self.from_record is not None, "a stage that reads files gives from_record"
             table.setdefault(inputs.prompt_id(messages), []).append(self.from_record(where, record))
         return table

@@ -27,10 +27,14 @@ def _options(settings, func):
     return func
 
 
-def _run_options(func):
+def _run_options(func=None, *, exclude: tuple[str, ...] = ()):
+    """Every run setting as a flag (`exclude`: names a command gives another meaning)."""
     from cai.config import catalogue
 
-    return _options(list(catalogue().settings.values()), func)
+    def wrap(f):
+        return _options([s for s in catalogue().settings.values() if s.name not in exclude], f)
+
+    return wrap(func) if func is not None else wrap
 
 
 def _train_options(func):
@@ -150,13 +154,34 @@ def eval_self(data, as_json, plot, config_file, **flags):
     _eval_output(r, self_lines(r), as_json, plot if r["n"] else None, "P(True)")
 
 
+@eval_.command("pik")
+@click.option("--pm", required=True, help="A P(IK) value head (cai train-pm --kind pik).")
+@click.option("--data", required=True, help="A run folder with samples/, or JSONL/parquet of {prompt, p_ik or correct and graded}.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plot", type=click.Path(), help="Write a PNG: the reliability diagram of P(IK).")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+def eval_pik(pm, data, as_json, plot, batch_size):
+    """A P(IK) value head on questions whose sampled answers were graded: Brier score (beside a constant guess),
+    ECE and AUROC of P(IK) against each sample being right (Kadavath et al. §5).
+
+    \b
+    Example:
+      cai eval pik --pm data/models/pik --data data/runs/math-samples
+    """
+    from cai.evaluation.pik import evaluate
+    from cai.evaluation.report import pik_lines
+
+    r = evaluate(pm, data, batch_size)
+    _eval_output(r, pik_lines(r), as_json, plot, "P(IK)")
+
+
 @eval_.command("steps")
 @click.option("--data", required=True, help="JSONL/parquet of {prompt, completions: [steps], labels: [true|false]}.")
 @click.option("--pm", help="Evaluate this process reward model (train-pm --kind prm) instead of the step judge.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plot", type=click.Path(), help="Write a PNG: reliability diagram and step accuracy per subset.")
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
-@_run_options
+@_run_options(exclude=("pm", "prm"))  # --pm here is the PRM evaluated; the sample stage's scorers do not apply
 def eval_steps(data, pm, as_json, plot, config_file, **flags):
     """The steps stage's judge (same template, principles and option orders as `cai generate --stage steps`),
     or a process reward model with --pm, on steps people labelled: step accuracy, first-error accuracy,
@@ -188,7 +213,8 @@ def plugins():
         found = registry.every(kind)
         for name in order.get(kind, sorted)(list(found)):
             cls = found[name]
-            doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
+            own = cls.__dict__.get("__doc__")  # a module with several plug-ins says what each is in its class
+            doc = (own or __import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
             split = getattr(cls, "split", None)
             extra = f" -> {split}/" if split else ""
             named = "  [runs only when named]" if not getattr(cls, "in_all", True) else ""

@@ -25,6 +25,8 @@ def selected(config: RunConfig, every: bool = False) -> list[Stage]:
         chosen = [n for n in stages.names() if stages.get(n).in_all]
     else:
         chosen = [config.run.stage]
+    # a stage that derives its split from a chosen one's runs with it (`--stage sample` selects and ranks too)
+    chosen += [n for n in stages.names() if n not in chosen and stages.get(n).runs_with in chosen]
     return [stages.get(name)(config) for name in stages.ordered(chosen)]
 
 

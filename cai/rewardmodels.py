@@ -21,7 +21,7 @@ from cai.errors import CaiError
 if TYPE_CHECKING:
     import torch
 
-PM, PRM = "pm", "prm"  # the kinds `cai train-pm --kind` writes (a PRM's config records it as cai_kind)
+PM, PRM, PIK = "pm", "prm", "pik"  # the kinds `cai train-pm --kind` writes (a PRM's or P(IK)'s config: cai_kind)
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Kind:
 KINDS = {
     PM: Kind("ForSequenceClassification", "a pairwise preference model", "AutoModelForSequenceClassification"),
     PRM: Kind("ForTokenClassification", "a process reward model", "AutoModelForTokenClassification"),
+    # the same head as a PM's, told apart by the cai_kind its trainer writes
+    PIK: Kind("ForSequenceClassification", "a P(IK) value head", "AutoModelForSequenceClassification"),
 }
 
 
@@ -44,9 +46,12 @@ def kind_of(pm: str, flag: str = "--pm", want: str | None = None) -> str:
     if not config.is_file():
         raise CaiError(f"{flag} {pm}: not a trained preference model folder (no config.json)")
     try:
-        architectures = json.loads(config.read_text()).get("architectures") or []
+        saved = json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CaiError(f"{config}: unreadable model config") from None
+    architectures = saved.get("architectures") or []
+    if saved.get("cai_kind") == PIK:
+        return PIK
     for kind, k in KINDS.items():
         if any(a.endswith(k.suffix) for a in architectures):
             return kind

@@ -209,7 +209,10 @@ class RunStore:
 
         done: set[str] = set()
         for shard in self.shards(split):
-            done.update(pq.read_table(shard, columns=[column]).column(column).to_pylist())
+            # a folder written before the stage had a key column of its own keyed its rows by `id`
+            names = pq.ParquetFile(shard).schema_arrow.names
+            key = column if column in names else "id"
+            done.update(pq.read_table(shard, columns=[key]).column(key).to_pylist())
         return done
 
     def count(self, split: str) -> int:

@@ -13,6 +13,7 @@ from cai.evaluation.run import chunked
 from cai.evaluation.run import evaluate as run_evaluation
 from cai.inputs import Prompt
 from cai.prompts import TemplateSpec
+from cai.ranking import auroc
 from cai.records import ChunkResult
 from cai.run import RunContext
 from cai.stages.base import Stage
@@ -72,6 +73,8 @@ def self_eval(
     report = calibration([r["p_true"] for r in ok], [r["acceptable"] for r in ok])
     disagree = [(r["p_true_ab"] > 0.5) != (r["p_true_ba"] > 0.5) for r in ok]
     report.update(
+        # AUROC: how well P(True) separates acceptable answers from the rest (Kadavath et al.'s measure)
+        auroc=auroc([r["p_true"] for r in ok], [r["acceptable"] for r in ok]),
         records=len(records),
         failed=len(records) - len(ok),
         brainstorm_samples=stage.samples,

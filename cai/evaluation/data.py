@@ -25,13 +25,16 @@ class LabelledPair:
     rejected: str
     subset: str | None = None
     p_label: float | None = None
+    group: str | None = None  # a RewardBench 2 record's id: its chosen answer(s) against every rejected one
+    correct: int = 1  # the record's correct answers (RewardBench 2's num_correct; several in its Ties subset)
 
     @property
     def id(self) -> str:
         return self.prompt.id
 
     def identity(self) -> list:
-        return [self.id, self.prompt.messages, self.chosen, self.rejected, self.subset]
+        extra = [self.group, self.correct] if self.group is not None else []
+        return [self.id, self.prompt.messages, self.chosen, self.rejected, self.subset, *extra]
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ def _answer(record: dict, keys: tuple[str, ...], where: str, what: str) -> str:
 
 def read_pairs(source: str) -> list[LabelledPair]:
     """Preference records: a prompt (text or messages), `chosen` (the better answer), `rejected`, an optional
-    `subset` (text), `id` and `p_chosen` (a soft label). RewardBench's and TRL's layouts read as they are."""
+    `subset` (text), `id` and `p_chosen` (a soft label). RewardBench's and TRL's layouts read as they are, and
+    RewardBench 2's: `rejected` a list (best-of-4: one chosen against three), `chosen` a list in its Ties subset."""
     out, seen = [], set()
     for where, record in _records(source):
         if not isinstance(record, dict):
@@ -83,6 +87,14 @@ def read_pairs(source: str) -> list[LabelledPair]:
                 f"{where}: no label: expected 'chosen' (the answer people preferred) and 'rejected' "
                 f"(have: {', '.join(record) or 'none'})"
             )
+        if isinstance(record["rejected"], list) and record["rejected"] and isinstance(record["rejected"][0], str):
+            group = best_of(record, messages, where)
+            for pair in group:
+                if pair.id in seen:
+                    raise CaiError(f"{where}: id {pair.group!r} appears twice")
+                seen.add(pair.id)
+            out += group
+            continue
         chosen = _answer(record, ("chosen",), where, "'chosen'")
         rejected = _answer(record, ("rejected",), where, "'rejected'")
         if chosen == rejected:
@@ -108,6 +120,41 @@ def read_pairs(source: str) -> list[LabelledPair]:
             )
         )
     return out
+
+
+def best_of(record: dict, messages: tuple[dict, ...], where: str) -> list[LabelledPair]:
+    """A RewardBench 2 record (one `chosen` answer, or a list of correct ones in its Ties subset, against a list of
+    `rejected`): every chosen-vs-rejected pair, grouped under the record's id. The record is right when its
+    chosen answer beats every rejected one (cai.evaluation.metrics.best_of_n)."""
+    chosen = record["chosen"] if isinstance(record["chosen"], list) else [record["chosen"]]
+    rejected = record["rejected"]
+    texts = [*chosen, *rejected]
+    if not chosen or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise CaiError(f"{where}: 'chosen' and every 'rejected' answer must be non-empty text")
+    chosen, rejected = [t.strip() for t in chosen], [t.strip() for t in rejected]
+    if set(chosen) & set(rejected):
+        raise CaiError(f"{where}: an answer is both chosen and rejected: the record carries no label")
+    subset = record.get("subset")
+    if subset is not None and (not isinstance(subset, str) or not subset.strip()):
+        raise CaiError(f"{where}: 'subset' must be text, got {subset!r}")
+    given = record.get("id")
+    gid = str(given) if given is not None else _pair_id(messages, chosen[0], "\n".join(rejected))
+    if subset == "Ties" and gid.partition(":")[0] not in ("ref", "tied"):
+        raise CaiError(f"{where}: a Ties record's id is ref:<n> (one correct answer) or tied:<n> (several), got {gid!r}")
+    reference = inputs.reference(record, where)
+    return [
+        LabelledPair(
+            inputs.Prompt(f"{gid}/{c}-{r}", messages, reference),
+            good,
+            bad,
+            subset.strip() if subset else None,
+            None,
+            gid,
+            len(chosen),
+        )
+        for c, good in enumerate(chosen)
+        for r, bad in enumerate(rejected)
+    ]
 
 
 def _pair_id(messages, chosen: str, rejected: str) -> str:

@@ -19,7 +19,7 @@ from cai import backends, columns
 from cai.columns import Messages
 from cai.config import RunConfig
 from cai.evaluation.data import LabelledPair, fingerprint, read_pairs
-from cai.evaluation.metrics import judge_report
+from cai.evaluation.metrics import best_of_n, judge_report
 from cai.evaluation.run import chunked
 from cai.evaluation.run import evaluate as run_evaluation
 from cai.inputs import Prompt
@@ -48,6 +48,7 @@ class JudgedRow:
 
     id: str
     subset: str | None
+    group: str | None  # the RewardBench 2 record the pair belongs to
     prompt: Messages
     chosen: str  # the answer people preferred
     rejected: str
@@ -105,6 +106,7 @@ class JudgeEval(Stage):
         row = JudgedRow(
             id=pair.id,
             subset=pair.subset,
+            group=pair.group,
             prompt=list(pair.prompt.messages),
             chosen=pair.chosen,
             rejected=pair.rejected,
@@ -130,6 +132,15 @@ def evaluate(
     stage = JudgeEval(config, pairs)
     done = run_evaluation(config, stage, [p.prompt for p in pairs], fingerprint(pairs), backend, log)
     report = judge_report(done.rows, len(done.failures), stage.labeller.judge.describe().pairwise_votes)
+    # RewardBench 2's records: a pair the judge could not label counts as a loss of its record
+    failed = {pid for pid, _ in done.failures}
+    records = [dict(r, advantage=r["p_chosen"] - 0.5) for r in done.rows]
+    records += [
+        {"id": p.id, "group": p.group, "subset": p.subset, "advantage": -1.0}
+        for p in pairs
+        if p.id in failed and p.group is not None
+    ]
+    report["rewardbench2"] = best_of_n(records, "advantage", scores=False)
     report.update(
         config.values_of(stage.labeller.judge.settings),
         data=data,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cai.evaluation.data import read_pairs
 from cai.evaluation.judge import chosen_first
-from cai.evaluation.metrics import pm_report
+from cai.evaluation.metrics import best_of_n, pm_report
 
 
 def evaluate(
@@ -31,7 +31,10 @@ def evaluate(
             {
                 "id": p.id,
                 "subset": p.subset,
+                "group": p.group,
                 "margin": margin,
+                "raw_chosen": raw[2 * i],
+                "raw_rejected": raw[2 * i + 1],
                 "p": 1 / (1 + math.exp(-margin)),
                 "chosen_first": chosen_first(seed, p.id),
                 "p_label": p.p_label,
@@ -40,6 +43,7 @@ def evaluate(
             }
         )
     report = pm_report(rows)
+    report["rewardbench2"] = best_of_n(rows, "margin", scores=True)
     report.update(pm=pm, data=data, truncated=scored["truncated"], pairs=len(pairs))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

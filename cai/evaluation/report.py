@@ -37,7 +37,7 @@ def judge_lines(r: dict) -> list[str]:
                 f"  {p:<26}{g['votes']:>6} {_pct(g['accuracy'])} {_pct(g['one_order_accuracy'])} "
                 f"{_pct(g['position_consistent']):>10}"
             )
-    lines += _sections(r)
+    lines += _sections(r) + _rb2(r)
     if r.get("failure_reasons"):
         lines.append("why pairs failed: " + "; ".join(r["failure_reasons"]))
     if r.get("out"):
@@ -55,7 +55,7 @@ def pm_lines(r: dict) -> list[str]:
     if r.get("soft_label_mae") is not None:
         lines.append(f"soft labels    mean |P - p_chosen| {_num(r['soft_label_mae'])}")
     lines += _subsets(r, ("accuracy", "mean_margin"), ("acc", "margin"))
-    lines += _sections(r)
+    lines += _sections(r) + _rb2(r)
     if r.get("out"):
         lines.append(f"scored pairs   {r['out']}")
     return lines
@@ -69,14 +69,25 @@ def self_lines(r: dict) -> list[str]:
     if r["n"]:
         lines += [
             f"accuracy       {r['accuracy']:.3f}  (P(True) > 0.5 agrees with the label)",
-            f"ECE            {r['ece']:.3f}   Brier {r['brier']:.3f}   option orders disagree "
-            f"{100 * r['orders_disagree']:.1f}%",
+            f"ECE            {r['ece']:.3f}   Brier {r['brier']:.3f}   AUROC {_num(r['auroc'])}   option orders "
+            f"disagree {100 * r['orders_disagree']:.1f}%",
             "reliability    P(True) bin: mean P(True) vs share acceptable (answers)",
         ]
         lines += [
             f"  [{b['bin']:.1f}, {b['bin'] + 0.1:.1f})  {b['mean_p']:.2f} vs {b['share_true']:.2f}  ({b['n']})"
             for b in r["reliability"]
         ]
+    return lines
+
+
+def pik_lines(r: dict) -> list[str]:
+    lines = [
+        f"questions      {r['questions']} with a P(IK) target ({r['ungraded']} without graded samples), "
+        f"value head {r['pm']}",
+        f"Brier          {_num(r['brier'])}  (always guessing the mean share correct: {_num(r['brier_constant'])})",
+        f"ECE            {_num(r['ece'])}   AUROC {_num(r['auroc'])}  (P(IK) against each sample being right)",
+        f"mean           P(IK) {_num(r['mean_p_ik'])} vs share correct {_num(r['mean_target'])}",
+    ]
     return lines
 
 
@@ -104,6 +115,20 @@ def _subsets(r: dict, keys: tuple[str, ...], heads: tuple[str, ...], unit: str =
     for name, g in subsets.items():
         cells = [_pct(g.get(k)) if "margin" not in k else _num(g.get(k)) for k in keys]
         lines.append(f"  {name:<26}{g['n']:>6} " + " ".join(f"{c:>10}" for c in cells))
+    return lines
+
+
+def _rb2(r: dict) -> list[str]:
+    rb = r.get("rewardbench2")
+    if not rb:
+        return []
+    cells = ", ".join(f"{k} {100 * g['accuracy']:.1f} ({g['n']})" for k, g in rb["subsets"].items())
+    lines = [
+        f"best-of-N      {_pct(rb['accuracy'])} of {rb['records']} records: the chosen answer beats every rejected one",
+        f"RewardBench 2  {_num(100 * rb['score'] if rb['score'] is not None else None, 1)} (mean of subsets: {cells})",
+    ]
+    if rb.get("unrated"):
+        lines.append(f"  not rated    {rb['unrated']}")
     return lines
 
 
@@ -142,7 +167,10 @@ def plot(r: dict, path: str, title: str) -> None:
         _subset_bars(b, r)
     else:
         b.axis("off")
-        b.text(0.5, 0.5, f"accuracy {_pct(r['accuracy']).strip()} over {r['n']} labelled items", ha="center")
+        figures = [f"AUROC {_num(r['auroc'])}"] if r.get("auroc") is not None else []
+        if r.get("accuracy") is not None:
+            figures.insert(0, f"accuracy {_pct(r['accuracy']).strip()}")
+        b.text(0.5, 0.5, f"{', '.join(figures) or 'no figures'} over {r['n']} labelled items", ha="center")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

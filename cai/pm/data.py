@@ -22,10 +22,17 @@ def read_rows(source: str, trainer: str) -> list[tuple[str, dict]]:
         writers = stages.reading(lambda view: view.trains == trainer)
         if not writers:
             raise CaiError(f"{source}: no installed stage writes rows the {trainer} trainer reads")
-        writer = writers[0]
-        split = writer.split
-        if not RunStore(source).count(split):
-            raise CaiError(f"{source}: the run has no {split} rows yet (run --stage {writer.name})")
+        store = RunStore(source)
+        held = [w for w in writers if store.count(w.split)]
+        if not held:
+            names = " or ".join(f"{w.split} (--stage {w.name})" for w in writers)
+            raise CaiError(f"{source}: the run has no rows the {trainer} trainer reads yet: {names}")
+        if len(held) > 1:
+            raise CaiError(
+                f"{source}: the run holds {' and '.join(w.split + '/' for w in held)} rows; point train-pm at one "
+                f"split's folder ({source}/{held[0].split})"
+            )
+        split = held[0].split
     return open_rows(source, split)
 
 
@@ -38,8 +45,11 @@ def load_rows(source: str) -> list[dict]:
 def preference_rows(found: list[tuple[str, dict]], source: str) -> list[dict]:
     """Records in TRL's preference format, checked and normalised: {id, prompt, chosen, rejected, p, principles}."""
     rows = [r for _, r in found]
-    out = []
+    out: list[dict] = []
     for i, r in enumerate(rows):
+        if "responses" in r and "chosen" not in r:
+            out += ranked_rows(r, i, source)
+            continue
         if not all(k in r for k in ("prompt", "chosen", "rejected")):
             raise CaiError(f"{source}: row {i} lacks prompt/chosen/rejected")
         p = r.get("p_chosen")
@@ -54,10 +64,50 @@ def preference_rows(found: list[tuple[str, dict]], source: str) -> list[dict]:
                 "rejected": _text(r["rejected"]),
                 "p": p,
                 "principles": [v["principle"] for v in r.get("votes") or []],
+                "group": r.get("group"),
             }
         )
     if not out:
         raise CaiError(f"{source}: no preference rows")
+    return out
+
+
+def ranked_rows(r: dict, i: int, source: str) -> list[dict]:
+    """A ranked group (`responses`: K answers, with `scores` (higher is better) or `ranks` (1 is best)) as every
+    pair among them, the better one chosen with p 1 (equal: 0.5), all in one group. Without a scale for the scores
+    no soft label is made up: cai's rank stage gives Bradley-Terry soft labels where it knows the scale."""
+    responses = r["responses"]
+    where = f"{source}: row {i}"
+    if not isinstance(responses, list) or len(responses) < 2 or "prompt" not in r:
+        raise CaiError(f"{where}: a ranked group needs a prompt and 'responses', a list of two or more answers")
+    key = "scores" if "scores" in r else "ranks" if "ranks" in r else None
+    if key is None:
+        raise CaiError(f"{where}: 'responses' needs 'scores' or 'ranks' (one per response) to say which is better")
+    values = r[key]
+    if not isinstance(values, list) or len(values) != len(responses):
+        raise CaiError(f"{where}: '{key}' must be a list of {len(responses)} numbers, one per response")
+    goodness = [float(v) if key == "scores" else -float(v) for v in values]
+    texts = [_text(x) for x in responses]
+    prompt = _messages(r["prompt"], "user")
+    group = str(r.get("group") or r.get("id") or f"{prompt_id(prompt)}/{i}")
+    out = []
+    for a in range(len(texts)):
+        for b in range(a + 1, len(texts)):
+            if texts[a] == texts[b]:
+                continue
+            win, lose = (a, b) if goodness[a] >= goodness[b] else (b, a)
+            p = 0.5 if goodness[a] == goodness[b] else 1.0
+            out.append(
+                {
+                    "id": f"{group}/{win}-{lose}",
+                    "prompt": prompt,
+                    "chosen": texts[win],
+                    "rejected": texts[lose],
+                    "p": p,
+                    "principles": [],
+                    "group": group,
+                }
+            )
     return out
 
 
@@ -92,7 +142,7 @@ def group(rows: list[dict], by_prompt: bool) -> list[Group]:
         ]
     groups: dict[str, Group] = {}
     for r in rows:
-        key = prompt_id(r["prompt"])
+        key = r.get("group") or prompt_id(r["prompt"])  # a ranked group's id, else the prompt
         g = groups.setdefault(key, Group(key, r["prompt"], [], []))
         idx = []
         for text in (r["chosen"], r["rejected"]):

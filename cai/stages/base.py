@@ -29,6 +29,7 @@ class Stage:
               flipped, which trainer reads it
     inputs    the splits it may read; `--stage all` runs their writers first
     in_all    whether `--stage all` runs it (a stage for another kind of prompt runs only when named)
+    runs_with a stage whose runs always include this one (a stage that derives its split from that one's)
     key       the column holding the prompt's id: what resume and the train/test split go by (`id` is the
               row's own id, which equals it where a prompt makes one row)
     settings  its settings groups (cai.settings); the CLI makes flags of them
@@ -45,6 +46,7 @@ class Stage:
     view: ClassVar[View] = View()
     inputs: ClassVar[tuple[str, ...]] = ()
     in_all: ClassVar[bool] = True
+    runs_with: ClassVar[str | None] = None
     key: ClassVar[str] = "id"
     settings: ClassVar[tuple[type, ...]] = ()
     templates: ClassVar[tuple[TemplateSpec, ...]] = ()

@@ -61,7 +61,8 @@ class PrefRow:
     """A row of the prefs split: TRL's explicit-prompt conversational preference format, plus the soft label and
     its evidence. The judge's own evidence columns go before `judge`."""
 
-    id: str
+    id: str  # the prompt's id; <prompt id>/<k> for the k-th of a prompt's several pairs (a file's K-way group)
+    prompt_id: str
     prompt: Messages
     chosen: Messages
     rejected: Messages
@@ -78,12 +79,22 @@ class PrefRow:
 
 
 def pair_from_record(where: str, record: dict) -> list[Candidate[str]]:
-    """Pairs supplied by the user: each record has a prompt and either `responses` (two texts) or
-    `chosen`/`rejected` (texts or assistant message lists), which the judge labels afresh."""
+    """Pairs supplied by the user: each record has a prompt and either `responses` (two answers, or more: a ranked
+    group whose every pair is judged, with optional `scores` or `ranks` checked here and read by train-pm when it
+    trains on the file itself) or `chosen`/`rejected` (texts or assistant message lists). The judge labels every
+    pair afresh."""
     if "responses" in record:
         pair = record["responses"]
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise CaiError(f"{where}: 'responses' must be a list of two answers")
+        if not isinstance(pair, list) or len(pair) < 2:
+            raise CaiError(f"{where}: 'responses' must be a list of two or more answers")
+        for key in ("scores", "ranks"):
+            given = record.get(key)
+            if given is not None and (
+                not isinstance(given, list)
+                or len(given) != len(pair)
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in given)
+            ):
+                raise CaiError(f"{where}: '{key}' must be a list of {len(pair)} numbers, one per response")
     elif "chosen" in record and "rejected" in record:
         pair = [record["chosen"], record["rejected"]]
     else:
@@ -119,6 +130,7 @@ class RLStage(Stage):
         answer="chosen", search=("rejected",), principles="votes", label="p_chosen", trains="pm", scores="pair"
     )
     inputs = ("sft",)  # with --pairs revision
+    key = "prompt_id"  # a prompt may make several rows (a file's K-way group)
     settings = (RLOptions, LabelOptions)
 
     def __init__(self, config: RunConfig):
@@ -161,35 +173,50 @@ class RLStage(Stage):
         self.candidates.check(ctx, alone=ctx.config.run.stage == self.name)
         self.labeller.check(ctx)
 
-    def begin(self, ctx: RunContext) -> None:
-        self.candidates.begin(ctx)
-
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
         """Candidates, then one label per pair (cai.labels), as rows of TRL's preference format."""
         result = ChunkResult()
-        for j in self.labeller.label(ctx, self.pairs(ctx, chunk, result), result):
-            result.rows.append(self._row(ctx, j))
+        pairs = self.pairs(ctx, chunk, result)
+        # A prompt's one pair has the prompt's id; each of its several pairs is numbered (stable: the file's order)
+        count: dict[str, int] = {}
+        for pair in pairs:
+            count[pair.prompt.id] = count.get(pair.prompt.id, 0) + 1
+        ids, seen = {}, dict.fromkeys(count, 0)
+        for pair in pairs:
+            k, seen[pair.prompt.id] = seen[pair.prompt.id], seen[pair.prompt.id] + 1
+            ids[id(pair)] = pair.prompt.id if count[pair.prompt.id] == 1 else f"{pair.prompt.id}/{k}"
+        for j in self.labeller.label(ctx, pairs, result):
+            result.rows.append(self._row(ctx, j, ids[id(j.pair)]))
         return result
 
+    def begin(self, ctx: RunContext) -> None:
+        self.candidates.begin(ctx)
+        if not self.candidates.sampled and self.o.pairs == "file":
+            repeats = sum(_pairs(Prompt(pid, ()), found)[1] for pid, found in self.candidates.table(ctx).items())
+            if repeats:
+                ctx.log(f"rl: {repeats} pair(s) of the file repeat an earlier pair of their prompt exactly: judged once")
+
     def pairs(self, ctx: RunContext, chunk: list[Prompt], result: ChunkResult) -> list[Pair]:
-        """The chunk's candidate pairs; a prompt without one is skipped in `result` with the reason."""
+        """The chunk's candidate pairs (every pair of every group a prompt has); a prompt without one is skipped in
+        `result` with the reason."""
         out = []
         for p, found in zip(chunk, self.candidates.get(ctx, chunk, result), strict=True):
-            pair = _pair(p, found)
-            if isinstance(pair, Failure):
-                result.skip(p.id, f"candidates: {pair.reason}")
+            pairs, _ = _pairs(p, found)
+            if isinstance(pairs, Failure):
+                result.skip(p.id, f"candidates: {pairs.reason}")
             else:
-                out.append(pair)
+                out += pairs
         return out
 
-    def _row(self, ctx: RunContext, j: Judged) -> dict:
+    def _row(self, ctx: RunContext, j: Judged, pair_id: str) -> dict:
         fw = j.label.p_first >= 0.5
         p_chosen = j.label.p_first if fw else 1 - j.label.p_first
         pair = j.pair
         chosen, rejected = (pair.first, pair.second) if fw else (pair.second, pair.first)
         rules_chosen, rules_rejected = j.rules if fw else j.rules[::-1]
         row = PrefRow(
-            id=pair.prompt.id,
+            id=pair_id,
+            prompt_id=pair.prompt.id,
             prompt=list(pair.prompt.messages),
             chosen=assistant(chosen),
             rejected=assistant(rejected),
@@ -207,17 +234,33 @@ class RLStage(Stage):
         return columns.record(row, **j.evidence(fw, self.labeller.judge))
 
 
-def _pair(prompt: Prompt, found: list[list[Candidate[str]]] | Failure) -> Pair | Failure:
-    """The prompt's pair (its last record's, where a file has several), or why it has none."""
+def _pairs(prompt: Prompt, found: list[list[Candidate[str]]] | Failure) -> tuple[list[Pair] | Failure, int]:
+    """Every pair of the prompt's groups (two answers: one pair; K answers: K choose 2), an exact repeat of an
+    earlier pair (the same two answers, in either order) left out and counted; or why there is none."""
     if isinstance(found, Failure):
-        return found
-    group = found[-1]
-    bad = next((c.value for c in group if isinstance(c.value, Failure)), None)
-    if bad is not None:
-        return bad
-    texts = [c.value.strip() for c in group if isinstance(c.value, str)]
-    if len(texts) != 2 or not all(texts):
-        return Failure("the model returned an empty answer")
-    if texts[0] == texts[1]:  # identical answers carry no preference; judging them adds only noise
-        return Failure("the two answers are identical")
-    return Pair(prompt, texts[0], texts[1])
+        return found, 0
+    out: list[Pair] = []
+    seen: set[frozenset[str]] = set()
+    repeats = 0
+    why = None
+    for group in found:
+        bad = next((c.value for c in group if isinstance(c.value, Failure)), None)
+        if bad is not None:
+            why = why or bad
+            continue
+        texts = [c.value.strip() for c in group if isinstance(c.value, str)]
+        if not all(texts):
+            why = why or Failure("the model returned an empty answer")
+            continue
+        for i, a in enumerate(texts):
+            for b in texts[i + 1 :]:
+                if a == b:  # identical answers carry no preference; judging them adds only noise
+                    why = why or Failure("the two answers are identical")
+                elif frozenset((a, b)) in seen:
+                    repeats += 1
+                else:
+                    seen.add(frozenset((a, b)))
+                    out.append(Pair(prompt, a, b))
+    if not out:
+        return why or Failure("no pair of different answers"), repeats
+    return out, repeats

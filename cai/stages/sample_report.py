@@ -1,0 +1,93 @@
+"""What the samples split says of itself: how many answers, how each signal scored them, P(IK), and how well
+P(True) and the combined score pick the right answers where a reference grades them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cai import ranking
+from cai.stages.report import Report
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+class SampleReport(Report):
+    readers = "`cai generate --stage sample` runs select (SFT) and rank (preferences) on it; train-pm --kind pik reads it"
+
+    def __init__(self, split: str, n: int, signals: list[str], weights: str):
+        super().__init__(split)
+        self.n, self.signals, self.weights = n, signals, weights
+
+    def stats(self, rows: pl.LazyFrame) -> dict:
+        table = rows.select("samples", "graded", "correct", "p_ik", "best").collect()
+        samples = [s for group in table["samples"].to_list() for s in group]
+        prompts = table.height
+        graded = [r for r in table.iter_rows(named=True) if r["graded"]]
+        labelled = [s for s in samples if s["correct"] is not None]
+        out: dict = {
+            "prompts": prompts,
+            "samples": len(samples),
+            "failed_samples": sum(s["error"] is not None for s in samples),
+            "signal_failures": sum(len(s["failures"]) for s in samples),
+            "graded_prompts": len(graded),
+            "pass_at_1": sum(r["correct"] for r in graded) / sum(r["graded"] for r in graded) if graded else None,
+            "pass_at_n": sum(r["correct"] > 0 for r in graded) / len(graded) if graded else None,
+            "mean_p_ik": sum(r["p_ik"] for r in graded) / len(graded) if graded else None,
+        }
+        for signal in ("rules_score", "p_true", "pm", "prm", "score"):
+            values = [s[signal] for s in samples if s[signal] is not None]
+            out[f"mean_{signal}"] = sum(values) / len(values) if values else None
+        # Where a reference grades the answers: does each score separate right from wrong (AUROC), and does the
+        # prompt's best-scored sample come out right (best-of-N by the combined score)?
+        out["auroc"] = {
+            signal: ranking.auroc([s[signal] for s in scored], [bool(s["correct"]) for s in scored])
+            for signal in ("p_true", "pm", "prm", "score")
+            if (scored := [s for s in labelled if s[signal] is not None])
+        }
+        best = [
+            r["samples"][r["best"]]["correct"]
+            for r in graded
+            if r["best"] is not None and r["samples"][r["best"]]["correct"] is not None
+        ]
+        out["best_of_n"] = sum(bool(b) for b in best) / len(best) if best else None
+        return {"samples": out}
+
+    def summary_lines(self, stats: dict) -> list[str]:
+        s = stats["samples"]
+        lines = [
+            f"samples        {s['samples']} answers to {s['prompts']} prompts ({self.n} each), {s['failed_samples']} "
+            f"failed, {s['signal_failures']} scores failed; signals {', '.join(self.signals)} ({self.weights})",
+        ]
+        if s["graded_prompts"]:
+            lines.append(
+                f"accuracy       pass@1 {_pct(s['pass_at_1'])}, pass@{self.n} {_pct(s['pass_at_n'])}, best-of-"
+                f"{self.n} by score {_pct(s['best_of_n'])}; mean P(IK) {_num(s['mean_p_ik'])} over "
+                f"{s['graded_prompts']} graded prompts"
+            )
+            if s["auroc"]:
+                cells = ", ".join(f"{k} {_num(v)}" for k, v in s["auroc"].items())
+                lines.append(f"AUROC          of each score against the answer being right: {cells}")
+        return lines
+
+    def report_lines(self, stats: dict) -> list[str]:
+        s = stats["samples"]
+        means = ", ".join(
+            f"{k} {_num(s[f'mean_{k}'])}" for k in ("rules_score", "p_true", "pm", "prm", "score") if s[f"mean_{k}"] is not None
+        )
+        return [*self.summary_lines(stats), f"mean scores    {means}"]
+
+    def card_lines(self, stats: dict) -> list[str]:
+        return [
+            f"- `samples`: {self.n} sampled answers per prompt, each scored by {', '.join(self.signals)}; the combined "
+            f"score is the weighted mean on [0, 1] ({self.weights}); `p_ik` is the share of a prompt's answers that "
+            "pass its accuracy rules (Kadavath et al.'s P(IK) target)."
+        ]
