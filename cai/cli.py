@@ -154,9 +154,46 @@ def eval_self(data, as_json, plot, config_file, **flags):
     _eval_output(r, self_lines(r), as_json, plot if r["n"] else None, "P(True)")
 
 
+@eval_.command("bestofn")
+@click.option(
+    "--data", required=True, help="JSONL/parquet of problems with a 'reference' answer (data/prompts/math.jsonl)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--plot", type=click.Path(), help="Write a PNG: best-of-N accuracy of each selector against pass@1 and pass@N."
+)
+@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_run_options
+def eval_bestofn(data, as_json, plot, config_file, **flags):
+    """Best-of-N: N samples per problem (the sample stage: --samples, --self-eval, --pm, --prm), one chosen by each
+    selector (rules without accuracy, P(True), PM, PRM, the combined score, majority vote by math-verify), graded
+    against the reference; beside pass@1 and pass@N. With --out the samples are kept and a rerun resumes.
+
+    \b
+    Example:
+      cai eval bestofn --data data/prompts/math.jsonl --constitution reasoning --samples 4 --self-eval
+    """
+    import json
+
+    from cai import config as config_mod
+    from cai.evaluation import bestofn
+
+    config = config_mod.load(config_file, **flags)
+    r = bestofn.evaluate(config, data, log=lambda m: click.echo(m, err=True))
+    if plot:
+        bestofn.plot(r, plot)
+    click.echo(json.dumps(r, indent=2, default=str) if as_json else "\n".join(bestofn.lines(r)))
+    if plot:
+        click.echo(f"plot written to {plot}", err=True)
+
+
 @eval_.command("pik")
 @click.option("--pm", required=True, help="A P(IK) value head (cai train-pm --kind pik).")
-@click.option("--data", required=True, help="A run folder with samples/, or JSONL/parquet of {prompt, p_ik or correct and graded}.")
+@click.option(
+    "--data",
+    required=True,
+    help="A run folder with samples/, or JSONL/parquet of {prompt, p_ik or correct and graded}.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plot", type=click.Path(), help="Write a PNG: the reliability diagram of P(IK).")
 @click.option("--batch-size", type=int, default=16, show_default=True)

@@ -53,7 +53,8 @@ class Summary:
         """The summary printed at the end of `cai generate`."""
         lines = [f"run folder     {self.out}"]
         lines.append(
-            f"prompts        {self.prompts}" + (f" ({self.duplicates} records repeat an earlier prompt)" if self.duplicates else "")
+            f"prompts        {self.prompts}"
+            + (f" ({self.duplicates} records repeat an earlier prompt)" if self.duplicates else "")
         )
         for split, n in self.rows.items():
             if n or split in self.new_rows:

@@ -335,6 +335,12 @@ def accurate(text: str, reference: str, mode: str = "math") -> bool:
     given = answer.final(text)
     if given is None:
         return False
+    return equivalent(given, reference, mode)
+
+
+def equivalent(given: str, reference: str, mode: str = "math") -> bool:
+    """Whether two final answers are the same: as text (case, spacing and a final full stop aside), or with mode
+    math, by math-verify in a bounded worker (TimeoutError past MATH_SECONDS). Majority vote groups answers by it."""
     if _normal(given) == _normal(reference):
         return True
     if mode == "math" and looks_like_math(reference):

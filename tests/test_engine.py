@@ -353,3 +353,76 @@ def test_code_constitution_on_the_real_engine(engine, tmp_path):
             assert 0.0 <= code["score"] <= 1.0 and code["error"] is None
     network = "cut" if sandbox.network_isolated() else "not cut"
     assert any(line.startswith("code sandbox") and network in line for line in summary.lines)
+
+
+def test_sample_stage_on_the_real_engine_feeds_trl_and_train_pm(engine, tmp_path, tiny_backbone):
+    """N answers per problem in one request, scored by the rules and P(True); the selected split trains TRL's
+    SFTTrainer, the ranked split TRL's RewardTrainer and train-pm, the samples split train-pm --kind pik."""
+    import datasets
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
+
+    from cai.models import resolve
+    from cai.pm import train
+
+    out = tmp_path / "run"
+    config = RunConfig(
+        constitution="reasoning",
+        prompts=str(ROOT / "data" / "prompts" / "math.jsonl"),
+        out=str(out),
+        stage="sample",
+        limit=3,
+        samples=3,
+        max_tokens=48,
+        self_eval=True,
+        require="",  # the tiny model breaks the hard format rule: keep every answer, to train on
+        select="top-k",
+        top_k=2,
+    )
+    summary = generate(config, backend=engine, log=lambda *_: None)
+    store = RunStore(out)
+    rows = store.read("samples")
+    assert len(rows) == 3 and summary.rows["samples"] == 3
+    for r in rows:
+        assert len(r["samples"]) == 3 and r["graded"] + sum(s["error"] is not None for s in r["samples"]) == 3
+        for s in r["samples"]:
+            assert s["error"] is None and s["text"] and 0 < s["p_true"] < 1 and s["correct"] in (True, False)
+            assert s["score"] == pytest.approx((s["rules_score"] + s["p_true"]) / 2)
+        assert r["p_ik"] == r["correct"] / r["graded"]
+    selected = store.read("selected")
+    assert len(selected) == 6 and {s["rank"] for s in selected} == {0, 1}
+    ranked = store.read("ranked")
+    assert ranked and all(0.5 <= p["p_chosen"] < 1 for p in ranked)
+
+    model = resolve("smollm2-135m")
+    sft = datasets.load_dataset("parquet", data_files=[str(p) for p in store.shards("selected")], split="train")
+    args = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no")
+    trained = SFTTrainer(
+        model=model, args=SFTConfig(output_dir=str(tmp_path / "sft"), max_length=96, **args), train_dataset=sft
+    ).train()
+    assert trained.global_step == 1 and math.isfinite(trained.training_loss)
+    prefs = datasets.load_dataset("parquet", data_files=[str(p) for p in store.shards("ranked")], split="train")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    rm.config.pad_token_id = tokenizer.pad_token_id
+    trained = RewardTrainer(
+        model=rm,
+        args=RewardConfig(output_dir=str(tmp_path / "rm"), max_length=1024, **args),  # it drops longer pairs
+        processing_class=tokenizer,
+        train_dataset=prefs,
+    ).train()
+    assert trained.global_step == 1 and math.isfinite(trained.training_loss)
+
+    m = train(str(out), str(tmp_path / "pm"), log=lambda *_: None, backbone=tiny_backbone, epochs=1, max_length=64)
+    assert m["pairs"] == len(ranked)
+    pik = train(
+        str(out),
+        str(tmp_path / "pik"),
+        log=lambda *_: None,
+        kind="pik",
+        backbone=tiny_backbone,
+        epochs=1,
+        max_length=64,
+    )
+    assert pik["questions"] == 3

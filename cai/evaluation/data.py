@@ -140,7 +140,9 @@ def best_of(record: dict, messages: tuple[dict, ...], where: str) -> list[Labell
     given = record.get("id")
     gid = str(given) if given is not None else _pair_id(messages, chosen[0], "\n".join(rejected))
     if subset == "Ties" and gid.partition(":")[0] not in ("ref", "tied"):
-        raise CaiError(f"{where}: a Ties record's id is ref:<n> (one correct answer) or tied:<n> (several), got {gid!r}")
+        raise CaiError(
+            f"{where}: a Ties record's id is ref:<n> (one correct answer) or tied:<n> (several), got {gid!r}"
+        )
     reference = inputs.reference(record, where)
     return [
         LabelledPair(

@@ -267,25 +267,23 @@ def ties_score(records: list[tuple[str, list[dict]]]) -> dict:
     correct answers and the gap from the lowest correct to the highest incorrect. The rating is 0.30 tied accuracy
     + 0.30 ref accuracy + 0.20 (gap above spread, tied) + 0.20 (the smaller of both gaps above the spread) + 0.01
     mean tanh(gap / spread - 1)."""
-    stats: dict[str, dict[str, tuple[bool, float | None, float]]] = {"ref": {}, "tied": {}}
+    ref: dict[str, tuple[float, float]] = {}  # n -> (the gap, the spread among the correct answers or 0)
+    tied: dict[str, tuple[float, float]] = {}
     for gid, pairs in records:
         kind, _, n = gid.partition(":")
         good, bad = _pointwise(pairs)
-        spread = max(good) - min(good) if len(good) > 1 else None
-        gap = min(good) - max(bad)
-        stats.setdefault(kind, {})[n] = (gap > 0, spread, gap)
-    ref, tied = stats["ref"], stats["tied"]
-    ref_acc = _mean([float(s[0]) for s in ref.values()]) if ref else 0.0
-    tied_acc = _mean([float(s[0]) for s in tied.values()]) if tied else 0.0
+        (ref if kind == "ref" else tied)[n] = (min(good) - max(bad), max(good) - min(good))
+    ref_acc = _mean([float(gap > 0) for gap, _ in ref.values()]) if ref else 0.0
+    tied_acc = _mean([float(gap > 0) for gap, _ in tied.values()]) if tied else 0.0
     shared = sorted(set(ref) & set(tied))
-    out = {"ref_accuracy": ref_acc, "tied_accuracy": tied_acc}
+    out: dict[str, float | None] = {"ref_accuracy": ref_acc, "tied_accuracy": tied_acc}
     if not shared:
         out.update(correctness_preferred=None, correctness_preferred_hard=None, margin_score=None)
         out["accuracy"] = 0.30 * tied_acc + 0.30 * ref_acc
         return out
-    spread = [tied[n][1] or 0.0 for n in shared]
-    gap_tied = [tied[n][2] for n in shared]
-    gap_ref = [ref[n][2] for n in shared]
+    spread = [tied[n][1] for n in shared]  # one correct answer has no spread: 0, as RewardBench 2 takes it
+    gap_tied = [tied[n][0] for n in shared]
+    gap_ref = [ref[n][0] for n in shared]
     hard = [min(a, b) for a, b in zip(gap_ref, gap_tied, strict=True)]
     preferred = _mean([float(g > s) for g, s in zip(gap_tied, spread, strict=True)])
     preferred_hard = _mean([float(h > s) for h, s in zip(hard, spread, strict=True)])

@@ -180,8 +180,9 @@ def train(config: PIKConfig, log=print) -> dict:
     train_rows, eval_rows = split(rows, config.eval_fraction, config.seed)
     model, tokenizer = training.load_backbone(config.backbone, config.dropout)
     collate = Collator(tokenizer.pad_token_id)
-    train_feats, eval_feats = features(train_rows, tokenizer, config.max_length), features(
-        eval_rows, tokenizer, config.max_length
+    train_feats, eval_feats = (
+        features(train_rows, tokenizer, config.max_length),
+        features(eval_rows, tokenizer, config.max_length),
     )
     log(
         f"train-pm: {len(rows)} questions ({len(train_rows)} train, {len(eval_rows)} eval); {ungraded} without "
@@ -207,8 +208,9 @@ def summary_lines(m: dict) -> list[str]:
     return [
         f"questions      {m['questions']} ({m['train_questions']} train / {m['eval_questions']} eval), "
         f"{m['ungraded']} without graded samples",
-        f"eval           Brier {training.fmt(m['eval_brier'])} (constant guess {training.fmt(m['eval_brier_constant'])})"
-        f"   ece {training.fmt(m['eval_ece'])}   AUROC {training.fmt(auroc)}",
+        f"eval           Brier {training.fmt(m['eval_brier'])} "
+        f"(constant guess {training.fmt(m['eval_brier_constant'])})   ece {training.fmt(m['eval_ece'])}   "
+        f"AUROC {training.fmt(auroc)}",
         f"train loss     {m['train_loss']:.4f} over {m['train_steps']} steps",
     ]
 

@@ -194,7 +194,9 @@ class RLStage(Stage):
         if not self.candidates.sampled and self.o.pairs == "file":
             repeats = sum(_pairs(Prompt(pid, ()), found)[1] for pid, found in self.candidates.table(ctx).items())
             if repeats:
-                ctx.log(f"rl: {repeats} pair(s) of the file repeat an earlier pair of their prompt exactly: judged once")
+                ctx.log(
+                    f"rl: {repeats} pair(s) of the file repeat an earlier pair of their prompt exactly: judged once"
+                )
 
     def pairs(self, ctx: RunContext, chunk: list[Prompt], result: ChunkResult) -> list[Pair]:
         """The chunk's candidate pairs (every pair of every group a prompt has); a prompt without one is skipped in

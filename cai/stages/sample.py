@@ -182,7 +182,9 @@ class SampleStage(Stage):
         unused = [s for s, w in self.weights.items() if w > 0 and s not in self.signals()]
         if unused and "weights" in ctx.config.given:
             flags = {"p_true": "--self-eval", "pm": "--pm", "prm": "--prm"}
-            raise CaiError(f"--weights gives {unused[0]} a weight, but the run does not compute it ({flags[unused[0]]})")
+            raise CaiError(
+                f"--weights gives {unused[0]} a weight, but the run does not compute it ({flags[unused[0]]})"
+            )
 
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
         result = ChunkResult()

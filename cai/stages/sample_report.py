@@ -21,7 +21,9 @@ def _num(x: float | None) -> str:
 
 
 class SampleReport(Report):
-    readers = "`cai generate --stage sample` runs select (SFT) and rank (preferences) on it; train-pm --kind pik reads it"
+    readers = (
+        "`cai generate --stage sample` runs select (SFT) and rank (preferences) on it; train-pm --kind pik reads it"
+    )
 
     def __init__(self, split: str, n: int, signals: list[str], weights: str):
         super().__init__(split)
@@ -81,7 +83,9 @@ class SampleReport(Report):
     def report_lines(self, stats: dict) -> list[str]:
         s = stats["samples"]
         means = ", ".join(
-            f"{k} {_num(s[f'mean_{k}'])}" for k in ("rules_score", "p_true", "pm", "prm", "score") if s[f"mean_{k}"] is not None
+            f"{k} {_num(s[f'mean_{k}'])}"
+            for k in ("rules_score", "p_true", "pm", "prm", "score")
+            if s[f"mean_{k}"] is not None
         )
         return [*self.summary_lines(stats), f"mean scores    {means}"]
 

@@ -43,7 +43,9 @@ class SelectOptions:
         identity=True,
         choices=lambda: ranking.SELECT,
     )
-    top_k: int = setting(2, "With --select top-k: how many per prompt.", identity=True, minimum=1, when=("select", ("top-k",)))
+    top_k: int = setting(
+        2, "With --select top-k: how many per prompt.", identity=True, minimum=1, when=("select", ("top-k",))
+    )
     require: str | None = setting(
         None,
         "What a kept sample must meet, comma-separated: rule ids that must pass (math.accuracy) and thresholds on a "

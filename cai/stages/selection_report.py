@@ -15,7 +15,11 @@ class SelectReport(Report):
 
     def __init__(self, split: str, select: str, require: str | None):
         super().__init__(split)
-        self.select, self.require = select, require or "the constitution's hard rules"
+        if require is None:
+            self.require = "the constitution's hard rules"
+        else:
+            self.require = require.strip() or "nothing (every answered sample)"
+        self.how = select
 
     def stats(self, rows: pl.LazyFrame) -> dict:
         import polars as pl
@@ -39,7 +43,7 @@ class SelectReport(Report):
         s = stats["selected"]
         yield_ = "n/a" if s["mean_yield"] is None else f"{100 * s['mean_yield']:.1f}%"
         return [
-            f"selected       {s['rows']} SFT rows from {s['prompts']} prompts (--select {self.select}, requiring "
+            f"selected       {s['rows']} SFT rows from {s['prompts']} prompts (--select {self.how}, requiring "
             f"{self.require}); mean yield {yield_} of a prompt's samples pass (prompts with none: skipped, on record)"
         ]
 
@@ -48,7 +52,7 @@ class SelectReport(Report):
     def card_lines(self, stats: dict) -> list[str]:
         return [
             f"- `selected`: rejection sampling (DeepSeek-R1): sampled answers that meet {self.require}, kept by "
-            f"`{self.select}`; TRL's conversational prompt-completion format."
+            f"`{self.how}`; TRL's conversational prompt-completion format."
         ]
 
 
