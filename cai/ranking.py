@@ -3,8 +3,8 @@ soft labels from score differences, majority vote by equivalence, and AUROC. Pur
 
 Every signal is put on [0, 1] before it is combined: the rules' weighted mean score, P(True) and a PRM's
 solution score already are; a trained PM's normalised reward z (standard units, cai.rewardmodels) becomes
-sigmoid(z). The combined score is the weighted mean of the signals a sample has (a failed or absent signal is
-left out of that sample's mean, never counted as 0).
+sigmoid(z), and a GRM score s on 1-9 becomes (s - 1) / 8. The combined score is the weighted mean of the signals
+a sample has (a failed or absent signal is left out of that sample's mean, never counted as 0).
 
 Soft labels are Bradley-Terry on the combined scores: P(a is better than b) = sigmoid((s_a - s_b) / T), with T the
 `--rank-temperature`. Scores on [0, 1] differ by at most 1, so T = 0.1 puts a difference of 0.1 at P = 0.73 and
@@ -17,15 +17,20 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-SIGNALS = ("rules", "p_true", "pm", "prm")
+SIGNALS = ("rules", "p_true", "pm", "prm", "grm")
 SELECT = ("passing", "best", "top-k")
 PAIRS = ("all", "best-vs-rest")
 OPERATORS = (">=", ">")
 
 
 def unit(signal: str, value: float) -> float:
-    """A signal's value on [0, 1] (a PM's standard-unit reward through the logistic function)."""
-    return 1 / (1 + math.exp(-value)) if signal == "pm" else value
+    """A signal's value on [0, 1]: a PM's standard-unit reward through the logistic function, a GRM score on its
+    1-9 scale mapped linearly."""
+    if signal == "pm":
+        return 1 / (1 + math.exp(-value))
+    if signal == "grm":
+        return (value - 1) / 8
+    return value
 
 
 def parse_weights(text: str) -> dict[str, float]:

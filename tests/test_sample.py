@@ -119,6 +119,7 @@ def test_bestofn_selectors_by_hand():
             "correct": correct,
             "p_true": p_true,
             "pm": None,
+            "grm": None,
             "prm": None,
             "score": p_true,
             "rules": [
@@ -184,7 +185,7 @@ def _run(tmp_path, **kw):
 def test_sample_stage_scores_selects_and_ranks(tmp_path):
     from cai.store import RunStore
 
-    summary, _ = _run(tmp_path, self_eval=True, require="correct-answer.accuracy", select="best")
+    summary, _ = _run(tmp_path, self_eval=True, sample_grm=True, require="correct-answer.accuracy", select="best")
     store = RunStore(tmp_path / "run")
     rows = store.read("samples")
     assert len(rows) == 8 and {k: v for k, v in summary.rows.items() if v} == {
@@ -197,7 +198,9 @@ def test_sample_stage_scores_selects_and_ranks(tmp_path):
         assert r["correct"] in (0, 2)
         for s in r["samples"]:
             assert s["correct"] == (s["text"].endswith(f"\\boxed{{{r['reference']}}}."))
-            assert 0 <= s["p_true"] <= 1 and s["score"] == pytest.approx((s["rules_score"] + s["p_true"]) / 2)
+            assert 0 <= s["p_true"] <= 1 and 1 <= s["grm"] <= 9 and not s["failures"]
+            # the combined score: the mean of the three signals on [0, 1] (a GRM score s on 1-9 is (s - 1) / 8)
+            assert s["score"] == pytest.approx((s["rules_score"] + s["p_true"] + (s["grm"] - 1) / 8) / 3)
     # select --select best: one row per prompt with a right sample, the best-scored of the right ones
     selected = store.read("selected")
     by_prompt = {r["id"]: r for r in rows}

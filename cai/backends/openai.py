@@ -251,7 +251,7 @@ class OpenAIBackend(Backend):
             return failed(f"server: {e}", max(1, body["n"]))
         prompt_tokens = (data.get("usage") or {}).get("prompt_tokens", 0)
         out = []
-        for choice in data["choices"]:
+        for i, choice in enumerate(data["choices"]):
             lp = {}
             content = (choice.get("logprobs") or {}).get("content") or []
             if sampling.options and content:
@@ -263,7 +263,7 @@ class OpenAIBackend(Backend):
                     tokens=(data.get("usage") or {}).get("completion_tokens", 0) // len(data["choices"]),
                     finish_reason=choice.get("finish_reason") or "stop",
                     option_logprobs=lp,
-                    prompt_tokens=prompt_tokens,
+                    prompt_tokens=prompt_tokens if i == 0 else 0,  # n choices share one prompt: counted once
                 )
             )
         return out

@@ -297,7 +297,7 @@ class VLLMBackend(Backend):
 
     def _completions(self, request_output) -> list[Completion]:
         done = []
-        for c in request_output.outputs:
+        for i, c in enumerate(request_output.outputs):
             lp = {}
             if c.logprobs:
                 lp = {self.tokenizer.decode([tid]): entry.logprob for tid, entry in c.logprobs[0].items()}
@@ -307,8 +307,9 @@ class VLLMBackend(Backend):
                     tokens=len(c.token_ids),
                     finish_reason=c.finish_reason or "stop",
                     option_logprobs=lp,
-                    prompt_tokens=len(request_output.prompt_token_ids or ()),
-                    cached_tokens=request_output.num_cached_tokens or 0,
+                    # n samples of one request share one prompt, computed once: counted on the first only
+                    prompt_tokens=len(request_output.prompt_token_ids or ()) if i == 0 else 0,
+                    cached_tokens=(request_output.num_cached_tokens or 0) if i == 0 else 0,
                 )
             )
         return done

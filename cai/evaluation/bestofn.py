@@ -10,6 +10,7 @@ with --out). Each selector picks one sample per problem, and the accuracy rule g
   p_true     the highest P(True)
   pm         the highest PM reward
   prm        the highest PRM solution score
+  grm        the highest score of a DeepSeek-GRM judgement of the problem's samples (--sample-grm)
   score      the highest combined score (--weights)
   majority   the most common final answer, answers grouped by math-verify equivalence (so 1/2 and 0.5 vote together)
 
@@ -30,12 +31,13 @@ from cai.errors import CaiError
 from cai.evaluation.run import evaluate as run_evaluation
 from cai.stages.sample import SampleStage
 
-SELECTORS = ("rules", "p_true", "pm", "prm", "score", "majority")
+SELECTORS = ("rules", "p_true", "pm", "prm", "grm", "score", "majority")
 LABELS = {
     "rules": "rules without accuracy",
     "p_true": "P(True)",
     "pm": "preference model",
     "prm": "process reward model",
+    "grm": "GRM judgement",
     "score": "combined score",
     "majority": "majority vote (math-verify)",
 }
@@ -102,7 +104,7 @@ def selectors(rows: list[dict], rule_weights: dict[str, float], signals: list[st
         samples = [s for s in row["samples"] if s["text"] and s["correct"] is not None]
         values = {
             "rules": [_style_score(s, rule_weights) for s in samples],
-            **{k: [s[k] for s in samples] for k in ("p_true", "pm", "prm", "score")},
+            **{k: [s[k] for s in samples] for k in ("p_true", "pm", "prm", "grm", "score")},
         }
         for name, scores in values.items():
             order = ranking.ranked(scores)

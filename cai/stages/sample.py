@@ -3,12 +3,13 @@ InstructGPT's K-way rankings, Kadavath's P(IK), best-of-N all start here).
 
 The N answers are one request with n = N, so the engine prefills the prompt once. Each answer is scored by the
 constitution's rules, by the model's own P(True) (`--self-eval`; with `--self-eval-samples K` it is shown K of
-its other answers first, as Kadavath et al. do, at no extra sampling), by a trained preference model (`--pm`) and
-by a process reward model (`--prm`, its step scores multiplied or their minimum). The combined score is the
-weighted mean of those on [0, 1] (cai.ranking). Every sample and every score is kept in the `samples/` split,
-with P(IK) per prompt (the share of its answers that pass the accuracy rules); a sample the engine failed and a
-signal that failed are on record with the reason. The `select` and `rank` stages turn the split into SFT rows and
-K-way preference pairs.
+its other answers first, as Kadavath et al. do, at no extra sampling), by a trained preference model (`--pm`),
+by a process reward model (`--prm`, its step scores multiplied or their minimum) and by a DeepSeek-GRM judgement
+of the prompt's answers together (`--sample-grm`, each answer's 1-9 score read from token probabilities). The
+combined score is the weighted mean of those on [0, 1] (cai.ranking). Every sample and every score is kept in
+the `samples/` split, with P(IK) per prompt (the share of its answers that pass the accuracy rules); a sample
+the engine failed and a signal that failed are on record with the reason. The `select` and `rank` stages turn
+the split into SFT rows and K-way preference pairs.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai import candidates, columns, ranking, selfeval
+from cai import answer, candidates, columns, ranking, selfeval
 from cai import steps as steps_mod
+from cai.backends import Sampling
 from cai.candidates import Candidates
 from cai.columns import Messages
 from cai.errors import CaiError
 from cai.inputs import Prompt
 from cai.prompts import TemplateSpec
-from cai.records import ChunkResult, Failure
+from cai.records import ChunkResult, Failure, continued
 from cai.rules import RuleResult, check_all, mean_score
 from cai.run import RunContext
 from cai.settings import setting
@@ -35,10 +37,18 @@ from cai.views import View
 if TYPE_CHECKING:
     from cai.config import RunConfig
 
-DEFAULT_WEIGHTS = "rules=1,p_true=1,pm=1,prm=1"
+DEFAULT_WEIGHTS = "rules=1,p_true=1,pm=1,prm=1,grm=1"
 # One trained model at a time on this process's CPU threads (or GPU): the streaming executor calls the stage from
 # many threads, and torch gains nothing from several forward passes competing for the same cores.
 _TORCH = threading.Lock()
+GRM_TEMPLATES = (
+    TemplateSpec(
+        "grm_samples.j2",
+        {"conversation": [{"role": "user", "content": "q"}], "principles": ["p"], "responses": ["a", "b"]},
+    ),
+    TemplateSpec("grm_reasoning.j2"),
+    TemplateSpec("grm_score.j2", {"reasoning": "r", "response": 1}, ends_with="["),
+)
 
 
 @dataclass(frozen=True)
@@ -77,10 +87,17 @@ class SampleOptions:
         identity=True,
         choices=lambda: steps_mod.AGGREGATES,
     )
+    sample_grm: bool = setting(
+        False,
+        "Score every sample by a DeepSeek-GRM judgement: the model writes principles and a critique of a prompt's "
+        "answers shown together, then each answer's 1-9 score is read from the next token's probabilities (their "
+        "expectation).",
+        identity=True,
+    )
     weights: str = setting(
         DEFAULT_WEIGHTS,
-        "Weights of the combined score, SIGNAL=W,...: rules (their weighted mean score), p_true, pm, prm; a signal "
-        "the run does not compute is left out.",
+        "Weights of the combined score, SIGNAL=W,...: rules (their weighted mean score), p_true, pm, prm, grm; a "
+        "signal the run does not compute is left out.",
         identity=True,
     )
 
@@ -107,6 +124,7 @@ class Sample:
     pm: float | None  # the PM's normalised reward (standard units)
     prm: float | None  # the PRM's solution score
     prm_steps: list[float]
+    grm: float | None  # the GRM judgement's expected 1-9 score
     score: float | None  # the combined score on [0, 1]
     failures: list[SignalFailure]
 
@@ -163,11 +181,17 @@ class SampleStage(Stage):
 
     def signals(self) -> list[str]:
         """The signals this run computes, in SIGNALS order."""
-        on = {"rules": True, "p_true": self.self_eval.self_eval, "pm": bool(self.o.pm), "prm": bool(self.o.prm)}
+        on = {
+            "rules": True,
+            "p_true": self.self_eval.self_eval,
+            "pm": bool(self.o.pm),
+            "prm": bool(self.o.prm),
+            "grm": self.o.sample_grm,
+        }
         return [s for s in ranking.SIGNALS if on[s]]
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
-        return selfeval.TEMPLATES if self.self_eval.self_eval else ()
+        return (selfeval.TEMPLATES if self.self_eval.self_eval else ()) + (GRM_TEMPLATES if self.o.sample_grm else ())
 
     def report(self) -> SampleReport:
         return SampleReport(self.split, self.o.samples, self.signals(), self.o.weights)
@@ -181,7 +205,7 @@ class SampleStage(Stage):
             check_pm(self.o.prm, "--prm", PRM)
         unused = [s for s, w in self.weights.items() if w > 0 and s not in self.signals()]
         if unused and "weights" in ctx.config.given:
-            flags = {"p_true": "--self-eval", "pm": "--pm", "prm": "--prm"}
+            flags = {"p_true": "--self-eval", "pm": "--pm", "prm": "--prm", "grm": "--sample-grm"}
             raise CaiError(
                 f"--weights gives {unused[0]} a weight, but the run does not compute it ({flags[unused[0]]})"
             )
@@ -193,22 +217,26 @@ class SampleStage(Stage):
         for p, found in zip(chunk, groups, strict=True):
             assert not isinstance(found, Failure)  # sampled candidates always come back, a failure per sample
             prompts.append(p)
-            drafts.append([_Draft(i, c.value) for i, c in enumerate(found[0])])
+            drafts.append([Draft(i, c.value) for i, c in enumerate(found[0])])
         for p, group in zip(prompts, drafts, strict=True):
             for d in group:
                 if d.text:
                     d.rules = check_all(ctx.constitution.rules, d.text, p.reference)
         if self.self_eval.self_eval:
-            self._p_true(ctx, prompts, drafts, result)
+            self.score_p_true(ctx, prompts, drafts, result)
         if self.o.pm:
-            self._pm(prompts, drafts)
+            self.score_pm(prompts, drafts)
         if self.o.prm:
-            self._prm(prompts, drafts)
+            self.score_prm(prompts, drafts)
+        if self.o.sample_grm:
+            self.score_grm(ctx, prompts, drafts, result)
         for p, group in zip(prompts, drafts, strict=True):
             result.rows.append(columns.record(self._row(ctx, p, group)))
         return result
 
-    def _p_true(self, ctx: RunContext, prompts: list[Prompt], drafts: list[list[_Draft]], result: ChunkResult) -> None:
+    def score_p_true(
+        self, ctx: RunContext, prompts: list[Prompt], drafts: list[list[Draft]], result: ChunkResult
+    ) -> None:
         k = self.self_eval.self_eval_samples
         items, owners = [], []
         for p, group in zip(prompts, drafts, strict=True):
@@ -222,7 +250,7 @@ class SampleStage(Stage):
                 d.failures.append(SignalFailure("p_true", read.error or "no P(True)"))
             d.p_true = read.p_true
 
-    def _pm(self, prompts: list[Prompt], drafts: list[list[_Draft]]) -> None:
+    def score_pm(self, prompts: list[Prompt], drafts: list[list[Draft]]) -> None:
         from cai.rewardmodels import rewards
 
         owners = [(p, d) for p, group in zip(prompts, drafts, strict=True) for d in group if d.text]
@@ -239,7 +267,7 @@ class SampleStage(Stage):
         for (_, d), z in zip(owners, scores, strict=True):
             d.pm = z
 
-    def _prm(self, prompts: list[Prompt], drafts: list[list[_Draft]]) -> None:
+    def score_prm(self, prompts: list[Prompt], drafts: list[list[Draft]]) -> None:
         from cai.rewardmodels import StepRow, solution_score, step_scores
 
         owners, rows = [], []
@@ -267,7 +295,55 @@ class SampleStage(Stage):
             if d.prm is None:
                 d.failures.append(SignalFailure("prm", "every step lay past the PRM's max length"))
 
-    def _row(self, ctx: RunContext, p: Prompt, group: list[_Draft]) -> SamplesRow:
+    def score_grm(self, ctx: RunContext, prompts: list[Prompt], drafts: list[list[Draft]], result: ChunkResult) -> None:
+        """One GRM judgement per prompt of all its answers (sampled, as the GRM judge writes its own), then each
+        answer's score read from one forward pass after `Score of Response N: [` (G-Eval's expectation)."""
+        from cai.judges import reasoning
+        from cai.judges.grm import SCALE, read_score
+
+        principles = [text for p in ctx.constitution.principles if (text := p.compare or p.critique)]
+        opening = ctx.templates.render("grm_reasoning.j2")
+        jobs = []
+        for p, group in zip(prompts, drafts, strict=True):
+            answered = [d for d in group if d.text]
+            if answered:
+                shown = [answer.scoped(d.text, ctx.constitution.scope) for d in answered]
+                question = ctx.templates.render(
+                    "grm_samples.j2", conversation=list(p.messages), principles=principles, responses=shown
+                )
+                jobs.append((p, answered, question))
+        if not jobs:
+            return
+        outs = reasoning.write(
+            ctx,
+            [continued(q, opening) for _, _, q in jobs],
+            [(p.id, "sample-grm") for p, _, _ in jobs],
+            result,
+            label="sample grm judgements",
+            stop=("Score of Response",),
+        )
+        chats, owners = [], []
+        for (_, answered, question), out in zip(jobs, outs, strict=True):
+            if not out.ok:
+                for d in answered:
+                    d.failures.append(SignalFailure("grm", f"judgement: {out.error}"))
+                continue
+            written = out.text.strip()
+            for n, d in enumerate(answered, 1):
+                chats.append(continued(question, ctx.templates.render("grm_score.j2", reasoning=written, response=n)))
+                owners.append(d)
+        if not chats:
+            return
+        reads = ctx.engine.generate(chats, Sampling(options=SCALE, continue_final=True, label="sample grm scores"))
+        for d, (out,) in zip(owners, reads, strict=True):
+            result.tally(out)
+            got = read_score(out.option_logprobs) if out.ok else Failure(f"scores: {out.error}")
+            if isinstance(got, Failure):
+                d.failures.append(SignalFailure("grm", got.reason))
+            else:
+                d.grm = got[0]
+
+    def _row(self, ctx: RunContext, p: Prompt, group: list[Draft]) -> SamplesRow:
         rules = {r.id: r for r in ctx.constitution.rules}
         samples = [d.sample(rules, self.weights) for d in group]
         graded = [s for s in samples if s.correct is not None]
@@ -290,8 +366,9 @@ class SampleStage(Stage):
         )
 
 
-class _Draft:
-    """A sample while its scores come in (one thread owns a prompt's drafts)."""
+class Draft:
+    """A sample while its scores come in (one thread owns a prompt's drafts; each score_* method of the stage fills
+    one signal in, so a benchmark can time each)."""
 
     def __init__(self, index: int, value: str | Failure):
         self.index = index
@@ -305,13 +382,14 @@ class _Draft:
         self.pm: float | None = None
         self.prm: float | None = None
         self.prm_steps: list[float] = []
+        self.grm: float | None = None
         self.failures: list[SignalFailure] = []
 
     def sample(self, rules: dict, weights: dict[str, float]) -> Sample:
         rules_score = mean_score(self.rules, rules) if self.rules else None
         accuracy = [r for r in self.rules if rules[r.rule].kind == "accuracy"]
         correct = all(r.passed for r in accuracy) if accuracy and all(r.known for r in accuracy) else None
-        scores = {"rules": rules_score, "p_true": self.p_true, "pm": self.pm, "prm": self.prm}
+        scores = {"rules": rules_score, "p_true": self.p_true, "pm": self.pm, "prm": self.prm, "grm": self.grm}
         return Sample(
             index=self.index,
             text=self.text,
@@ -323,6 +401,7 @@ class _Draft:
             pm=self.pm,
             prm=self.prm,
             prm_steps=self.prm_steps,
+            grm=self.grm,
             score=ranking.combined(scores, weights) if self.text else None,
             failures=self.failures,
         )

@@ -45,14 +45,14 @@ class SampleReport(Report):
             "pass_at_n": sum(r["correct"] > 0 for r in graded) / len(graded) if graded else None,
             "mean_p_ik": sum(r["p_ik"] for r in graded) / len(graded) if graded else None,
         }
-        for signal in ("rules_score", "p_true", "pm", "prm", "score"):
+        for signal in ("rules_score", "p_true", "pm", "prm", "grm", "score"):
             values = [s[signal] for s in samples if s[signal] is not None]
             out[f"mean_{signal}"] = sum(values) / len(values) if values else None
         # Where a reference grades the answers: does each score separate right from wrong (AUROC), and does the
         # prompt's best-scored sample come out right (best-of-N by the combined score)?
         out["auroc"] = {
             signal: ranking.auroc([s[signal] for s in scored], [bool(s["correct"]) for s in scored])
-            for signal in ("p_true", "pm", "prm", "score")
+            for signal in ("p_true", "pm", "prm", "grm", "score")
             if (scored := [s for s in labelled if s[signal] is not None])
         }
         best = [
@@ -84,7 +84,7 @@ class SampleReport(Report):
         s = stats["samples"]
         means = ", ".join(
             f"{k} {_num(s[f'mean_{k}'])}"
-            for k in ("rules_score", "p_true", "pm", "prm", "score")
+            for k in ("rules_score", "p_true", "pm", "prm", "grm", "score")
             if s[f"mean_{k}"] is not None
         )
         return [*self.summary_lines(stats), f"mean scores    {means}"]
