@@ -59,6 +59,7 @@ bench: setup
 	$(PY) bench/eval.py --quick
 	$(PY) bench/review.py
 	$(PY) bench/steps.py --quick
+	$(PY) bench/sample.py --quick
 	$(PY) bench/bestofn.py --quick
 
 clean:
