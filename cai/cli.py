@@ -367,8 +367,9 @@ def publish(run, repo, private, dry_run, test_fraction, seed, license_, attempts
             built = publish_mod.build(run, str(Path(tmp) / "dataset"), repo, test_fraction, seed, license_, min_p_true)
             url = publish_mod.upload(built["folder"], repo, private=private, attempts=attempts)
         click.echo(f"published {url}")
+    width = max(14, *(len(k) + 2 for k in built["counts"]))
     for k, v in built["counts"].items():
-        click.echo(f"  {k:<14}{v} rows")
+        click.echo(f"  {k:<{width}}{v} rows")
     r = built["reviewed"]
     if any(r.values()):
         click.echo(

@@ -83,7 +83,7 @@ def plot(s: dict, path: str) -> None:
 
     drawn = [r for st in run_stages(RunStore(s["run"])) if st.name in s["sections"] and (r := st.report()).plots]
     if not drawn:
-        raise CaiError("--plot: no split of this run has panels to draw (run the rl or steps stage first)")
+        raise CaiError("--plot: no split of this run has panels to draw (run the rl, steps or sample stage first)")
     fig, axes = plt.subplots(len(drawn), 2, figsize=(12, 4.5 * len(drawn)), squeeze=False)
     for report, (a, b) in zip(drawn, axes, strict=True):
         report.plot(s, a, b)

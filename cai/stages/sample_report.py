@@ -3,13 +3,20 @@ P(True) and the combined score pick the right answers where a reference grades t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cai import ranking
 from cai.stages.report import Report
 
 if TYPE_CHECKING:
     import polars as pl
+
+
+def _tenths(values: list[float]) -> list[int]:
+    counts = [0] * 10
+    for v in values:
+        counts[min(9, max(0, int(v * 10)))] += 1
+    return counts
 
 
 def _pct(x: float | None) -> str:
@@ -61,7 +68,47 @@ class SampleReport(Report):
             if r["best"] is not None and r["samples"][r["best"]]["correct"] is not None
         ]
         out["best_of_n"] = sum(bool(b) for b in best) / len(best) if best else None
+        # the distributions the plot draws: each signal's values on [0, 1], in tenths
+        out["histograms"] = {
+            signal: _tenths([ranking.unit(signal, s[key]) for s in samples if s[key] is not None])
+            for signal, key in (
+                ("rules", "rules_score"),
+                ("p_true", "p_true"),
+                ("pm", "pm"),
+                ("prm", "prm"),
+                ("grm", "grm"),
+                ("score", "score"),
+            )
+            if any(s[key] is not None for s in samples)
+        }
+        out["p_ik_histogram"] = _tenths([r["p_ik"] for r in graded])
         return {"samples": out}
+
+    plots = True
+
+    def plot(self, stats: dict, left: Any, right: Any) -> None:
+        """Each signal's distribution over the samples (on [0, 1]), and P(IK) over the prompts."""
+        s = stats["samples"]
+        centres = [i / 10 + 0.05 for i in range(10)]
+        signals = list(s["histograms"])
+        width = 0.09 / max(1, len(signals))
+        for k, signal in enumerate(signals):
+            left.bar(
+                [c - 0.045 + width * (k + 0.5) for c in centres], s["histograms"][signal], width=width, label=signal
+            )
+        left.set(title=f"scores of {s['samples']} samples, on [0, 1]", xlabel="score", ylabel="samples", xlim=(0, 1))
+        left.legend(fontsize=8)
+        if s["graded_prompts"]:
+            right.bar(centres, s["p_ik_histogram"], width=0.09, color="#55a868")
+            right.set(
+                title=f"P(IK): share of a prompt's samples right (pass@1 {_pct(s['pass_at_1'])})",
+                xlabel="P(IK)",
+                ylabel="prompts",
+                xlim=(0, 1),
+            )
+        else:
+            right.axis("off")
+            right.text(0.5, 0.5, "no reference graded the samples", ha="center", va="center")
 
     def summary_lines(self, stats: dict) -> list[str]:
         s = stats["samples"]
