@@ -137,7 +137,8 @@ def lines(r: dict) -> list[str]:
         f"best-of-{n:<6} chosen by:",
     ]
     for s, v in r["best_of_n"].items():
-        missing = f"  ({r['unchosen'][s]} problems with no sample scored)" if r["unchosen"][s] else ""
+        what = "no sample has a final answer" if s == "majority" else "no sample has this score"
+        missing = f"  ({r['unchosen'][s]} problems where {what})" if r["unchosen"][s] else ""
         out.append(f"  {LABELS[s]:<28}{pct(v)}{missing}")
     out.append(f"pass@{n:<9} {pct(r['pass_at_n'])}  (some sample is right: the ceiling of any selector)")
     if r.get("failure_reasons"):
