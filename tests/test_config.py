@@ -30,7 +30,10 @@ def test_yaml_then_flags(tmp_path):
     [
         ("rounds: 2\nbogus: 1\n", r"run.yaml:2: unknown key 'bogus'"),
         ("rounds: two\n", r"run.yaml:1: 'rounds' \(--rounds\): must be int"),
-        ("stage: everything\n", r"run.yaml:1: 'stage' \(--stage\): must be one of sample, rank, sl, rl, select, steps, all"),
+        (
+            "stage: everything\n",
+            r"run.yaml:1: 'stage' \(--stage\): must be one of sample, rank, sl, rl, select, steps, all",
+        ),
         ("rounds: 0\n", r"run.yaml:1: 'rounds' \(--rounds\): must be at least 1"),
         ("- a\n", r"run.yaml:1: a run config must be a mapping"),
         ("rounds: [\n", r"run.yaml:2: invalid YAML"),
