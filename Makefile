@@ -60,6 +60,7 @@ bench: setup
 	$(PY) bench/review.py
 	$(PY) bench/steps.py --quick
 	$(PY) bench/sample.py --quick
+	$(PY) bench/serve.py --quick
 	$(PY) bench/bestofn.py --quick
 
 clean:

@@ -238,6 +238,61 @@ def eval_steps(data, pm, as_json, plot, config_file, **flags):
 
 
 @cli.command()
+@click.option("--constitution", default="default", show_default=True, help="A constitution file or shipped name.")
+@click.option("--pm", help="Add a preference model's reward (a folder cai train-pm --kind pm wrote).")
+@click.option("--prm", help="Add a process reward model's solution score (cai train-pm --kind prm).")
+@click.option("--weights", default="rules=1,pm=1,prm=1", show_default=True, help="Weights of the components.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; keep loopback unless you must.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port).")
+@click.option(
+    "--max-body", type=int, default=1 << 20, show_default=True, help="Largest request body, in bytes (413 past it)."
+)
+@click.option("--max-items", type=int, default=512, show_default=True, help="Most items in one request (413 past it).")
+@click.option(
+    "--queue", type=int, default=4096, show_default=True, help="Items waiting or in work at most (429 past it)."
+)
+@click.option(
+    "--batch-ms", type=float, default=5.0, show_default=True, help="How long a model batch waits for more items."
+)
+@click.option("--max-batch", type=int, default=64, show_default=True, help="Most items in one model batch.")
+def serve(constitution, pm, prm, weights, host, port, max_body, max_items, queue, batch_ms, max_batch):
+    """Serve the constitution as a reward to RL trainers (OpenRLHF, verl, TRL) over HTTP: the rules with the
+    request's reference, a PM and a PRM batched across requests. Bearer token from $CAI_SERVE_TOKEN (or made and
+    printed once); binds 127.0.0.1; bounded body, items and queue (413, 429).
+
+    \b
+    Example:
+      CAI_SERVE_TOKEN=secret cai serve --constitution reasoning --port 8000
+    """
+    from cai.serve.run import serve as run
+
+    for name, value in (
+        ("--max-body", max_body),
+        ("--max-items", max_items),
+        ("--queue", queue),
+        ("--max-batch", max_batch),
+    ):
+        if value < 1:
+            raise CaiError(f"{name}: must be at least 1, got {value}")
+    if max_items > queue:
+        raise CaiError(f"--max-items {max_items} is more than --queue {queue}: such a request could never be served")
+    run(
+        constitution,
+        pm=pm,
+        prm=prm,
+        weights=weights,
+        host=host,
+        port=port,
+        max_body=max_body,
+        max_items=max_items,
+        queue=queue,
+        batch_ms=batch_ms,
+        max_batch=max_batch,
+        log=lambda m: click.echo(m, err=True),
+    )
+
+
+@cli.command()
 def plugins():
     """List the installed plug-ins: stages (in the order --stage all runs them), judges, step judges and backends,
     found through the entry points cai.stages, cai.judges, cai.step_judges and cai.backends."""

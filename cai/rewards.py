@@ -103,3 +103,11 @@ def reward_funcs(
     if not funcs:
         raise CaiError(f"{const.path}: no principle carries rules, and no preference model was given")
     return funcs
+
+
+def remote_reward_funcs(urls: str | Sequence[str] | None = None, token: str | None = None, weights=None) -> list:
+    """The same constitution served by `cai serve` on other machines, as TRL reward functions (async: TRL awaits
+    them concurrently), spread over `urls` with failover (cai.serve.client)."""
+    from cai.serve.client import remote_reward_funcs as remote
+
+    return remote(urls, token, weights)

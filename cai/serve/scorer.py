@@ -1,0 +1,161 @@
+"""One item's reward and what made it: the constitution's rules, a trained PM and a PRM, combined by weights.
+
+The rules read the response with the reference the request gives (a label), bounded in time as everywhere
+(cai.rules: a check that cannot finish is unknown, with its reason, and left out). The PM and PRM run batched
+across concurrent requests (cai.serve.batcher). The reward is the weighted mean of the components present, each
+on [0, 1] (cai.ranking: a PM's z through the logistic); a component that failed is left out and its reason is
+in the item's `errors`, so a reward is never silently a default. Model output is only ever read as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from cai import answer, ranking
+from cai import steps as steps_mod
+from cai.constitution import Constitution
+from cai.rules import Rule, check_all, mean_score
+from cai.serve.batcher import Batcher
+
+SIGNALS = ("rules", "pm", "prm")
+
+
+@dataclass(frozen=True)
+class Item:
+    prompt: list[dict]  # chat messages
+    response: str
+    reference: str | None = None
+
+
+@dataclass
+class Scored:
+    reward: float | None
+    components: dict[str, float | None]
+    rules: list[dict] = field(default_factory=list)  # every rule's result: rule, principle, passed, score, error
+    errors: list[str] = field(default_factory=list)
+
+    def json(self) -> dict:
+        return {"reward": self.reward, "components": self.components, "rules": self.rules, "errors": self.errors}
+
+
+class Scorer:
+    def __init__(
+        self,
+        constitution: Constitution,
+        pm: str | None = None,
+        prm: str | None = None,
+        weights: str = "rules=1,pm=1,prm=1",
+        separator: str = "line",
+        aggregate: str = "product",
+        max_batch: int = 64,
+        deadline: float = 0.005,
+    ):
+        self.constitution = constitution
+        self.rules: dict[str, Rule] = {r.id: r for r in constitution.rules}
+        self.pm, self.prm = pm, prm
+        self.weights = ranking.parse_weights(weights)
+        other = [k for k in self.weights if k not in SIGNALS]
+        if other:
+            raise ValueError(f"{weights!r}: {other[0]} is not a signal of the reward service ({', '.join(SIGNALS)})")
+        self.separator, self.aggregate = separator, aggregate
+        self.pm_batcher = Batcher(self._pm, max_batch, deadline) if pm else None
+        self.prm_batcher = Batcher(self._prm, max_batch, deadline) if prm else None
+
+    @property
+    def signals(self) -> list[str]:
+        return [s for s in SIGNALS if s == "rules" or getattr(self, s)]
+
+    def check_weights(self, weights: dict[str, float]) -> dict[str, float]:
+        """A request's weights: only signals this server computes (ValueError naming the first other)."""
+        for name in weights:
+            if name not in self.signals:
+                raise ValueError(f"weights: {name!r} is not a signal of this server (it has {', '.join(self.signals)})")
+        return weights
+
+    def warm(self) -> None:
+        """Load the models before the first request (so no request pays for it)."""
+        from cai.rewardmodels import PM, PRM, load
+
+        if self.pm:
+            load(self.pm, PM)
+        if self.prm:
+            load(self.prm, PRM)
+
+    def _pm(self, items: list[Item]) -> list[float]:
+        from cai.rewardmodels import rewards
+
+        assert self.pm is not None
+        scope = self.constitution.scope  # `scope: answer`: the PM grades the answer after the reasoning, as locally
+        return rewards(self.pm, [(i.prompt, answer.scoped(i.response, scope)) for i in items])["scores"]
+
+    def _prm(self, items: list[Item]) -> list[float | None]:
+        from cai.rewardmodels import StepRow, solution_score, step_scores
+
+        assert self.prm is not None
+        scope = self.constitution.scope
+        rows = [
+            StepRow(
+                "",
+                steps_mod.prompt_text(i.prompt),
+                steps_mod.split(answer.scoped(i.response, scope), self.separator),
+                None,
+            )
+            for i in items
+        ]
+        scored = [r for r in rows if r.steps]
+        got = iter(step_scores(self.prm, scored)["steps"]) if scored else iter(())
+        return [solution_score(next(got), self.aggregate) if r.steps else None for r in rows]
+
+    def _check(self, items: list[Item]) -> list[list]:
+        return [check_all(self.constitution.rules, i.response, i.reference) for i in items]
+
+    async def score(self, items: list[Item], weights: dict[str, float] | None = None) -> list[Scored]:
+        weights = weights or self.weights
+        jobs = [asyncio.to_thread(self._check, items)]
+        if self.pm_batcher is not None:
+            jobs.append(self.pm_batcher.submit(items))
+        if self.prm_batcher is not None:
+            jobs.append(self.prm_batcher.submit(items))
+        done = await asyncio.gather(*jobs, return_exceptions=True)
+        out = []
+        results = done[0]
+        models: dict[str, Any] = dict(zip([s for s in ("pm", "prm") if getattr(self, s)], done[1:], strict=True))
+        for k, _item in enumerate(items):
+            errors: list[str] = []
+            components: dict[str, float | None] = {}
+            rules_here: list[dict] = []
+            if isinstance(results, BaseException):
+                errors.append(f"rules: {type(results).__name__}: {str(results)[:200]}")
+                components["rules"] = None
+            else:
+                checked = results[k]
+                components["rules"] = mean_score(checked, self.rules) if checked else None
+                for r in checked:
+                    rules_here.append(
+                        {
+                            "rule": r.rule,
+                            "principle": r.rule.split(".")[0],
+                            "passed": r.passed,
+                            "score": r.score,
+                            "error": r.error,
+                        }
+                    )
+                    if r.error:
+                        errors.append(f"{r.rule}: {r.error}")
+            for name, got in models.items():
+                if isinstance(got, BaseException):
+                    components[name] = None
+                    errors.append(f"{name}: {type(got).__name__}: {str(got)[:200]}")
+                else:
+                    components[name] = got[k]
+                    if got[k] is None:
+                        errors.append(f"{name}: no score (no steps after splitting by {self.separator!r})")
+            out.append(Scored(ranking.combined(components, weights), components, rules_here, errors))
+        return out
+
+    async def close(self) -> None:
+        for b in (self.pm_batcher, self.prm_batcher):
+            if b is not None:
+                await b.close()
