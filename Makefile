@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# TRL's PRMTrainer left TRL after 1.12; the test that trains it on our steps split imports the last TRL
 	# that has it from a folder of its own, beside the current TRL the other tests use.
 	$(PIP) install -q --no-deps --upgrade --target $(VENV)/trl-prm trl==1.12.0
+	# OpenRLHF's own reward client calls `cai serve` in a test: the package and the one pure-Python module its
+	# utils import that is not here (pylatexenc), in a folder of their own that only that test puts on its path.
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/openrlhf openrlhf==0.11.2 pylatexenc==2.10
 	touch $@
 
 demo: setup

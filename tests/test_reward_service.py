@@ -291,3 +291,32 @@ def test_bad_serve_input_is_one_line(cli, tmp_path):
     assert r.returncode == 2 and "but this needs a pairwise" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     w = cli("serve", "--constitution", "reasoning", "--weights", "judge=1", "--port", str(free_port()))
     assert w.returncode == 2 and "--weights 'judge=1'" in w.stderr
+
+
+OPENRLHF = """
+import asyncio, json, sys
+from openrlhf.utils.agent import SingleTurnAgentExecutor
+
+url, queries, prompts, labels = sys.argv[1], *json.loads(sys.argv[2])
+executor = SingleTurnAgentExecutor(remote_rm_url=[url])
+print(json.dumps(asyncio.run(executor._fetch_rewards_via_http(queries, prompts, labels))))
+"""
+
+
+def test_openrlhfs_own_client_gets_the_local_rewards(server):
+    """OpenRLHF 0.11.2's reward client (its agent executor's HTTP path, aiohttp), installed by `make setup` in a
+    folder of its own, posts to /get_reward with the token in its --remote_rm_url."""
+    folder = Path(sys.prefix) / "openrlhf"
+    assert (folder / "openrlhf").is_dir(), f"{folder}: OpenRLHF 0.11.2 is missing: run `make setup`"
+    queries = [q + a for q, a, _ in ANSWERS]
+    data = json.dumps([queries, [q for q, _, _ in ANSWERS], [ref for _, _, ref in ANSWERS]])
+    child = subprocess.run(
+        [sys.executable, "-c", OPENRLHF, f"{server.url}/get_reward?token={TOKEN}", data],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(folder)},
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    (answer,) = json.loads(child.stdout.strip().splitlines()[-1])
+    assert answer["rewards"] == pytest.approx([local(a, ref)[0] for _, a, ref in ANSWERS])
