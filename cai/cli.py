@@ -241,7 +241,9 @@ def eval_steps(data, pm, as_json, plot, config_file, **flags):
 @click.option("--constitution", default="default", show_default=True, help="A constitution file or shipped name.")
 @click.option("--pm", help="Add a preference model's reward (a folder cai train-pm --kind pm wrote).")
 @click.option("--prm", help="Add a process reward model's solution score (cai train-pm --kind prm).")
-@click.option("--weights", default="rules=1,pm=1,prm=1", show_default=True, help="Weights of the components.")
+@click.option(
+    "--weights", default="rules=1,pm=1,prm=1,p_true=1,grm=1", show_default=True, help="Weights of the components."
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; keep loopback unless you must.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port).")
 @click.option(
@@ -255,7 +257,14 @@ def eval_steps(data, pm, as_json, plot, config_file, **flags):
     "--batch-ms", type=float, default=5.0, show_default=True, help="How long a model batch waits for more items."
 )
 @click.option("--max-batch", type=int, default=64, show_default=True, help="Most items in one model batch.")
-def serve(constitution, pm, prm, weights, host, port, max_body, max_items, queue, batch_ms, max_batch):
+@click.option("--self-eval", is_flag=True, help="Add the model's own P(True) of each response (starts the engine).")
+@click.option(
+    "--grm", is_flag=True, help="Add a DeepSeek-GRM judgement's 1-9 score of each response (starts the engine)."
+)
+@click.option("--model", help="The judging model for --self-eval / --grm [default: cai generate's].")
+def serve(
+    constitution, pm, prm, weights, host, port, max_body, max_items, queue, batch_ms, max_batch, self_eval, grm, model
+):
     """Serve the constitution as a reward to RL trainers (OpenRLHF, verl, TRL) over HTTP: the rules with the
     request's reference, a PM and a PRM batched across requests. Bearer token from $CAI_SERVE_TOKEN (or made and
     printed once); binds 127.0.0.1; bounded body, items and queue (413, 429).
@@ -288,6 +297,9 @@ def serve(constitution, pm, prm, weights, host, port, max_body, max_items, queue
         queue=queue,
         batch_ms=batch_ms,
         max_batch=max_batch,
+        model=model,
+        self_eval=self_eval,
+        grm=grm,
         log=lambda m: click.echo(m, err=True),
     )
 

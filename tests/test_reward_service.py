@@ -55,7 +55,7 @@ class Server:
             cwd=ROOT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a server that judges with the model starts its engine first
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"cai serve exited: {self.proc.stderr.read()}")
@@ -65,7 +65,7 @@ class Server:
             except httpx.TransportError:
                 time.sleep(0.2)
         self.stop()
-        raise AssertionError("cai serve did not answer /health within 120 s")
+        raise AssertionError("cai serve did not answer /health within 300 s")
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -320,3 +320,23 @@ def test_openrlhfs_own_client_gets_the_local_rewards(server):
     assert child.returncode == 0, child.stderr[-3000:]
     (answer,) = json.loads(child.stdout.strip().splitlines()[-1])
     assert answer["rewards"] == pytest.approx([local(a, ref)[0] for _, a, ref in ANSWERS])
+
+
+@pytest.mark.engine
+def test_the_models_own_judgements_are_served_through_the_engine():
+    """--self-eval and --grm: the real engine with the embedded model, P(True) and the GRM's read score of each
+    response (a GRPO group of one prompt judged together), combined with the rules."""
+    s = Server("--constitution", "reasoning", "--self-eval", "--grm", "--max-items", "8")
+    try:
+        q = ANSWERS[0][0]
+        items = [{"prompt": q, "response": a, "reference": "42"} for a in ("\\boxed{42}", "\\boxed{41}")]
+        r = httpx.post(s.url + "/v1/rewards", json={"items": items}, headers=AUTH, timeout=600)
+        assert r.status_code == 200, r.text
+        for item in r.json()["items"]:
+            c = item["components"]
+            assert set(c) == {"rules", "p_true", "grm"} and item["errors"] == []
+            assert 0 < c["p_true"] < 1 and 1 <= c["grm"] <= 9
+            assert item["reward"] == pytest.approx((c["rules"] + c["p_true"] + (c["grm"] - 1) / 8) / 3)
+        assert httpx.get(s.url + "/health").json()["signals"] == ["rules", "p_true", "grm"]
+    finally:
+        assert s.stop() == 0

@@ -28,7 +28,7 @@ def serve(
     *,
     pm: str | None = None,
     prm: str | None = None,
-    weights: str = "rules=1,pm=1,prm=1",
+    weights: str = "rules=1,pm=1,prm=1,p_true=1,grm=1",
     host: str = "127.0.0.1",
     port: int = 8000,
     max_body: int = 1 << 20,
@@ -36,6 +36,9 @@ def serve(
     queue: int = 4096,
     batch_ms: float = 5.0,
     max_batch: int = 64,
+    model: str | None = None,
+    self_eval: bool = False,
+    grm: bool = False,
     log: Callable[[str], None] = print,
 ) -> None:
     import uvicorn
@@ -54,6 +57,16 @@ def serve(
         scorer = Scorer(const, pm, prm, weights, max_batch=max_batch, deadline=batch_ms / 1000)
     except ValueError as e:
         raise CaiError(f"--weights {e}") from None
+    config = None
+    if self_eval or grm:
+        from cai.config import RunConfig
+        from cai.prompts import Templates
+        from cai.stages.sample import SampleStage
+
+        config = RunConfig(
+            constitution=constitution, self_eval=self_eval, sample_grm=grm, **({"model": model} if model else {})
+        )
+        Templates(config.run.templates).check(SampleStage(config).template_specs())
     token = os.environ.get(TOKEN_ENV)
     made = token is None
     if made:
@@ -66,6 +79,17 @@ def serve(
     except OSError as e:
         raise CaiError(f"--host {host} --port {port}: cannot bind: {e.strerror}") from None
     scorer.warm()
+    engine = None
+    if config is not None:
+        from cai.lifecycle import start_engine
+        from cai.prompts import Templates
+        from cai.run import RunContext
+        from cai.serve.scorer import Judged
+
+        engine = start_engine(config, log)
+        engine.progress = False
+        ctx = RunContext(config, const, Templates(config.run.templates), None, backend=engine, log=log)
+        scorer.judged = Judged(ctx, self_eval, grm)
     loopback = is_loopback(host)
     app = create_app(scorer, token, max_body=max_body, max_items=max_items, queue=queue, loopback=loopback)
     bound = sock.getsockname()[1]
@@ -75,8 +99,12 @@ def serve(
         log(f"cai serve: token {token}  (made for this run; set {TOKEN_ENV} to choose one)")
     if not loopback:
         log(f"cai serve: bound to {host}, not loopback: anyone who can reach it needs only the token")
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30, lifespan="on")
-    _server_class()(config).run(sockets=[sock])
+    uvicorn_config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30, lifespan="on")
+    try:
+        _server_class()(uvicorn_config).run(sockets=[sock])
+    finally:
+        if engine is not None:
+            engine.close()
     log("cai serve: stopped; the requests in flight were answered")
 
 

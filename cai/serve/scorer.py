@@ -10,6 +10,7 @@ in the item's `errors`, so a reward is never silently a default. Model output is
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from cai.constitution import Constitution
 from cai.rules import Rule, check_all, mean_score
 from cai.serve.batcher import Batcher
 
-SIGNALS = ("rules", "pm", "prm")
+SIGNALS = ("rules", "pm", "prm", "p_true", "grm")
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,15 @@ class Scorer:
         constitution: Constitution,
         pm: str | None = None,
         prm: str | None = None,
-        weights: str = "rules=1,pm=1,prm=1",
+        weights: str = "rules=1,pm=1,prm=1,p_true=1,grm=1",
         separator: str = "line",
         aggregate: str = "product",
         max_batch: int = 64,
         deadline: float = 0.005,
+        judged: Judged | None = None,
     ):
         self.constitution = constitution
+        self.judged = judged  # the model's own judgements (P(True), GRM), through one engine
         self.rules: dict[str, Rule] = {r.id: r for r in constitution.rules}
         self.pm, self.prm = pm, prm
         self.weights = ranking.parse_weights(weights)
@@ -65,7 +68,14 @@ class Scorer:
 
     @property
     def signals(self) -> list[str]:
-        return [s for s in SIGNALS if s == "rules" or getattr(self, s)]
+        on = {
+            "rules": True,
+            "pm": bool(self.pm),
+            "prm": bool(self.prm),
+            "p_true": bool(self.judged and self.judged.p_true),
+            "grm": bool(self.judged and self.judged.grm),
+        }
+        return [s for s in SIGNALS if on[s]]
 
     def check_weights(self, weights: dict[str, float]) -> dict[str, float]:
         """A request's weights: only signals this server computes (ValueError naming the first other)."""
@@ -113,15 +123,27 @@ class Scorer:
 
     async def score(self, items: list[Item], weights: dict[str, float] | None = None) -> list[Scored]:
         weights = weights or self.weights
-        jobs = [asyncio.to_thread(self._check, items)]
+        jobs: list[Awaitable[Any]] = [asyncio.to_thread(self._check, items)]
         if self.pm_batcher is not None:
             jobs.append(self.pm_batcher.submit(items))
         if self.prm_batcher is not None:
             jobs.append(self.prm_batcher.submit(items))
+        if self.judged is not None:
+            jobs.append(asyncio.to_thread(self.judged.score, items))
         done = await asyncio.gather(*jobs, return_exceptions=True)
         out = []
         results = done[0]
-        models: dict[str, Any] = dict(zip([s for s in ("pm", "prm") if getattr(self, s)], done[1:], strict=True))
+        models: dict[str, Any] = dict(zip([s for s in ("pm", "prm") if getattr(self, s)], done[1:], strict=False))
+        judged_errors: list[list[str]] = [[] for _ in items]
+        if self.judged is not None:
+            got = done[-1]
+            for name in self.judged.signals:
+                if isinstance(got, BaseException):
+                    models[name] = got
+                else:
+                    models[name] = [g[name] for g in got[0]]
+            if not isinstance(got, BaseException):
+                judged_errors = got[1]
         for k, _item in enumerate(items):
             errors: list[str] = []
             components: dict[str, float | None] = {}
@@ -150,8 +172,9 @@ class Scorer:
                     errors.append(f"{name}: {type(got).__name__}: {str(got)[:200]}")
                 else:
                     components[name] = got[k]
-                    if got[k] is None:
+                    if got[k] is None and name == "prm":
                         errors.append(f"{name}: no score (no steps after splitting by {self.separator!r})")
+            errors += judged_errors[k]
             out.append(Scored(ranking.combined(components, weights), components, rules_here, errors))
         return out
 
@@ -159,3 +182,42 @@ class Scorer:
         for b in (self.pm_batcher, self.prm_batcher):
             if b is not None:
                 await b.close()
+
+
+class Judged:
+    """The model's own judgements of items through one engine (started by `cai serve --model`): P(True) (both
+    option orders, cai.selfeval) and a DeepSeek-GRM judgement of a prompt's responses together with each one's 1-9
+    score read from token probabilities: the sample stage's own scorers, so a served reward is the one a run writes.
+    Items of one request that share a prompt (a GRPO group) are judged together by the GRM."""
+
+    def __init__(self, ctx, p_true: bool, grm: bool):
+        from cai.stages.sample import SampleStage
+
+        self.ctx, self.p_true, self.grm = ctx, p_true, grm
+        self.signals = [name for name, on in (("p_true", p_true), ("grm", grm)) if on]
+        self.stage = SampleStage(ctx.config)  # a config with self_eval / sample_grm set as asked
+
+    def score(self, items: list[Item]) -> tuple[list[dict[str, float | None]], list[list[str]]]:
+        from cai.inputs import Prompt, prompt_id
+        from cai.records import ChunkResult
+        from cai.stages.sample import Draft
+
+        groups: dict[str, tuple[Prompt, list[tuple[int, Draft]]]] = {}
+        for k, item in enumerate(items):
+            pid = prompt_id(item.prompt)
+            members = groups.setdefault(pid, (Prompt(pid, tuple(item.prompt), item.reference), []))[1]
+            members.append((k, Draft(len(members), item.response)))
+        prompts = [p for p, _ in groups.values()]
+        drafts = [[d for _, d in ds] for _, ds in groups.values()]
+        result = ChunkResult()
+        if self.p_true:
+            self.stage.score_p_true(self.ctx, prompts, drafts, result)
+        if self.grm:
+            self.stage.score_grm(self.ctx, prompts, drafts, result)
+        scores: list[dict[str, float | None]] = [{} for _ in items]
+        errors: list[list[str]] = [[] for _ in items]
+        for _, ds in groups.values():
+            for k, d in ds:
+                scores[k] = {"p_true": d.p_true, "grm": d.grm}
+                errors[k] = [f"{f.signal}: {f.reason}" for f in d.failures] + ([d.error] if d.error else [])
+        return scores, errors
