@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument(
         "--soak", type=float, default=0.0, help="seconds of load at the highest concurrency, memory watched"
     )
+    ap.add_argument("--only", choices=["rules", "rules+PM"], help="run one of the two servers")
     args = ap.parse_args()
     if args.quick:
         args.seconds = 4.0
@@ -143,6 +144,8 @@ def main() -> None:
             str(ROOT / "data" / "eval" / "prefs.jsonl"), f"{tmp}/pm", log=lambda *_: None, epochs=1, eval_fraction=0.0
         )
         for name, extra, pm in (("rules", [], None), ("rules+PM", ["--pm", f"{tmp}/pm"], f"{tmp}/pm")):
+            if args.only and name != args.only:
+                continue
             proc, url = start(["--constitution", "reasoning", *extra], token)
             try:
                 print(f"\n{name}:")

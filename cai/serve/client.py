@@ -143,8 +143,9 @@ def verl_compute_score(
     url: str | None = None,
     token: str | None = None,
 ) -> dict:
-    """verl's custom reward function (`custom_reward_function.path` to this module's file is not needed: point it at
-    a file that imports this): {"score": reward, **components}; the prompt is `extra_info["question"]` if given."""
+    """verl's custom reward function, called by its reward manager with these four arguments by name (point
+    `custom_reward_function.path` at a file that imports it): {"score", "reward", **components}; the prompt is
+    `extra_info["question"]` where the data gives it; the server in `url` or CAI_SERVE_URL."""
     prompt = (extra_info or {}).get("question") or ""
     item = {
         "prompt": prompt or " ",
@@ -152,7 +153,6 @@ def verl_compute_score(
         "reference": None if ground_truth is None else str(ground_truth),
     }
     got = _servers(url, token).post("/v1/rewards", {"items": [item]})["items"][0]
-    return {
-        "score": got["reward"] if got["reward"] is not None else 0.0,
-        **{k: v for k, v in got["components"].items() if v is not None},
-    }
+    reward = got["reward"] if got["reward"] is not None else 0.0
+    # verl's reward managers read "score" (0.4 on) or "reward" (its earlier NaiveRewardManager): both are given
+    return {"score": reward, "reward": reward, **{k: v for k, v in got["components"].items() if v is not None}}
