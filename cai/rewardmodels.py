@@ -120,6 +120,19 @@ class Encoder:
         return self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
 
 
+def padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token sequences as one tensor padded on the right, and its attention mask (what every collator here needs)."""
+    import torch
+
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    return ids, mask
+
+
 class Collator:
     """Flattens a batch of groups into one padded tensor of responses plus index tensors."""
 
@@ -142,12 +155,7 @@ class Collator:
                 second.append(base + b)
                 p.append(prob)
                 grp.append(gi)
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
+        ids, mask = padded(seqs, self.pad_id)
         return {
             "input_ids": ids,
             "attention_mask": mask,
@@ -243,14 +251,9 @@ class StepCollator:
     def __call__(self, batch: list[dict]) -> dict:
         import torch
 
-        width = max(len(item["input_ids"]) for item in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        targets = torch.full((len(batch), width), -1.0)
+        ids, attention = padded([item["input_ids"] for item in batch], self.pad_id)
+        targets = torch.full(ids.shape, -1.0)
         for i, item in enumerate(batch):
-            n = len(item["input_ids"])
-            ids[i, :n] = torch.tensor(item["input_ids"])
-            attention[i, :n] = 1
             for end, t in zip(item["ends"], item["targets"], strict=True):
                 targets[i, end] = t
         return {"input_ids": ids, "attention_mask": attention, "targets": targets, "mask": targets >= 0}

@@ -109,12 +109,9 @@ class Collator:
     def __call__(self, batch: list[dict]) -> dict:
         import torch
 
-        width = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):
-            ids[i, : len(b["input_ids"])] = torch.tensor(b["input_ids"])
-            mask[i, : len(b["input_ids"])] = 1
+        from cai.rewardmodels import padded
+
+        ids, mask = padded([b["input_ids"] for b in batch], self.pad_id)
         return {"input_ids": ids, "attention_mask": mask, "targets": torch.tensor([b["target"] for b in batch])}
 
 
