@@ -54,7 +54,7 @@ def main():
     base = dict(constitution=str(const.path), max_tokens=96, model=args.model)
     sampled = RunConfig(prompts="-", out="-", **base)
     ctx = RunContext(sampled, const, templates, RunStore(ROOT / "data" / "runs" / "bench"), backend=engine)
-    pairs = [(p.prompt, (p.first, p.second)) for p in RLStage(sampled).pairs(ctx, prompts, ChunkResult())]
+    pairs = [(p.prompt, (p.first, p.second)) for _, p in RLStage(sampled).pairs(ctx, prompts, ChunkResult())]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pairs.jsonl"
         path.write_text(

@@ -126,7 +126,7 @@ def create_app(
     loopback: bool = True,
 ):
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
     registry = CollectorRegistry()
@@ -208,7 +208,8 @@ def create_app(
             t0 = time.perf_counter()
             try:
                 payload = await make(request)
-                code, response = 200, JSONResponse(payload)
+                response = payload if isinstance(payload, Response) else JSONResponse(payload)
+                code = 200
             except Refused as e:
                 code, response = e.status, JSONResponse({"error": e.reason}, status_code=e.status, headers=e.headers)
             requests.labels(endpoint, str(code)).inc()
@@ -248,14 +249,7 @@ def create_app(
     app.add_api_route("/get_reward", answer("get_reward", openrlhf), methods=["POST"])
     app.add_api_route("/v1/rewards", answer("rewards", native), methods=["POST"])
     app.add_api_route("/health", answer("health", health), methods=["GET"])
-
-    async def metrics_route(request: Request):
-        try:
-            return await metrics(request)
-        except Refused as e:
-            return JSONResponse({"error": e.reason}, status_code=e.status, headers=e.headers)
-
-    app.add_api_route("/metrics", metrics_route, methods=["GET"])
+    app.add_api_route("/metrics", answer("metrics", metrics), methods=["GET"])
 
     app.router.on_shutdown.append(scorer.close)
     return app

@@ -7,12 +7,13 @@ no request while another answers. A 4xx other than 429 is the request's own faul
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import os
 import threading
-import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cai.errors import CaiError
@@ -57,8 +58,6 @@ class Servers:
             raise CaiError(f"reward server {url}: {status} {text[:200]}")
 
     async def apost(self, path: str, body: dict) -> dict:
-        import asyncio
-
         import httpx
 
         last = ""
@@ -78,23 +77,10 @@ class Servers:
         raise CaiError(f"no reward server answered after {self.attempts} attempts (last: {last})")
 
     def post(self, path: str, body: dict) -> dict:
-        import httpx
-
-        last = ""
-        with httpx.Client(timeout=self.timeout) as client:
-            for attempt in range(self.attempts):
-                url = self._pick()
-                try:
-                    r = client.post(url + path, json=body, headers=self._headers())
-                    if r.status_code == 200:
-                        return r.json()
-                    self._failed(r.status_code, r.text, url)
-                    last = f"{url}: {r.status_code}"
-                except httpx.TransportError as e:
-                    last = f"{url}: {type(e).__name__}"
-                self.failovers += 1
-                time.sleep(min(2.0, 0.05 * 2**attempt))
-        raise CaiError(f"no reward server answered after {self.attempts} attempts (last: {last})")
+        """`apost` for a caller that is not a coroutine (verl's reward managers call a plain function): run in a
+        loop of its own, on a thread of its own, so it works whether or not the caller's thread runs a loop."""
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self.apost(path, body)).result()
 
 
 def _text(completion: Any) -> str:

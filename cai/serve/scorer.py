@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
 
 from cai import answer, ranking
 from cai import steps as steps_mod
@@ -118,64 +117,52 @@ class Scorer:
         got = iter(step_scores(self.prm, scored)["steps"]) if scored else iter(())
         return [solution_score(next(got), self.aggregate) if r.steps else None for r in rows]
 
-    def _check(self, items: list[Item]) -> list[list]:
-        return [check_all(self.constitution.rules, i.response, i.reference) for i in items]
+    def _rules(self, items: list[Item]) -> list[tuple[dict[str, float | None], list[str], list[dict]]]:
+        """Per item: the rules' component, the reasons of checks that could not finish, and every rule's result."""
+        out = []
+        for i in items:
+            checked = check_all(self.constitution.rules, i.response, i.reference)
+            rows = [dict(r.row(), principle=r.rule.split(".")[0]) for r in checked]
+            errors = [f"{r.rule}: {r.error}" for r in checked if r.error]
+            out.append(({"rules": mean_score(checked, self.rules) if checked else None}, errors, rows))
+        return out
+
+    async def _model(self, name: str, batcher: Batcher, items: list[Item]) -> list[tuple[dict, list[str], list]]:
+        values = await batcher.submit(items)
+        why = f"{name}: no score (no steps after splitting by {self.separator!r})"
+        return [({name: v}, [why] if v is None else [], []) for v in values]
+
+    def _judged(self, items: list[Item]) -> list[tuple[dict, list[str], list]]:
+        assert self.judged is not None
+        scores, errors = self.judged.score(items)
+        return [(sc, er, []) for sc, er in zip(scores, errors, strict=True)]
 
     async def score(self, items: list[Item], weights: dict[str, float] | None = None) -> list[Scored]:
-        weights = weights or self.weights
-        jobs: list[Awaitable[Any]] = [asyncio.to_thread(self._check, items)]
+        """Every source of this server on all items at once (the rules in a thread, the models batched, the
+        engine's judgements in a thread); a source that fails leaves its components out, with its reason."""
+        sources: dict[tuple[str, ...], Awaitable[list[tuple[dict, list[str], list]]]] = {
+            ("rules",): asyncio.to_thread(self._rules, items)
+        }
         if self.pm_batcher is not None:
-            jobs.append(self.pm_batcher.submit(items))
+            sources[("pm",)] = self._model("pm", self.pm_batcher, items)
         if self.prm_batcher is not None:
-            jobs.append(self.prm_batcher.submit(items))
+            sources[("prm",)] = self._model("prm", self.prm_batcher, items)
         if self.judged is not None:
-            jobs.append(asyncio.to_thread(self.judged.score, items))
-        done = await asyncio.gather(*jobs, return_exceptions=True)
-        out = []
-        results = done[0]
-        models: dict[str, Any] = dict(zip([s for s in ("pm", "prm") if getattr(self, s)], done[1:], strict=False))
-        judged_errors: list[list[str]] = [[] for _ in items]
-        if self.judged is not None:
-            got = done[-1]
-            for name in self.judged.signals:
-                if isinstance(got, BaseException):
-                    models[name] = got
-                else:
-                    models[name] = [g[name] for g in got[0]]
-            if not isinstance(got, BaseException):
-                judged_errors = got[1]
-        for k, _item in enumerate(items):
-            errors: list[str] = []
-            components: dict[str, float | None] = {}
-            rules_here: list[dict] = []
-            if isinstance(results, BaseException):
-                errors.append(f"rules: {type(results).__name__}: {str(results)[:200]}")
-                components["rules"] = None
-            else:
-                checked = results[k]
-                components["rules"] = mean_score(checked, self.rules) if checked else None
-                for r in checked:
-                    rules_here.append(
-                        {
-                            "rule": r.rule,
-                            "principle": r.rule.split(".")[0],
-                            "passed": r.passed,
-                            "score": r.score,
-                            "error": r.error,
-                        }
-                    )
-                    if r.error:
-                        errors.append(f"{r.rule}: {r.error}")
-            for name, got in models.items():
-                if isinstance(got, BaseException):
-                    components[name] = None
-                    errors.append(f"{name}: {type(got).__name__}: {str(got)[:200]}")
-                else:
-                    components[name] = got[k]
-                    if got[k] is None and name == "prm":
-                        errors.append(f"{name}: no score (no steps after splitting by {self.separator!r})")
-            errors += judged_errors[k]
-            out.append(Scored(ranking.combined(components, weights), components, rules_here, errors))
+            sources[tuple(self.judged.signals)] = asyncio.to_thread(self._judged, items)
+        done = await asyncio.gather(*sources.values(), return_exceptions=True)
+        out = [Scored(None, {}) for _ in items]
+        for names, got in zip(sources, done, strict=True):
+            if isinstance(got, BaseException):
+                for s in out:
+                    s.components.update(dict.fromkeys(names))
+                    s.errors.append(f"{'/'.join(names)}: {type(got).__name__}: {str(got)[:200]}")
+                continue
+            for s, (components, errors, rows) in zip(out, got, strict=True):
+                s.components.update(components)
+                s.errors += errors
+                s.rules += rows
+        for s in out:
+            s.reward = ranking.combined(s.components, weights or self.weights)
         return out
 
     async def close(self) -> None:

@@ -176,16 +176,9 @@ class RLStage(Stage):
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
         """Candidates, then one label per pair (cai.labels), as rows of TRL's preference format."""
         result = ChunkResult()
-        pairs = self.pairs(ctx, chunk, result)
-        # A prompt's one pair has the prompt's id; each of its several pairs is numbered (stable: the file's order)
-        count: dict[str, int] = {}
-        for pair in pairs:
-            count[pair.prompt.id] = count.get(pair.prompt.id, 0) + 1
-        ids, seen = {}, dict.fromkeys(count, 0)
-        for pair in pairs:
-            k, seen[pair.prompt.id] = seen[pair.prompt.id], seen[pair.prompt.id] + 1
-            ids[id(pair)] = pair.prompt.id if count[pair.prompt.id] == 1 else f"{pair.prompt.id}/{k}"
-        for j in self.labeller.label(ctx, pairs, result):
+        named = self.pairs(ctx, chunk, result)
+        ids = {id(pair): key for key, pair in named}
+        for j in self.labeller.label(ctx, [pair for _, pair in named], result):
             result.rows.append(self._row(ctx, j, ids[id(j.pair)]))
         return result
 
@@ -198,16 +191,17 @@ class RLStage(Stage):
                     f"rl: {repeats} pair(s) of the file repeat an earlier pair of their prompt exactly: judged once"
                 )
 
-    def pairs(self, ctx: RunContext, chunk: list[Prompt], result: ChunkResult) -> list[Pair]:
-        """The chunk's candidate pairs (every pair of every group a prompt has); a prompt without one is skipped in
-        `result` with the reason."""
+    def pairs(self, ctx: RunContext, chunk: list[Prompt], result: ChunkResult) -> list[tuple[str, Pair]]:
+        """The chunk's candidate pairs (every pair of every group a prompt has) with their row ids: a prompt's one
+        pair has the prompt's id, its several pairs are numbered in the file's order. A prompt without one is
+        skipped in `result` with the reason."""
         out = []
         for p, found in zip(chunk, self.candidates.get(ctx, chunk, result), strict=True):
             pairs, _ = _pairs(p, found)
             if isinstance(pairs, Failure):
                 result.skip(p.id, f"candidates: {pairs.reason}")
             else:
-                out += pairs
+                out += [(p.id if len(pairs) == 1 else f"{p.id}/{k}", pair) for k, pair in enumerate(pairs)]
         return out
 
     def _row(self, ctx: RunContext, j: Judged, pair_id: str) -> dict:
