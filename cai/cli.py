@@ -32,6 +32,10 @@ def _run_options(func=None, *, exclude: tuple[str, ...] = ()):
     from cai.config import catalogue
 
     def wrap(f):
+        from cai.config import RETIRED
+
+        for name in RETIRED:  # hidden: given, it is refused with the reason (cai.config.RETIRED)
+            f = click.option(f"--{name.replace('_', '-')}", name, hidden=True, default=None)(f)
         return _options([s for s in catalogue().settings.values() if s.name not in exclude], f)
 
     return wrap(func) if func is not None else wrap
@@ -115,6 +119,40 @@ def eval_judge(data, as_json, plot, config_file, **flags):
     config = config_mod.load(config_file, **flags)
     r = evaluate(config, data, log=lambda m: click.echo(m, err=True))
     _eval_output(r, judge_lines(r), as_json, plot, f"{r['judge']} judge")
+
+
+@cli.command("judge-data")
+@click.option(
+    "--data",
+    required=True,
+    help="Labelled pairs: a preference file (as cai eval judge reads) or a run folder (pairs a person kept or "
+    "flipped in cai review, pairs a rule decided, sampled answers a reference graded).",
+)
+@click.option("--pointwise", is_flag=True, help="Also judge each answer alone, k times (kept pointwise SFT data).")
+@click.option("--keep-easy", "keep_easy", is_flag=True, help="Keep pairs whose k judgements were all correct.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_run_options
+def judge_data(data, pointwise, keep_easy, as_json, config_file, **flags):
+    """Training data for the GRM judge from its own judgements (DeepSeek-GRM's rejective fine-tuning): k
+    judgements per labelled pair (--grm-samples), each checked against the label. Writes OUT/judgements/ (every
+    judgement with `correct`: the meta reward model's data, cai train-pm OUT --kind meta) and OUT/judge_sft/ (the
+    correct ones of pairs that were not too easy, TRL's conversational format), and prints the acceptance rate
+    per subset. A killed run resumes.
+
+    \b
+    Example:
+      cai judge-data --data data/eval/prefs.jsonl --grm-samples 8 --out data/runs/judge-data
+    """
+    import json
+
+    from cai import config as config_mod
+    from cai.judge_data import build, lines
+
+    flags["judge"] = flags.get("judge") or "grm"
+    config = config_mod.load(config_file, **flags)
+    r = build(config, data, pointwise, keep_easy, log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(r, indent=2, default=str) if as_json else "\n".join(lines(r)))
 
 
 @eval_.command("pm")
@@ -450,24 +488,43 @@ def publish(run, repo, private, dry_run, test_fraction, seed, license_, attempts
 @click.option("--port", type=int, default=8765, show_default=True, help="Port to serve on (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; keep loopback unless you must.")
 @click.option("--no-open", "no_open", is_flag=True, help="Do not open the page in the default browser.")
-def review(run, port, host, no_open):
+@click.option(
+    "--queue",
+    help="Open on a review queue: convincing-wrong (steps: solutions with a wrong final answer, the labeller's "
+    "most convincing first, to mark their first wrong step).",
+)
+def review(run, port, host, no_open, queue):
     """Read RUN in the browser and correct it: filter rows, read SFT traces as diffs and pairs with their
-    votes, then keep / drop / flip rows (j/k to move, a keep, d drop, f flip). Decisions go to RUN/review.jsonl
-    as you make them; `cai publish` applies them. Ctrl-C stops the server."""
+    votes, then keep / drop / flip rows (j/k to move, a keep, d drop, f flip) and relabel steps (or mark a
+    solution's first wrong step). Decisions go to RUN/review.jsonl as you make them; `cai publish` and
+    `cai train-pm` apply them. Ctrl-C stops the server.
+
+    \b
+    Example (Let's Verify's active learning: label the wrong answers the step labeller rates highest):
+      cai review data/runs/steps --queue convincing-wrong
+    """
     import time
     import webbrowser
 
     from cai.review.decisions import counts
-    from cai.review.server import start
+    from cai.review.server import queue_split, start
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
             f"warning: serving on {host}: anyone who can reach it and learns the page's token can edit", err=True
         )
+    split = queue_split(run, queue) if queue else None  # refused before the server starts
     server = start(run, host, port)
-    click.echo(f"reviewing {run} at {server.url}  (Ctrl-C to stop)")
+    url = server.url + (f"?split={split}&queue={queue}" if queue else "")
+    if queue:
+        from cai.review.query import Filters, page
+        from cai.store import RunStore
+
+        n = page(RunStore(run), Filters(split or "", queue=queue, limit=1))["total"]
+        click.echo(f"queue {queue}: {n} {split} rows")
+    click.echo(f"reviewing {run} at {url}  (Ctrl-C to stop)")
     if not no_open:
-        webbrowser.open(server.url)
+        webbrowser.open(url)
     try:
         while True:
             time.sleep(1)

@@ -102,6 +102,19 @@ class ExecutorOptions:
 
 CORE = (RunOptions, SamplingOptions, ExecutorOptions)
 
+# Settings that were removed, with why and what replaces them: a config or flag that still names one is told so.
+RETIRED = {
+    "grm_meta_pm": "retired: it gave every judgement of a pair the same preference-model margin, so it kept the "
+    "judgements that agreed with the preference model (the PM voting in the GRM's place) and never rated a "
+    "judgement's quality; use --grm-meta-rm DIR, a meta reward model trained on judgements (cai judge-data, then "
+    "cai train-pm --kind meta)",
+}
+
+
+def _retired(key: str, where: str = "") -> None:
+    if key in RETIRED:
+        raise CaiError(f"{where}--{key.replace('_', '-')} was {RETIRED[key]}")
+
 
 @dataclass(frozen=True)
 class Declared:
@@ -147,6 +160,7 @@ class RunConfig:
     def _set(self, values: dict[str, Any], where: dict[str, str]) -> None:
         known = catalogue().settings
         for key in values:
+            _retired(key)
             if key not in known:
                 raise CaiError(f"unknown setting {key!r}")
         self.given = frozenset(values)
@@ -279,11 +293,16 @@ def load(path: str | Path | None = None, **overrides: Any) -> RunConfig:
             for key_node, value_node in node.value:
                 key = key_node.value.replace("-", "_")
                 line = key_node.start_mark.line + 1
+                _retired(key, f"{path}:{line}: ")
                 if key not in known:
                     raise CaiError(f"{path}:{line}: unknown key {key_node.value!r}")
                 values[key] = yaml.SafeLoader(text).construct_object(value_node, deep=True)
                 where[key] = f"{path}:{line}: "
     for key, value in overrides.items():
+        if key in RETIRED:  # the CLI keeps a retired flag hidden, to say why when it is given
+            if value is not None:
+                _retired(key)
+            continue
         if key not in known:
             raise CaiError(f"unknown setting {key!r}")
         if value is not None:

@@ -21,7 +21,7 @@ from cai.errors import CaiError
 if TYPE_CHECKING:
     import torch
 
-PM, PRM, PIK = "pm", "prm", "pik"  # the kinds `cai train-pm --kind` writes (a PRM's or P(IK)'s config: cai_kind)
+PM, PRM, PIK, META = "pm", "prm", "pik", "meta"  # the kinds `cai train-pm --kind` writes (cai_kind in config)
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ KINDS = {
     PRM: Kind("ForTokenClassification", "a process reward model", "AutoModelForTokenClassification"),
     # the same head as a PM's, told apart by the cai_kind its trainer writes
     PIK: Kind("ForSequenceClassification", "a P(IK) value head", "AutoModelForSequenceClassification"),
+    META: Kind("ForSequenceClassification", "a meta reward model", "AutoModelForSequenceClassification"),
 }
 
 
@@ -50,8 +51,8 @@ def kind_of(pm: str, flag: str = "--pm", want: str | None = None) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CaiError(f"{config}: unreadable model config") from None
     architectures = saved.get("architectures") or []
-    if saved.get("cai_kind") == PIK:
-        return PIK
+    if saved.get("cai_kind") in (PIK, META):  # a PM's head, told apart by what its trainer wrote
+        return saved["cai_kind"]
     for kind, k in KINDS.items():
         if any(a.endswith(k.suffix) for a in architectures):
             return kind
@@ -189,6 +190,34 @@ def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, 
             raw += rewards_of(model, batch).reshape(-1).tolist()
     # Raw rewards give Bradley-Terry probabilities (sigmoid of a margin); normalised ones compare across models.
     return {"scores": [(r - mean) / std for r in raw], "raw": raw, "truncated": encode.truncated}
+
+
+def judgement_ids(tokenizer, messages: list[dict], max_length: int) -> list[int]:
+    """What a meta reward model reads of a sampled judgement (chat messages: the question with the answers, then
+    the judge's reply with its scores), the same in training and in `--grm-meta-rm`: their texts in order, cut
+    from the left when too long, as a judgement's end holds its verdict."""
+    tokenizer.truncation_side = "left"
+    text = "\n\n".join(str(m["content"]) for m in messages)
+    return tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
+
+
+def meta_scores(
+    model_dir: str, judgements: list[list[dict]], batch_size: int = 16, max_length: int = 512
+) -> list[float]:
+    """P(the verdict is correct) of each judgement (as chat messages) from a trained meta reward model (cai train-pm
+    --kind meta)."""
+    import torch
+
+    tokenizer, model = load(model_dir, META)
+    out: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(judgements), batch_size):
+            ids, mask = padded(
+                [judgement_ids(tokenizer, m, max_length) for m in judgements[start : start + batch_size]],
+                tokenizer.pad_token_id,
+            )
+            out += torch.sigmoid(model(input_ids=ids, attention_mask=mask).logits.squeeze(-1)).reshape(-1).tolist()
+    return out
 
 
 @dataclass

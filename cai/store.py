@@ -294,6 +294,22 @@ class RunStore:
         atomic_write(path, sink.getvalue().to_pybytes())
         return path
 
+    def write_derived(self, split: str, rows: list[dict], schema: pa.Schema) -> Path:
+        """A split made from another split's rows (judge-data's SFT split from its judgements): written whole as
+        one shard, atomically, replacing what was there. It is rebuilt from its source on every run, so a kill
+        while writing it loses nothing; it is written even when empty, so its schema is there to read."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.root / split / "part-00000.parquet"
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
+        atomic_write(path, sink.getvalue().to_pybytes())
+        for stale in self.shards(split):
+            if stale != path:
+                stale.unlink()
+        return path
+
     # -- review -------------------------------------------------------------------------------------
     def append_review(self, entry: dict) -> None:
         """One person's decision on one row, appended and fsynced: a killed review server loses nothing it

@@ -9,12 +9,23 @@ every reader shows its split with no edit of theirs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cai.errors import CaiError
 
 if TYPE_CHECKING:
     import polars as pl
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A review queue: the rows a person's labels are worth most on (`condition`, a polars expression), in the
+    order to label them (`sort`, highest first unless `descending` is false)."""
+
+    help: str
+    condition: Any  # pl.Expr (polars is imported where a queue is built, not here)
+    sort: str
+    descending: bool = True
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,10 @@ class View:
 
     def flags(self) -> dict[str, pl.Expr]:
         """The review page's filters that apply to this split: name -> a polars condition on a row."""
+        return {}
+
+    def queues(self) -> dict[str, Queue]:
+        """The review queues of this split (`cai review --queue NAME`): name -> its rows and their order."""
         return {}
 
     def flip(self, row: dict) -> dict:
@@ -131,9 +146,34 @@ class StepsView(View):
 
         return {"failed": pl.col("failed_votes").list.len() > 0}
 
+    def queues(self) -> dict[str, Queue]:
+        import polars as pl
+
+        return {
+            "convincing-wrong": Queue(
+                "solutions whose final answer is wrong, those the labeller found most convincing (highest "
+                "solution_p) first: the steps that fool it, where a person's labels teach most (Lightman et al. "
+                "2023's active learning)",
+                pl.col("correct").fill_null(True).not_(),  # graded wrong; ungraded solutions are not in it
+                "solution_p",
+            )
+        }
+
     def relabel(self, row: dict, steps: dict[int, bool]) -> dict | None:
+        """The row with a person's step labels, which outrank the labeller's: a relabelled step's soft label
+        `step_p` becomes the person's 1 or 0 (the PRM trainer learns `step_p` first), the labeller's soft labels
+        stay in `ai_step_p`, and `first_error` follows the new labels. `solution_p` stays the labeller's."""
         labels = list(row["labels"])
+        soft = row.get("step_p")
+        step_p = list(soft) if soft is not None else None
         for k, v in steps.items():
-            if int(k) < len(labels):
+            if 0 <= int(k) < len(labels):
                 labels[int(k)] = v
-        return dict(row, labels=labels)
+                if step_p is not None:
+                    step_p[int(k)] = 1.0 if v else 0.0
+        out = dict(row, labels=labels)
+        if step_p is not None:
+            out.update(step_p=step_p, ai_step_p=list(soft or []))
+        if "first_error" in row:
+            out["first_error"] = next((i for i, ok in enumerate(labels) if not ok), None)
+        return out

@@ -7,7 +7,6 @@ from conftest import run_stage
 
 from cai import backends
 from cai.config import RunConfig
-from cai.errors import CaiError
 from cai.inputs import Prompt, prompt_id
 from cai.judges import grm
 from cai.judges.grm import GrmSample
@@ -61,7 +60,7 @@ def _reply(scores):
     return reply
 
 
-def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good"), meta_pm=None, scores="parse"):
+def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good"), scores="parse"):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(f'{{"prompt": "q1", "responses": ["{pair[0]}", "{pair[1]}"]}}\n')
     config = RunConfig(
@@ -72,7 +71,6 @@ def _run(tmp_path, engine, k=4, meta=False, pair=("bad", "good"), meta_pm=None, 
         judge="grm",
         grm_samples=k,
         grm_meta=meta,
-        grm_meta_pm=meta_pm,
         grm_scores=scores,
     )
     prompt = Prompt(prompt_id([{"role": "user", "content": "q1"}]), ({"role": "user", "content": "q1"},))
@@ -143,58 +141,6 @@ def test_a_failed_meta_read_is_recorded_not_scored_zero(tmp_path):
     assert all("no log-prob for" in f["reason"] for f in meta_failures)
     # an unscored sample ranks below every scored one: the kept half takes scored samples first
     assert sum(s["kept"] for s in scored) == min(3, len(scored))
-
-
-def test_meta_filter_by_a_trained_preference_model(tmp_path, tiny_backbone):
-    """A position-biased judge: each sample prefers whichever answer it was shown first, so the samples
-    split into two verdicts. The preference model's rewards decide which verdict's samples are kept."""
-    from cai.rewardmodels import rewards
-
-    def first_wins(chat, sampling, seed, index):
-        if not chat[-1]["content"].endswith("[["):
-            return " principles and critiques."
-        return "8, 3]]"
-
-    (row,) = _run(tmp_path, backends.get("scripted")(reply=first_wins), k=6, meta_pm=tiny_backbone).rows
-    r_bad, r_good = rewards(tiny_backbone, [([{"role": "user", "content": "q1"}], t) for t in ("bad", "good")])[
-        "scores"
-    ]
-    pm_prefers = "good" if r_good > r_bad else "bad"
-    margin = abs(r_good - r_bad)
-    kept = [s for s in row["grm"] if s["kept"]]
-    assert len(kept) == 3 and len(row["grm"]) == 6
-    agreeing = 0
-    for s in row["grm"]:
-        # a sample scoring `chosen` higher prefers chosen; the PM agrees iff chosen is the PM's favourite
-        prefers = (
-            row["chosen"][0]["content"] if s["score_chosen"] > s["score_rejected"] else row["rejected"][0]["content"]
-        )
-        agrees = prefers == pm_prefers
-        agreeing += agrees
-        assert s["meta"] == pytest.approx(1 / (1 + math.exp(-margin if agrees else margin)))
-    assert min(s["meta"] for s in kept) >= max(s["meta"] for s in row["grm"] if not s["kept"])
-    assert 3 <= agreeing < 6, "the seeded orders should show each answer first at least once, the PM's 3+ times"
-    # the kept samples all prefer the PM's favourite, so it wins the vote
-    assert row["chosen"][0]["content"] == pm_prefers and row["p_chosen"] == pytest.approx(8 / 11)
-
-
-def test_meta_pm_is_checked_before_the_engine_starts(tmp_path):
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text('{"prompt": "q1", "responses": ["a", "b"]}\n')
-    for judge, message in (
-        ("grm", "not a trained preference model folder"),
-        ("logprob", "--grm-meta-pm is a setting of the grm judge, but this run uses --judge logprob"),
-    ):
-        with pytest.raises(CaiError, match=message):
-            config = RunConfig(
-                prompts=str(pairs),
-                out=str(tmp_path / "run"),
-                stage="rl",
-                pairs="file",
-                judge=judge,
-                grm_meta_pm=str(tmp_path),
-            )
-            run_stage("rl", config, None, [])
 
 
 # -- scores read from token probabilities (the default) -------------------------------------------------------

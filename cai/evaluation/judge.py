@@ -19,7 +19,7 @@ from cai import backends, columns
 from cai.columns import Messages
 from cai.config import RunConfig
 from cai.evaluation.data import LabelledPair, fingerprint, read_pairs
-from cai.evaluation.metrics import best_of_n, judge_report
+from cai.evaluation.metrics import best_of_n, grm_scaling, judge_report
 from cai.evaluation.run import chunked
 from cai.evaluation.run import evaluate as run_evaluation
 from cai.inputs import Prompt
@@ -141,6 +141,10 @@ def evaluate(
         if p.id in failed and p.group is not None
     ]
     report["rewardbench2"] = best_of_n(records, "advantage", scores=False)
+    if stage.labeller.name == "grm":
+        from cai.judges.grm import GrmOptions
+
+        report["grm_scaling"] = grm_scaling(done.rows, config.options(GrmOptions).grm_samples)
     report.update(
         config.values_of(stage.labeller.judge.settings),
         data=data,

@@ -182,6 +182,34 @@ def judge_report(rows: list[dict], failed: int = 0, pairwise: bool = True, bins:
     return out
 
 
+def grm_scaling(rows: list[dict], samples: int, ks: tuple[int, ...] = (1, 4, 8)) -> list[dict]:
+    """The GRM vote's accuracy from the first k sampled judgements of each pair, k = 1, 4, 8 (those up to the k
+    drawn, and k itself), without and, where the samples carry meta scores, with the meta filter (the half of the
+    k with the highest meta score votes): DeepSeek-GRM's inference-time scaling table, from one set of samples.
+
+    rows: judged rows with their `grm` evidence ({sample, score_chosen, score_rejected, soft_chosen, soft_rejected,
+    meta}). A pair is right when the summed (soft) scores put the preferred answer strictly first."""
+    ks = tuple(sorted({k for k in ks if k <= samples} | {samples}))
+    with_meta = any(g.get("meta") is not None for r in rows for g in r.get("grm") or [])
+    out = []
+    for k in ks:
+        for meta in (False, True) if with_meta else (False,):
+            right, voted = 0, 0
+            for r in rows:
+                drawn = [g for g in r.get("grm") or [] if g["sample"] < k]
+                if meta:
+                    ranked = sorted(drawn, key=lambda g: (-(g["meta"] if g["meta"] is not None else -1.0), g["sample"]))
+                    drawn = ranked[: max(1, -(-len(drawn) // 2))]
+                if not drawn:
+                    continue
+                voted += 1
+                chosen = sum(g["score_chosen"] if g["soft_chosen"] is None else g["soft_chosen"] for g in drawn)
+                rejected = sum(g["score_rejected"] if g["soft_rejected"] is None else g["soft_rejected"] for g in drawn)
+                right += chosen > rejected
+            out.append({"k": k, "meta": meta, "pairs": voted, "accuracy": right / voted if voted else None})
+    return out
+
+
 def pm_report(rows: list[dict], bins: int = 10) -> dict:
     """Everything `cai eval pm` reports. rows: {margin (reward of preferred minus the other's), p (the
     model's P(preferred is better) = sigmoid of the raw margin), chosen_first, subset, p_label (the data's

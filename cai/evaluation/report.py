@@ -37,12 +37,31 @@ def judge_lines(r: dict) -> list[str]:
                 f"  {p:<26}{g['votes']:>6} {_pct(g['accuracy'])} {_pct(g['one_order_accuracy'])} "
                 f"{_pct(g['position_consistent']):>10}"
             )
-    lines += _sections(r) + _rb2(r)
+    lines += _sections(r) + _rb2(r) + _scaling(r)
     if r.get("failure_reasons"):
         lines.append("why pairs failed: " + "; ".join(r["failure_reasons"]))
     if r.get("out"):
         lines.append(f"judged rows    {r['out']}/judged/ (report-eval-judge.json beside them)")
     return lines
+
+
+def _scaling(r: dict) -> list[str]:
+    """DeepSeek-GRM's inference-time scaling table in miniature: accuracy by k, with and without the meta RM."""
+    rows = r.get("grm_scaling")
+    if not rows:
+        return []
+    metas = sorted({x["meta"] for x in rows})
+    head = "  ".join(f"{'meta-RM vote' if m else 'vote':>12}" for m in metas)
+    out = [
+        "GRM voting     accuracy of the vote over the first k judgements (the GRM alone, no rules)",
+        f"  {'k':>4}  {head}",
+    ]
+    for k in sorted({x["k"] for x in rows}):
+        cells = {x["meta"]: x for x in rows if x["k"] == k}
+        out.append(f"  {k:>4}  " + "  ".join(f"{_pct(cells[m]['accuracy']):>12}" for m in metas))
+    if r.get("grm_meta_rm"):
+        out.append(f"  meta RM {r['grm_meta_rm']}: the half of the k judgements it rates most likely correct votes")
+    return out
 
 
 def pm_lines(r: dict) -> list[str]:

@@ -22,7 +22,8 @@ from cai.store import RunStore
 
 @dataclass(frozen=True)
 class Evaluated:
-    """The evaluation's rows (this data's only, in the folder's order) and its failures (id, reason)."""
+    """The evaluation's rows (this data's only, by the stage's key, in the folder's order) and its failures (id,
+    reason)."""
 
     rows: list[dict]
     failures: list[tuple[str, str]]
@@ -60,7 +61,7 @@ def evaluate(
         rows = store.read(stage.split)
         skips = [(s["id"], s["reason"]) for s in store.skipped() if s["stage"] == stage.name]
     return Evaluated(
-        [r for r in rows if r["id"] in wanted], [(i, why) for i, why in skips if i in wanted], const, store
+        [r for r in rows if r[stage.key] in wanted], [(i, why) for i, why in skips if i in wanted], const, store
     )
 
 

@@ -4,9 +4,13 @@ For each pair the model writes k judgements: principles for this query, a critiq
 an integer score from 1 to 10 per answer. The candidates' order is drawn afresh for every sample, all
 k samples of all pairs go to the engine in one call, and the scores are read after a forced
 `Scores: [[` prefix so their format is fixed. Unparseable samples are recorded and excluded, never
-guessed. An optional meta judge (the model's own P(Yes) that a judgement is correct, or a trained
-preference model's agreement with its verdict) keeps the better half of the samples before the vote,
-which sums each answer's scores over the kept samples.
+guessed. An optional meta judge (the model's own P(Yes) that a judgement is correct, or a trained meta reward
+model's P(its verdict is correct), `cai train-pm --kind meta`) keeps the better half of the samples before the
+vote, which sums each answer's scores over the kept samples (the paper's meta-RM-guided voting).
+
+The sampled judgements are public (`GrmJudge.sampled`, `GrmJudge.sampled_single`): `cai judge-data` keeps the
+ones whose verdict agrees with a known label as SFT data for the judge (the paper's rejective fine-tuning) and
+every one, right or wrong, as the meta reward model's training data.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import TYPE_CHECKING, ClassVar
 from cai import answer
 from cai.backends import Sampling
 from cai.backends.base import option_probability
+from cai.errors import CaiError
+from cai.inputs import Prompt
 from cai.judges import reasoning
 from cai.judges.base import Description, FailedRead, Judge, Pair, Verdict
 from cai.prompts import SAMPLE_CONVERSATION, TemplateSpec
@@ -47,12 +53,12 @@ class GrmOptions:
     grm_meta: bool = setting(
         False, "Keep the half of the samples the model itself rates most likely correct.", identity=True
     )
-    grm_meta_pm: str | None = setting(
+    grm_meta_rm: str | None = setting(
         None,
-        "A preference model folder (cai train-pm) that ranks the samples for "
-        "the meta filter: each sample's P(its preferred answer is better); "
-        "implies the filter.",
+        "A meta reward model folder (cai train-pm --kind meta, trained on cai judge-data's judgements) that "
+        "rates each sampled judgement's P(its verdict is correct); the better half votes (implies the filter).",
         identity=True,
+        path=True,
     )
     grm_seed_principles: bool = setting(True, "Show the constitution's principles as a starting point.", identity=True)
     grm_scores: str = setting(
@@ -66,32 +72,53 @@ class GrmOptions:
 
 
 @dataclass
-class _Sample:
-    """One sampled judgement while it is being read; becomes a GrmSample or a FailedRead."""
+class Judgement:
+    """One sampled judgement while it is being read (it becomes a GrmSample or a FailedRead), of `responses`
+    answers shown together: two for a pair, one for a pointwise judgement of a single answer."""
 
     pair: int
     prompt_id: str
     k: int
     first_shown_first: bool
     question: str
+    responses: int = 2
     text: str = ""
-    shown: tuple[int, int] | None = None  # the (hard) scores in the order shown: (shown first, shown second)
-    soft: tuple[float, float] | None = None  # read path: the expected scores, in the order shown
+    shown: tuple[int, ...] | None = None  # the (hard) scores in the order shown: (shown first, shown second)
+    soft: tuple[float, ...] | None = None  # read path: the expected scores, in the order shown
     error: str | None = None
     meta: float | None = None
     meta_error: str | None = None  # why the meta judge gave no score (the sample then ranks last)
 
     @property
-    def scores(self) -> tuple[int, int]:
-        """(first candidate's score, second candidate's score)."""
+    def verdict_scores(self) -> tuple[float, ...]:
+        """The scores the vote sums, in the order shown: read, the expected scores; parsed, the written ones."""
         assert self.shown is not None
-        return self.shown if self.first_shown_first else (self.shown[1], self.shown[0])
+        return self.soft if self.soft is not None else tuple(float(x) for x in self.shown)
+
+    def conversation(self, templates) -> list[dict]:
+        """The judgement as one chat exchange, TRL's conversational format: the question the judge was asked,
+        and as the reply the judgement followed by the scores its verdict rests on, in the order shown
+        (`grm_target.j2`): the written integers, or read from token probabilities their expectations to one
+        decimal (the most likely digit alone ties too often to carry the verdict the vote counted). It is the
+        form a judge fine-tuned on it writes and what the meta reward model reads."""
+        assert self.shown is not None
+        scores = [f"{x:.1f}" for x in self.soft] if self.soft is not None else [str(x) for x in self.shown]
+        reply = templates.render("grm_target.j2", reasoning=self.text, scores=scores)
+        return [{"role": "user", "content": self.question}, {"role": "assistant", "content": reply}]
+
+    @property
+    def scores(self) -> tuple[int, int]:
+        """A pair's (first candidate's score, second candidate's score)."""
+        assert self.shown is not None
+        a, b = self.shown
+        return (a, b) if self.first_shown_first else (b, a)
 
     @property
     def soft_scores(self) -> tuple[float, float] | None:
         if self.soft is None:
             return None
-        return self.soft if self.first_shown_first else (self.soft[1], self.soft[0])
+        a, b = self.soft
+        return (a, b) if self.first_shown_first else (b, a)
 
 
 @dataclass(frozen=True)
@@ -205,6 +232,7 @@ class GrmJudge(Judge):
         TemplateSpec("grm_scores.j2", {"reasoning": "r"}, ends_with="[["),
         TemplateSpec("grm_meta.j2", {"judgement": "j"}),
         TemplateSpec("grm_meta_prefix.j2"),
+        TemplateSpec("grm_target.j2", {"reasoning": "r", "scores": [7, 3]}),
     )
 
     def __init__(self, config: RunConfig):
@@ -213,14 +241,16 @@ class GrmJudge(Judge):
         self.max_tokens = config.options(reasoning.ReasoningOptions).cot_max_tokens
 
     def check(self, ctx: RunContext) -> None:
-        if self.o.grm_meta_pm is not None:
-            from cai.rewardmodels import check_pm
+        if self.o.grm_meta_rm is not None:
+            from cai.rewardmodels import META, check_pm
 
-            check_pm(self.o.grm_meta_pm, "--grm-meta-pm")
+            check_pm(self.o.grm_meta_rm, "--grm-meta-rm", META)
+        if self.o.grm_meta_rm is not None and self.o.grm_meta:
+            raise CaiError("--grm-meta and --grm-meta-rm are two meta judges: choose one")
 
     def describe(self) -> Description:
         meta = {True: " The better half of the samples by the meta judge's score was kept before the vote.", False: ""}[
-            bool(self.o.grm_meta or self.o.grm_meta_pm)
+            bool(self.o.grm_meta or self.o.grm_meta_rm)
         ]
         read = self.o.grm_scores == "read"
         how = (
@@ -240,10 +270,15 @@ class GrmJudge(Judge):
             pairwise_votes=False,
         )
 
-    def judge(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Verdict | Failure]:
-        seed = ctx.config.run.seed
+    def _principles(self, ctx: RunContext) -> list[str]:
         shown = [p.compare or p.critique for p in ctx.constitution.principles] if self.o.grm_seed_principles else []
-        principles = [text for text in shown if text]  # principles checked only by rules have neither
+        return [text for text in shown if text]  # principles checked only by rules have neither
+
+    def sampled(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Judgement]:
+        """The k judgements of every pair (the answers' order drawn afresh for each), written in one engine call
+        and scored; a judgement that could not be scored keeps its `error`."""
+        seed = ctx.config.run.seed
+        principles = self._principles(ctx)
         samples = []
         for i, pair in enumerate(pairs):
             for k in range(self.o.grm_samples):
@@ -258,12 +293,32 @@ class GrmJudge(Judge):
                     response_1=r1,
                     response_2=r2,
                 )
-                samples.append(_Sample(i, pair.prompt.id, k, first_shown, question))
+                samples.append(Judgement(i, pair.prompt.id, k, first_shown, question))
         self._write_and_score(ctx, samples, result)
+        return samples
+
+    def sampled_single(self, ctx: RunContext, items: list[tuple[Prompt, str]], result: ChunkResult) -> list[Judgement]:
+        """k pointwise judgements of each single answer (`pair` = the item's index), scored from the score
+        token's probabilities after `Score of Response 1: [` (a single answer has no order to parse)."""
+        principles = self._principles(ctx)
+        samples = []
+        for i, (prompt, text) in enumerate(items):
+            question = ctx.templates.render(
+                "grm_samples.j2",
+                conversation=list(prompt.messages),
+                principles=principles,
+                responses=[answer.scoped(text, ctx.constitution.scope)],
+            )
+            samples += [Judgement(i, prompt.id, k, True, question, 1) for k in range(self.o.grm_samples)]
+        self._write_and_score(ctx, samples, result, read=True)
+        return samples
+
+    def judge(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Verdict | Failure]:
+        samples = self.sampled(ctx, pairs, result)
         good = [s for s in samples if s.shown is not None]
         kept = {id(s) for s in good}
-        if good and self.o.grm_meta_pm:
-            self._pm_meta(good, pairs)
+        if good and self.o.grm_meta_rm:
+            self._rm_meta(ctx, good)
             kept = _top_half(good)
         elif good and self.o.grm_meta:
             self._self_meta(ctx, good, result)
@@ -304,7 +359,9 @@ class GrmJudge(Judge):
                 verdicts.append(Verdict(q, failed=tuple(failed[i]), evidence={"grm": tuple(evidence[i])}))
         return verdicts
 
-    def _write_and_score(self, ctx: RunContext, samples: list[_Sample], result: ChunkResult) -> None:
+    def _write_and_score(
+        self, ctx: RunContext, samples: list[Judgement], result: ChunkResult, read: bool | None = None
+    ) -> None:
         """The judgements (sampled, one call), then their scores: read from the score tokens' probabilities
         (two forward passes per judgement, sharing it as a cached prefix), or parsed from a few greedy tokens
         after a forced `Scores: [[`."""
@@ -314,7 +371,7 @@ class GrmJudge(Judge):
             [continued(s.question, opening) for s in samples],
             [(s.prompt_id, f"grm-{s.k}") for s in samples],
             result,
-            label=f"rl grm judgements (k={self.o.grm_samples})",
+            label=f"grm judgements (k={self.o.grm_samples})",
             stop=("Scores:", "Score of Response"),
         )
         written = []
@@ -325,33 +382,36 @@ class GrmJudge(Judge):
             # A judgement cut by the token budget still gets its scores: they are asked for now.
             s.text = out.text.strip()
             written.append(s)
-        if self.o.grm_scores == "read":
+        if read or self.o.grm_scores == "read":
             self._read_scores(ctx, written, result)
         else:
             self._parse_scores(ctx, written, result)
 
-    def _read_scores(self, ctx: RunContext, written: list[_Sample], result: ChunkResult) -> None:
+    def _read_scores(self, ctx: RunContext, written: list[Judgement], result: ChunkResult) -> None:
         """Each response's score from one forward pass after `Score of Response N: [`: a sample fails only
         when the engine fails, never because of what the model wrote."""
-        chats = [
-            continued(s.question, ctx.templates.render("grm_score.j2", reasoning=s.text, response=n))
-            for s in written
-            for n in (1, 2)
-        ]
-        outs = ctx.engine.generate(chats, Sampling(options=SCALE, continue_final=True, label="rl grm scores"))
-        for i, s in enumerate(written):
-            reads = []
-            for (out,) in outs[2 * i : 2 * i + 2]:
-                result.tally(out)
-                reads.append(read_score(out.option_logprobs) if out.ok else Failure(f"scores: {out.error}"))
-            bad = next((r for r in reads if isinstance(r, Failure)), None)
+        chats, owners = [], []
+        for s in written:
+            for n in range(1, s.responses + 1):
+                chats.append(continued(s.question, ctx.templates.render("grm_score.j2", reasoning=s.text, response=n)))
+                owners.append(s)
+        outs = ctx.engine.generate(chats, Sampling(options=SCALE, continue_final=True, label="grm scores"))
+        reads: dict[int, list[tuple[float, int] | Failure]] = {}
+        for s, (out,) in zip(owners, outs, strict=True):
+            result.tally(out)
+            reads.setdefault(id(s), []).append(
+                read_score(out.option_logprobs) if out.ok else Failure(f"scores: {out.error}")
+            )
+        for s in written:
+            got = reads.get(id(s), [])
+            bad = next((r for r in got if isinstance(r, Failure)), None)
             if bad is not None:
                 s.error = bad.reason
                 continue
-            (soft1, hard1), (soft2, hard2) = reads  # type: ignore[misc]
-            s.shown, s.soft = (hard1, hard2), (soft1, soft2)
+            scored = [r for r in got if not isinstance(r, Failure)]
+            s.shown, s.soft = tuple(h for _, h in scored), tuple(x for x, _ in scored)
 
-    def _parse_scores(self, ctx: RunContext, written: list[_Sample], result: ChunkResult) -> None:
+    def _parse_scores(self, ctx: RunContext, written: list[Judgement], result: ChunkResult) -> None:
         """The text path: a few greedy tokens after a forced `Scores: [[`, parsed; unparseable is recorded."""
         follow, where = [], []
         for s in written:
@@ -362,7 +422,7 @@ class GrmJudge(Judge):
             return
         # Structured output keeps the scores' format on engines that can constrain decoding (vLLM's guided
         # decoding); the text is parsed and checked all the same, as other servers may ignore the constraint.
-        scores = Sampling(max_tokens=8, temperature=0.0, continue_final=True, regex=SCORES_REGEX, label="rl grm scores")
+        scores = Sampling(max_tokens=8, temperature=0.0, continue_final=True, regex=SCORES_REGEX, label="grm scores")
         outs = ctx.engine.generate(follow, scores)
         for s, (out,) in zip(where, outs, strict=True):
             result.tally(out)
@@ -372,7 +432,7 @@ class GrmJudge(Judge):
             else:
                 s.shown = parsed
 
-    def _self_meta(self, ctx: RunContext, good: list[_Sample], result: ChunkResult) -> None:
+    def _self_meta(self, ctx: RunContext, good: list[Judgement], result: ChunkResult) -> None:
         """Meta score = the judge model's own P(" Yes") that the judgement is correct, one forward pass each."""
         prefix = ctx.templates.render("grm_meta_prefix.j2")
         # The meta judge sees the question with both responses, then the judgement as it was written.
@@ -391,26 +451,21 @@ class GrmJudge(Judge):
             else:
                 s.meta = option_probability(out.option_logprobs, *META)
 
-    def _pm_meta(self, good: list[_Sample], pairs: list[Pair]) -> None:
-        """Meta score from a trained preference model: the probability, under its Bradley-Terry rewards, that
-        the answer this sample scored higher is the better one (0.5 for a sample that scored them equal). A
-        sample whose verdict the preference model disagrees with ranks below one it agrees with."""
-        from cai.rewardmodels import rewards
+    def _rm_meta(self, ctx: RunContext, good: list[Judgement]) -> None:
+        """Meta score from a trained meta reward model: P(the judgement's verdict is correct), read from the
+        judgement as one exchange (the question with the answers, the judgement and its scores), the same text
+        it was trained on."""
+        from cai.rewardmodels import meta_scores
 
-        assert self.o.grm_meta_pm is not None
-        used = sorted({s.pair for s in good})
-        items = [(list(pairs[i].prompt.messages), text) for i in used for text in (pairs[i].first, pairs[i].second)]
-        scores = rewards(self.o.grm_meta_pm, items)["scores"]
-        margin = {i: scores[2 * j] - scores[2 * j + 1] for j, i in enumerate(used)}  # r(first) - r(second)
-        for s in good:
-            first, second = s.soft_scores or s.scores
-            verdict = (first > second) - (first < second)  # +1: first, -1: second, 0: tie
-            s.meta = 1 / (1 + math.exp(-verdict * margin[s.pair]))
+        assert self.o.grm_meta_rm is not None
+        probs = meta_scores(self.o.grm_meta_rm, [s.conversation(ctx.templates) for s in good])
+        for s, p in zip(good, probs, strict=True):
+            s.meta = p
 
 
-def _top_half(good: list[_Sample]) -> set[int]:
+def _top_half(good: list[Judgement]) -> set[int]:
     """Per pair, the half of the parseable samples (at least one) with the highest meta score (ids)."""
-    by_pair: dict[int, list[_Sample]] = {}
+    by_pair: dict[int, list[Judgement]] = {}
     for s in good:
         by_pair.setdefault(s.pair, []).append(s)
     kept: set[int] = set()

@@ -1,6 +1,6 @@
 """The bundled trainers: a pairwise preference model (soft-label Bradley-Terry on RLAIF data), a process reward
-model (soft BCE on step labels) and a P(IK) value head (soft BCE on the share of samples correct), each with its
-own config, found by `--kind`."""
+model (soft BCE on step labels), a P(IK) value head (soft BCE on the share of samples correct) and a meta reward
+model (BCE on whether a sampled judgement's verdict was correct), each with its own config, found by `--kind`."""
 
 from __future__ import annotations
 
@@ -26,12 +26,15 @@ class Trainer:
 
 def trainers() -> dict[str, Trainer]:
     """The trainers by kind (their modules import torch and transformers only when they train)."""
-    from cai.pm import pik, prm, trainer
+    from cai.pm import meta, pik, prm, trainer
 
     return {
         "pm": Trainer(trainer.PMConfig, trainer.train, trainer.summary_lines, "a pairwise model on prefs/ or ranked/"),
         "prm": Trainer(prm.PRMConfig, prm.train, prm.summary_lines, "a process reward model on steps/"),
         "pik": Trainer(pik.PIKConfig, pik.train, pik.summary_lines, "a P(IK) value head on samples/"),
+        "meta": Trainer(
+            meta.MetaRMConfig, meta.train, meta.summary_lines, "a meta reward model on judge-data's judgements/"
+        ),
     }
 
 

@@ -11,29 +11,48 @@ from cai.sampling import stable_unit
 from cai.sources import open_rows
 
 
-def read_rows(source: str, trainer: str) -> list[tuple[str, dict]]:
-    """(where, row) pairs of training data for `trainer` (pm, prm): from a cai run folder, the split whose view
-    says this trainer reads it; else a folder of parquet shards, a parquet or JSONL file, or a `datasets` name."""
+def read_rows(source: str, trainer: str, split: str | None = None) -> list[tuple[str, dict]]:
+    """(where, row) pairs of training data for `trainer` (pm, prm, pik, meta): from a cai run folder, the split
+    whose view says this trainer reads it (or `split`, written by a command that is not a stage: judge-data's
+    judgements), with a person's review decisions applied (`cai review`: dropped rows left out, flipped pairs
+    and relabelled steps as the person said, as `cai publish` applies them); else a folder of parquet shards, a
+    parquet or JSONL file, or a `datasets` name."""
     from cai import stages
     from cai.store import RunStore
 
-    split = None
-    if RunStore.is_run(source):
-        writers = stages.reading(lambda view: view.trains == trainer)
-        if not writers:
-            raise CaiError(f"{source}: no installed stage writes rows the {trainer} trainer reads")
-        store = RunStore(source)
-        held = [w for w in writers if store.count(w.split)]
-        if not held:
-            names = " or ".join(f"{w.split} (--stage {w.name})" for w in writers)
-            raise CaiError(f"{source}: the run has no rows the {trainer} trainer reads yet: {names}")
-        if len(held) > 1:
-            raise CaiError(
-                f"{source}: the run holds {' and '.join(w.split + '/' for w in held)} rows; point train-pm at one "
-                f"split's folder ({source}/{held[0].split})"
-            )
-        split = held[0].split
-    return open_rows(source, split)
+    if not RunStore.is_run(source):
+        return open_rows(source)
+    store = RunStore(source)
+    writers = stages.reading(lambda view: view.trains == trainer)
+    held = [w for w in writers if store.count(w.split)]
+    if len(held) > 1:
+        raise CaiError(
+            f"{source}: the run holds {' and '.join(w.split + '/' for w in held)} rows; point train-pm at one "
+            f"split's folder ({source}/{held[0].split})"
+        )
+    if held:
+        return _reviewed(store, held[0].split, held[0].view, source)
+    if split is not None and store.count(split):
+        from cai.review.query import view_of
+
+        return _reviewed(store, split, view_of(split), source)
+    names = [f"{w.split} (--stage {w.name})" for w in writers] + ([f"{split}"] if split else [])
+    if not names:
+        raise CaiError(f"{source}: no installed stage writes rows the {trainer} trainer reads")
+    raise CaiError(f"{source}: the run has no rows the {trainer} trainer reads yet: {' or '.join(names)}")
+
+
+def _reviewed(store, split: str, view, source: str) -> list[tuple[str, dict]]:
+    """A run's split with the review decisions on it applied (the rows as they are where nobody reviewed)."""
+    from cai.review import decisions
+
+    table = store.table(split)
+    if table is None or not table.num_rows:
+        raise CaiError(f"{source}: the run has no {split} rows yet")
+    reviews = store.reviews()
+    if any(s == split for s, _ in reviews):
+        table, _ = decisions.apply(table, split, view, reviews)
+    return [(f"{source}: {split} row {i}", r) for i, r in enumerate(table.to_pylist())]
 
 
 def load_rows(source: str) -> list[dict]:

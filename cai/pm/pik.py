@@ -16,6 +16,7 @@ from pathlib import Path
 from cai.calibration import calibration
 from cai.errors import CaiError
 from cai.pm import training
+from cai.pm.pointwise import Collator, predict, trainer_class
 from cai.pm.training import TrainOptions
 from cai.sampling import stable_unit
 
@@ -100,46 +101,6 @@ def features(rows: list[Question], tokenizer, max_length: int) -> list[dict]:
         }
         for q in rows
     ]
-
-
-class Collator:
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, batch: list[dict]) -> dict:
-        import torch
-
-        from cai.rewardmodels import padded
-
-        ids, mask = padded([b["input_ids"] for b in batch], self.pad_id)
-        return {"input_ids": ids, "attention_mask": mask, "targets": torch.tensor([b["target"] for b in batch])}
-
-
-def trainer_class():
-    from transformers import Trainer
-
-    class PIKTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            import torch
-
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits.squeeze(-1)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, inputs["targets"].to(logits.dtype))
-            return (loss, {"logits": logits}) if return_outputs else loss
-
-    return PIKTrainer
-
-
-def predict(model, feats: list[dict], collate: Collator, batch_size: int = 16) -> list[float]:
-    import torch
-
-    model.eval()
-    out: list[float] = []
-    with torch.no_grad():
-        for start in range(0, len(feats), batch_size):
-            batch = collate(feats[start : start + batch_size])
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
-            out += torch.sigmoid(logits).reshape(-1).tolist()
-    return out
 
 
 def metrics(predicted: list[float], rows: list[Question]) -> dict:

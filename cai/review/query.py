@@ -33,6 +33,7 @@ class Filters:
     p_min: float | None = None
     p_max: float | None = None
     flag: str = ""
+    queue: str = ""  # a review queue of the split's view: its rows only, in its order
     offset: int = 0
     limit: int = 50
 
@@ -44,6 +45,10 @@ def parse(params: dict[str, str], splits: list[str]) -> Filters:
     flag = params.get("flag", "")
     if flag and flag not in flags():
         raise CaiError(f"flag must be one of {', '.join(flags())}")
+    queue = params.get("queue", "")
+    if queue and queue not in view_of(split).queues():
+        have = ", ".join(view_of(split).queues()) or "none"
+        raise CaiError(f"no review queue {queue!r} for {split} rows (have: {have})")
     try:
         p_min = float(params["p_min"]) if params.get("p_min") else None
         p_max = float(params["p_max"]) if params.get("p_max") else None
@@ -52,7 +57,7 @@ def parse(params: dict[str, str], splits: list[str]) -> Filters:
     except ValueError:
         raise CaiError("p_min, p_max, offset and limit must be numbers") from None
     return Filters(
-        split, params.get("q", "")[:200], params.get("principle", "")[:200], p_min, p_max, flag, offset, limit
+        split, params.get("q", "")[:200], params.get("principle", "")[:200], p_min, p_max, flag, queue, offset, limit
     )
 
 
@@ -106,8 +111,13 @@ def page(store: RunStore, f: Filters) -> dict:
         conds.append(pl.col(view.label) <= f.p_max)
     if f.flag:
         conds.append(_flag(f.flag, view, set(reviews)))
+    queue = view.queues().get(f.queue) if f.queue else None
+    if queue is not None:
+        conds.append(queue.condition)
     for cond in conds:
         frame = frame.filter(cond)
+    if queue is not None:  # its order, then the id's (a stable page order for equal scores)
+        frame = frame.sort([queue.sort, "id"], descending=[queue.descending, False], nulls_last=True)
     total = frame.select(pl.len()).collect().item()
     cols = [
         pl.col("id"),
@@ -117,6 +127,8 @@ def page(store: RunStore, f: Filters) -> dict:
     if view.answer:
         cols.append(_content(schema, view.answer).str.slice(0, 300).alias("answer"))
     cols += [pl.col(c) for c in view.extra]
+    if queue is not None and queue.sort not in (view.label, *view.extra):
+        cols.append(pl.col(queue.sort))
     if view.label:
         cols.append(pl.col(view.label))
     rows = frame.select(cols).slice(f.offset, f.limit).collect().to_dicts()

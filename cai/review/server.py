@@ -76,6 +76,16 @@ def start(run: str, host: str = "127.0.0.1", port: int = 0) -> Review:
     return Review(server, thread, f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}/", token)
 
 
+def queue_split(run: str, queue: str) -> str:
+    """The split of `run` that has the review queue `queue`; one line naming the queues there are when none has."""
+    store = RunStore(run)
+    store.require()
+    have = {name: split for split in store.splits() for name in query.view_of(split).queues()}
+    if queue not in have:
+        raise CaiError(f"--queue {queue}: no split of {run} has that queue (have: {', '.join(have) or 'none'})")
+    return have[queue]
+
+
 class _Handler(BaseHTTPRequestHandler):
     store: RunStore
     token: str
@@ -187,6 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "answer": view.answer,
                 "flippable": view.flippable,
                 "label": view.label,
+                "queues": {name: {"help": q.help, "sort": q.sort} for name, q in view.queues().items()},
             }
         return {
             "run": str(Path(self.store.root).resolve().name),

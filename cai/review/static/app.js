@@ -39,8 +39,11 @@ async function init() {
     $("split").appendChild(o);
   }
   showCounts(state.meta.counts);
-  splitChanged();
-  for (const id of ["split", "principle", "flag", "p_min", "p_max"]) $(id).addEventListener("change", () => {
+  // `cai review --queue NAME` opens the page on a split and one of its review queues (?split=&queue=).
+  const asked = new URLSearchParams(location.search);
+  if (asked.get("split") && state.meta.splits[asked.get("split")]) $("split").value = asked.get("split");
+  splitChanged(asked.get("queue") || "");
+  for (const id of ["split", "queue", "principle", "flag", "p_min", "p_max"]) $(id).addEventListener("change", () => {
     if (id === "split") splitChanged(); else { state.offset = 0; load(); }
   });
   let timer;
@@ -51,8 +54,14 @@ async function init() {
   document.addEventListener("keydown", onKey);
 }
 
-function splitChanged() {
+function splitChanged(queue) {
   const info = state.meta.splits[$("split").value];
+  const qs = $("queue");
+  qs.replaceChildren(el("option", "none"));
+  qs.firstChild.value = "";
+  for (const [name, q] of Object.entries(info.queues || {})) { const o = el("option", name); o.value = name; o.title = q.help; qs.appendChild(o); }
+  $("queue-box").hidden = !Object.keys(info.queues || {}).length;
+  if (queue && (info.queues || {})[queue]) qs.value = queue;
   const p = $("principle");
   p.replaceChildren(el("option", "any"));
   p.firstChild.value = "";
@@ -64,7 +73,7 @@ function splitChanged() {
 
 async function load() {
   const params = new URLSearchParams({ split: $("split").value, offset: state.offset, limit: state.limit });
-  for (const id of ["q", "principle", "flag", "p_min", "p_max"]) if ($(id).value) params.set(id, $(id).value);
+  for (const id of ["q", "queue", "principle", "flag", "p_min", "p_max"]) if ($(id).value) params.set(id, $(id).value);
   const seq = (state.seq = (state.seq || 0) + 1);
   const data = await api("/api/rows?" + params);
   if (seq !== state.seq) return; // a newer filter was asked for while this one ran
@@ -80,6 +89,8 @@ async function load() {
     li.appendChild(el("span", r.prompt));
     // Steps rows: a prompt has several solutions, told apart by their index and their steps.
     if (r.solution !== undefined) li.appendChild(el("span", ` · solution ${r.solution}: ${r.answer}`, "hint"));
+    const q = $("queue").value && state.meta.splits[$("split").value].queues[$("queue").value];
+    if (q && r[q.sort] != null) li.insertBefore(el("span", `${q.sort} ${r[q.sort].toFixed(3)} `, "p"), li.children[1]);
     li.addEventListener("click", () => select(i));
     list.appendChild(li);
   });
@@ -198,11 +209,20 @@ function renderTrace(d, row) {
 
 function renderSteps(d, row) {
   const changed = (row.decision && row.decision.steps) || {};
+  const action = () => (row.decision && row.decision.action) || "keep";
+  const n = (row.completions || []).length;
   if (row.solution_p != null) {
     const outcome = row.correct == null ? "" : row.correct ? " · final answer correct" : " · final answer wrong";
     const first = row.first_error == null ? "no bad step" : `first bad step ${row.first_error + 1}`;
     d.appendChild(el("h3", `solution ${row.solution} (${row.source}) · solution_p ${row.solution_p.toFixed(3)} · ${first}${outcome}`));
   }
+  // Let's Verify's labelling: a person marks the first wrong step; the steps before it are right, and the ones
+  // after it build on a mistake, so they are wrong too. "No wrong step" marks every step right.
+  const firstWrong = (i) => { const s = {}; for (let j = 0; j < n; j++) s[j] = i < 0 || j < i; return s; };
+  const none = el("button", "no wrong step", "no-wrong");
+  none.type = "button";
+  none.addEventListener("click", () => decide(action(), firstWrong(-1)));
+  d.appendChild(none);
   (row.completions || []).forEach((text, i) => {
     const label = i in changed ? changed[i] : row.labels[i];
     const box = el("div", null, "step " + (label ? "good" : "bad"));
@@ -212,10 +232,14 @@ function renderSteps(d, row) {
       const split = (v.p_yes_ab > 0.5) !== (v.p_yes_ba > 0.5);
       box.appendChild(el("div", `${v.principle}: P(yes) ${v.p_yes_ab.toFixed(2)} shown (A), ${v.p_yes_ba.toFixed(2)} shown (B)`, "hint" + (split ? " split" : "")));
     }
-    const b = el("button", "relabel");
+    const b = el("button", "relabel", "relabel");
     b.type = "button";
-    b.addEventListener("click", () => { changed[i] = !label; decide((row.decision && row.decision.action) || "keep", changed); });
+    b.addEventListener("click", () => { changed[i] = !label; decide(action(), changed); });
     box.appendChild(b);
+    const w = el("button", "first wrong step", "first-wrong");
+    w.type = "button";
+    w.addEventListener("click", () => decide(action(), firstWrong(i)));
+    box.appendChild(w);
     d.appendChild(box);
   });
 }

@@ -1,0 +1,47 @@
+"""A scalar head trained with binary cross-entropy against a soft target: what the P(IK) value head and the meta
+reward model share (their data and metrics differ; the loss, batching and prediction do not)."""
+
+from __future__ import annotations
+
+
+class Collator:
+    """Pads a batch of {input_ids, target} into tensors (the targets may be NaN when only predicting)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        import torch
+
+        from cai.rewardmodels import padded
+
+        ids, mask = padded([b["input_ids"] for b in batch], self.pad_id)
+        return {"input_ids": ids, "attention_mask": mask, "targets": torch.tensor([b["target"] for b in batch])}
+
+
+def trainer_class():
+    from transformers import Trainer
+
+    class PointwiseTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
+
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits.squeeze(-1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, inputs["targets"].to(logits.dtype))
+            return (loss, {"logits": logits}) if return_outputs else loss
+
+    return PointwiseTrainer
+
+
+def predict(model, feats: list[dict], collate: Collator, batch_size: int = 16) -> list[float]:
+    """σ(head) of every feature, in order."""
+    import torch
+
+    model.eval()
+    out: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(feats), batch_size):
+            batch = collate(feats[start : start + batch_size])
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+            out += torch.sigmoid(logits).reshape(-1).tolist()
+    return out
