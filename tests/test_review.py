@@ -295,7 +295,7 @@ def test_steps_rows_in_a_real_browser_and_a_relabelled_step(browser, tmp_path):
         first_id = page.get_attribute("#rows li >> nth=0", "data-id")
         before = RunStore(out).read("steps")
         label = next(r for r in before if r["id"] == first_id)["labels"][1]
-        page.locator("#detail .step >> nth=1").locator("button").click()
+        page.locator("#detail .step >> nth=1").locator("button.relabel").click()
         page.wait_for_function("document.querySelector('#rows li.selected .badge').textContent !== 'new'")
     finally:
         page.close()
@@ -307,3 +307,77 @@ def test_steps_rows_in_a_real_browser_and_a_relabelled_step(browser, tmp_path):
     assert rows[first_id]["labels"][1] is (not label) and done["relabelled"] == 1
     others = [r for r in before if r["id"] != first_id and r["prompt_id"] == rows[first_id]["prompt_id"]]
     assert others and all(rows[o["id"]]["labels"] == o["labels"] for o in others)  # the other solution untouched
+
+
+def test_convincing_wrong_queue_and_first_wrong_step_reach_publish_and_the_prm(browser, tmp_path, cli):
+    """Let's Verify's active learning: `cai review --queue convincing-wrong` lists the solutions graded wrong, the
+    step labeller's most convincing (highest solution_p) first; a person marks a solution's first wrong step in the
+    page, and `cai publish` and `cai train-pm --kind prm` learn the person's labels, not the labeller's."""
+    from conftest import ROOT
+
+    from cai.pm import prm
+    from cai.publish import build
+
+    out = tmp_path / "steps"
+    config = RunConfig(
+        constitution="reasoning",
+        prompts=str(ROOT / "data" / "prompts" / "math.jsonl"),  # references 8, 19, 72
+        out=str(out),
+        stage="steps",
+        backend="scripted",
+        limit=3,
+        solutions_per_prompt=2,
+    )
+    reply = lambda chat, sampling, seed, index: f"Work it out.\nAnswer: {8 if index % 2 else 7}"
+    generate(config, backend=ScriptedBackend(reply=reply), log=lambda *_: None)
+    store = RunStore(out)
+    rows = store.read("steps")
+    wrong = sorted((r for r in rows if r["correct"] is False), key=lambda r: (-r["solution_p"], r["id"]))
+    assert 0 < len(wrong) < len(rows) and len({r["solution_p"] for r in wrong}) > 1
+    got = query.page(store, query.Filters("steps", queue="convincing-wrong"))
+    assert [r["id"] for r in got["rows"]] == [r["id"] for r in wrong] and got["total"] == len(wrong)
+    r = cli("review", out, "--queue", "nope", "--no-open")
+    assert r.returncode == 2 and "no split of" in r.stderr and "convincing-wrong" in r.stderr
+
+    server = start(str(out))
+    page = browser.new_page(viewport={"width": 1400, "height": 900}, bypass_csp=True)
+    try:
+        page.goto(server.url + "?split=steps&queue=convincing-wrong")
+        page.wait_for_selector("#rows li")
+        assert page.input_value("#queue") == "convincing-wrong"
+        listed = [
+            page.get_attribute(f"#rows li >> nth={i}", "data-id") for i in range(page.locator("#rows li").count())
+        ]
+        assert listed == [r["id"] for r in wrong]
+        assert "solution_p" in page.inner_text("#rows li >> nth=0")
+        page.locator("#rows li").first.click()
+        page.wait_for_selector("#detail .step")
+        assert "final answer wrong" in page.inner_text("#detail")
+        page.locator("#detail .step >> nth=0").locator("button.first-wrong").click()  # the first step is wrong
+        page.wait_for_function("document.querySelector('#rows li.selected .badge').textContent !== 'new'")
+        page.wait_for_selector("#detail .step.bad >> nth=1")
+        # the queue filter is the page's too: choosing none lists every steps row
+        page.select_option("#queue", "")
+        page.wait_for_function(f"document.querySelectorAll('#rows li').length === {len(rows)}")
+    finally:
+        page.close()
+        server.stop()
+    top = wrong[0]
+    (decision,) = store.reviews().values()
+    n = len(top["completions"])
+    assert decision["id"] == top["id"] and decision["steps"] == {str(i): False for i in range(n)}
+    # publish: the person's labels, the labeller's soft labels kept beside them
+    built = build(str(out), str(tmp_path / "hub"), test_fraction=0.0)
+    assert built["reviewed"]["relabelled"] == 1
+    import pyarrow.parquet as pq
+
+    published = {
+        x["id"]: x for f in (tmp_path / "hub").rglob("*.parquet") for x in pq.read_table(f).to_pylist() if "labels" in x
+    }
+    mine = published[top["id"]]
+    assert mine["labels"] == [False] * n and mine["step_p"] == [0.0] * n and mine["first_error"] == 0
+    assert mine["ai_step_p"] == pytest.approx(top["step_p"]) and mine["human_label"] == "relabel"
+    # the PRM trainer reads the run with the decision applied: the person's targets for that solution only
+    targets = {s.id: s.targets for s in prm.load_rows(str(out))}
+    assert targets[top["id"]] == [0.0] * n
+    assert all(targets[r["id"]] == pytest.approx(r["step_p"]) for r in rows if r["id"] != top["id"])
