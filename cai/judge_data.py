@@ -375,17 +375,17 @@ def lines(r: dict) -> list[str]:
         f"judge data  {r['pairs']} labelled pairs ({', '.join(f'{n} {s}' for s, n in r['label_sources'].items())}), "
         f"k = {r['grm_samples']}{', pointwise too' if r['pointwise'] else ''}; {r['failed_pairs']} pairs failed",
         "",
-        f"{'subset (kind)':32} {'pairs':>6} {'judged':>7} {'correct':>8} {'too easy':>9} {'none ok':>8} {'kept':>6}"
+        f"{'subset (kind)':36} {'pairs':>6} {'judged':>7} {'correct':>8} {'too easy':>9} {'none ok':>8} {'kept':>6}"
         f" {'rate':>6}",
     ]
     for name, s in r["subsets"].items():
         out.append(
-            f"{name[:32]:32} {s['pairs']:>6} {s['judgements']:>7} {s['correct']:>8} {s['too_easy']:>9} "
+            f"{name[:36]:36} {s['pairs']:>6} {s['judgements']:>7} {s['correct']:>8} {s['too_easy']:>9} "
             f"{s['none_correct']:>8} {s['accepted']:>6} {s['rate']:>6.1%}"
         )
     easy = "kept" if r["keep_easy"] else "left out (--keep-easy keeps them)"
     out += [
-        f"{'all':32} {r['pairs']:>6} {r['judgements']:>7} {r['correct']:>8} {'':>9} {'':>8} {r['accepted']:>6} "
+        f"{'all':36} {r['pairs']:>6} {r['judgements']:>7} {r['correct']:>8} {'':>9} {'':>8} {r['accepted']:>6} "
         f"{r['rate']:>6.1%}",
         "",
         f"too easy: every one of a pair's k judgements was correct; those pairs' judgements are {easy}",

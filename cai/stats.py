@@ -52,6 +52,11 @@ def compute(run: str | Path) -> dict:
         out["rows"][stage.split] = frame.select(pl.len()).collect().item()
         out.update(stage.report().stats(frame))
         out["sections"].append(stage.name)
+    for split in store.splits():  # splits no installed stage writes (judge-data's, an evaluation's)
+        out["rows"].setdefault(split, store.count(split))
+    judge_data = store.load_report("judge-data")
+    if judge_data is not None:
+        out["judge_data"] = judge_data
     return out
 
 
@@ -70,6 +75,10 @@ def render(s: dict, store: RunStore | None = None) -> str:
     for stage in run_stages(store or RunStore(s["run"])):
         if stage.name in s["sections"]:
             lines += stage.report().report_lines(s)
+    if s.get("judge_data"):
+        from cai.judge_data import lines as judge_data_lines
+
+        lines += ["", *judge_data_lines(s["judge_data"])]
     return "\n".join(lines)
 
 

@@ -196,6 +196,11 @@ class RunStore:
         atomic_write(path, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
         return path
 
+    def load_report(self, kind: str) -> dict | None:
+        """A report `save_report` wrote, or None."""
+        path = self.root / f"report-{kind}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     # -- shards -------------------------------------------------------------------------------------
     def shards(self, split: str) -> list[Path]:
         folder = self.root / split

@@ -426,3 +426,61 @@ def test_sample_stage_on_the_real_engine_feeds_trl_and_train_pm(engine, tmp_path
         max_length=64,
     )
     assert pik["questions"] == 3
+
+
+def test_judge_data_loop_on_the_real_engine(engine, tmp_path, tiny_backbone):
+    """DeepSeek-GRM's loop on the embedded model: k judgements per labelled pair (pairwise and pointwise), checked
+    against the label; TRL's SFTTrainer takes a step on the kept judgements; a meta reward model trains on all of
+    them; `cai eval judge` votes with it and prints the k-scaling table. The tiny model's verdicts are close to
+    chance: the test checks the structure and the arithmetic, not its judgement."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    from cai.evaluation.judge import evaluate
+    from cai.evaluation.report import judge_lines
+    from cai.judge_data import build
+    from cai.models import resolve
+    from cai.pm import train
+
+    lines = (ROOT / "data" / "eval" / "prefs.jsonl").read_text().splitlines()
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(lines[:: len(lines) // 3][:3]) + "\n")  # three subsets
+    out = tmp_path / "jd"
+    config = RunConfig(out=str(out), judge="grm", grm_samples=2, cot_max_tokens=32)
+    report = build(config, str(data), pointwise=True, keep_easy=True, backend=engine, log=lambda *_: None)
+    store = RunStore(out)
+    rows = store.read("judgements")
+    assert len(rows) == 3 * (2 + 4) and report["judgements"] == len(rows) and report["failed_pairs"] == 0
+    for r in rows:
+        assert r["error"] is None and r["correct"] is (r["soft_chosen"] > r["soft_rejected"])
+        assert (
+            r["messages"][1]["content"].startswith("Principles:")
+            and "Score of Response 1" in r["messages"][1]["content"]
+        )
+    sft = store.read("judge_sft")
+    assert len(sft) == sum(bool(r["correct"]) for r in rows) == report["accepted"]
+    assert sum(s["judgements"] for s in report["subsets"].values()) == len(rows)
+    if sft:  # TRL's SFTTrainer reads the split as it is
+        dataset = datasets.load_dataset(
+            "parquet", data_files=[str(p) for p in store.shards("judge_sft")], split="train"
+        )
+        args = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no")
+        trained = SFTTrainer(
+            model=resolve("smollm2-135m"),
+            args=SFTConfig(output_dir=str(tmp_path / "sft"), max_length=256, **args),
+            train_dataset=dataset,
+        ).train()
+        assert trained.global_step == 1 and math.isfinite(trained.training_loss)
+    meta = train(str(out), str(tmp_path / "meta"), kind="meta", backbone=tiny_backbone, epochs=1, max_length=64,
+                 log=lambda *_: None)  # fmt: skip
+    assert meta["judgements"] == 6 and meta["left_out"] == 12  # the pointwise ones are not the meta RM's
+    judged = evaluate(
+        RunConfig(judge="grm", grm_samples=2, cot_max_tokens=32, grm_meta_rm=str(tmp_path / "meta")),
+        str(data),
+        backend=engine,
+        log=lambda *_: None,
+    )
+    assert judged["pairs"] == 3 and {(x["k"], x["meta"]) for x in judged["grm_scaling"]} == {
+        (1, False), (1, True), (2, False), (2, True)
+    }  # fmt: skip
+    assert "meta-RM vote" in "\n".join(judge_lines(judged))

@@ -119,9 +119,11 @@ def page(store: RunStore, f: Filters) -> dict:
     if queue is not None:  # its order, then the id's (a stable page order for equal scores)
         frame = frame.sort([queue.sort, "id"], descending=[queue.descending, False], nulls_last=True)
     total = frame.select(pl.len()).collect().item()
+    # a split no installed stage writes (judge-data's SFT split) may hold its prompt in chat messages only
+    shown = next((c for c in (view.prompt, "messages", view.answer) if c and c in schema), None)
     cols = [
         pl.col("id"),
-        _content(schema, view.prompt).str.slice(0, 300).alias("prompt"),
+        (_content(schema, shown) if shown else pl.lit("")).str.slice(0, 300).alias("prompt"),
         principles.alias("principles"),
     ]
     if view.answer:
