@@ -66,6 +66,23 @@ def tiny_backbone(tmp_path_factory):
     return str(folder)
 
 
+def trl_sft_step(shards: list[Path], out: Path, max_length: int):
+    """One step of TRL's SFTTrainer on the embedded model over parquet shards, read as they are: the check that
+    an SFT split is in a format TRL trains on. Returns the training output."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    from cai.models import resolve
+
+    dataset = datasets.load_dataset("parquet", data_files=[str(p) for p in shards], split="train")
+    args = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no")
+    return SFTTrainer(
+        model=resolve("smollm2-135m"),
+        args=SFTConfig(output_dir=str(out), max_length=max_length, **args),
+        train_dataset=dataset,
+    ).train()
+
+
 def write(path: Path, text: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(text, bytes):

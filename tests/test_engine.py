@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HARMLESS, RED_TEAM, ROOT, write
+from conftest import HARMLESS, RED_TEAM, ROOT, trl_sft_step, write
 
 from cai.backends import Sampling
 from cai.config import RunConfig
@@ -360,7 +360,7 @@ def test_sample_stage_on_the_real_engine_feeds_trl_and_train_pm(engine, tmp_path
     SFTTrainer, the ranked split TRL's RewardTrainer and train-pm, the samples split train-pm --kind pik."""
     import datasets
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from trl import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
+    from trl import RewardConfig, RewardTrainer
 
     from cai.models import resolve
     from cai.pm import train
@@ -394,13 +394,10 @@ def test_sample_stage_on_the_real_engine_feeds_trl_and_train_pm(engine, tmp_path
     ranked = store.read("ranked")
     assert ranked and all(0.5 <= p["p_chosen"] < 1 for p in ranked)
 
-    model = resolve("smollm2-135m")
-    sft = datasets.load_dataset("parquet", data_files=[str(p) for p in store.shards("selected")], split="train")
-    args = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no")
-    trained = SFTTrainer(
-        model=model, args=SFTConfig(output_dir=str(tmp_path / "sft"), max_length=96, **args), train_dataset=sft
-    ).train()
+    trained = trl_sft_step(store.shards("selected"), tmp_path / "sft", 96)
     assert trained.global_step == 1 and math.isfinite(trained.training_loss)
+    model = resolve("smollm2-135m")
+    args = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no")
     prefs = datasets.load_dataset("parquet", data_files=[str(p) for p in store.shards("ranked")], split="train")
     tokenizer = AutoTokenizer.from_pretrained(model)
     rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
@@ -433,13 +430,9 @@ def test_judge_data_loop_on_the_real_engine(engine, tmp_path, tiny_backbone):
     against the label; TRL's SFTTrainer takes a step on the kept judgements; a meta reward model trains on all of
     them; `cai eval judge` votes with it and prints the k-scaling table. The tiny model's verdicts are close to
     chance: the test checks the structure and the arithmetic, not its judgement."""
-    import datasets
-    from trl import SFTConfig, SFTTrainer
-
     from cai.evaluation.judge import evaluate
     from cai.evaluation.report import judge_lines
     from cai.judge_data import build
-    from cai.models import resolve
     from cai.pm import train
 
     lines = (ROOT / "data" / "eval" / "prefs.jsonl").read_text().splitlines()
@@ -460,16 +453,8 @@ def test_judge_data_loop_on_the_real_engine(engine, tmp_path, tiny_backbone):
     sft = store.read("judge_sft")
     assert len(sft) == sum(bool(r["correct"]) for r in rows) == report["accepted"]
     assert sum(s["judgements"] for s in report["subsets"].values()) == len(rows)
-    if sft:  # TRL's SFTTrainer reads the split as it is
-        dataset = datasets.load_dataset(
-            "parquet", data_files=[str(p) for p in store.shards("judge_sft")], split="train"
-        )
-        args = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no")
-        trained = SFTTrainer(
-            model=resolve("smollm2-135m"),
-            args=SFTConfig(output_dir=str(tmp_path / "sft"), max_length=256, **args),
-            train_dataset=dataset,
-        ).train()
+    if sft:  # TRL's SFTTrainer reads the split as the real judge wrote it
+        trained = trl_sft_step(store.shards("judge_sft"), tmp_path / "sft", 256)
         assert trained.global_step == 1 and math.isfinite(trained.training_loss)
     meta = train(str(out), str(tmp_path / "meta"), kind="meta", backbone=tiny_backbone, epochs=1, max_length=64,
                  log=lambda *_: None)  # fmt: skip

@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from conftest import write
+from conftest import trl_sft_step, write
 
 from cai import backends
 from cai.config import RunConfig
@@ -95,21 +95,10 @@ def test_judgements_are_checked_against_the_label_and_too_easy_pairs_left_out(tm
 
 def test_trl_sft_trainer_takes_a_step_on_the_judge_data(tmp_path):
     """TRL's SFTTrainer reads the SFT split as it is (conversational `messages`) and trains the embedded model."""
-    import datasets
-    from trl import SFTConfig, SFTTrainer
-
-    from cai.models import resolve
-
     _build(tmp_path, k=4, keep_easy=True)
-    shards = [str(p) for p in RunStore(tmp_path / "jd").shards("judge_sft")]
-    dataset = datasets.load_dataset("parquet", data_files=shards, split="train")
-    assert len(dataset) >= 4 and dataset[0]["messages"][1]["role"] == "assistant"
-    args = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no")
-    trained = SFTTrainer(
-        model=resolve("smollm2-135m"),
-        args=SFTConfig(output_dir=str(tmp_path / "sft"), max_length=512, **args),
-        train_dataset=dataset,
-    ).train()
+    store = RunStore(tmp_path / "jd")
+    assert len(store.read("judge_sft")) >= 4
+    trained = trl_sft_step(store.shards("judge_sft"), tmp_path / "sft", 512)
     assert trained.global_step == 1 and trained.training_loss > 0
 
 

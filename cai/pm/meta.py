@@ -20,7 +20,6 @@ from cai.errors import CaiError
 from cai.pm import training
 from cai.pm.pointwise import Collator, predict, trainer_class
 from cai.pm.training import TrainOptions
-from cai.sampling import stable_unit
 
 META = "meta"
 
@@ -65,15 +64,8 @@ def load_rows(source: str) -> tuple[list[Judged], int]:
 
 def split(rows: list[Judged], eval_fraction: float, seed: int) -> tuple[list[Judged], list[Judged]]:
     """Held out by pair: a pair's judgements share most of their text, so they are all on one side."""
-    if eval_fraction <= 0:
-        return rows, []
-    groups = sorted({r.group for r in rows}, key=lambda g: stable_unit("split", seed, g))
-    held = {g for g in groups if stable_unit("split", seed, g) < eval_fraction}
-    if not held or len(held) == len(groups):
-        held = set(groups[: max(1, round(len(groups) * eval_fraction))])
-    if len(held) == len(groups):  # one pair only: evaluate on what it trained on (the summary says so)
-        return rows, []
-    return [r for r in rows if r.group not in held], [r for r in rows if r.group in held]
+    train, held = training.held_out(rows, lambda r: r.group, eval_fraction, seed)
+    return (train, held) if train else (rows, [])  # one pair only: evaluated on what it trained on (as said)
 
 
 def features(rows: list[Judged], tokenizer, max_length: int) -> list[dict]:

@@ -18,7 +18,6 @@ from cai.errors import CaiError
 from cai.pm import training
 from cai.pm.pointwise import Collator, predict, trainer_class
 from cai.pm.training import TrainOptions
-from cai.sampling import stable_unit
 
 PIK = "pik"
 
@@ -73,14 +72,8 @@ def load_rows(source: str) -> tuple[list[Question], int]:
 
 
 def split(rows: list[Question], eval_fraction: float, seed: int) -> tuple[list[Question], list[Question]]:
-    if eval_fraction <= 0:
-        return rows, []
-    ordered = sorted(rows, key=lambda q: stable_unit("split", seed, q.key))
-    held = [q for q in ordered if stable_unit("split", seed, q.key) < eval_fraction]
-    if not held or len(held) == len(rows):
-        held = ordered[: max(1, round(len(rows) * eval_fraction))]
-    keys = {q.key for q in held}
-    return [q for q in rows if q.key not in keys], held
+    """Held out by question (a seeded hash)."""
+    return training.held_out(rows, lambda q: q.key, eval_fraction, seed)
 
 
 def question_text(tokenizer, prompt: list[dict]) -> str:

@@ -17,7 +17,6 @@ from cai.errors import CaiError
 from cai.pm import training
 from cai.pm.training import TrainOptions
 from cai.rewardmodels import PRM, StepCollator, StepEncoder, StepRow, predict, step_features, step_metrics
-from cai.sampling import stable_unit
 from cai.settings import setting
 
 
@@ -95,13 +94,7 @@ def _row(where: str, r: dict, need_labels: bool) -> StepRow:
 
 def split(rows: list[StepRow], eval_fraction: float, seed: int) -> tuple[list[StepRow], list[StepRow]]:
     """Held out by prompt (a seeded hash), as the pairwise trainer splits."""
-    if eval_fraction <= 0:
-        return rows, []
-    keys = sorted({r.key for r in rows}, key=lambda k: stable_unit("split", seed, k))
-    held = {k for k in keys if stable_unit("split", seed, k) < eval_fraction}
-    if not held or len(held) == len(keys):  # tiny sets: still hold something out, deterministically
-        held = set(keys[: max(1, round(len(keys) * eval_fraction))])
-    return [r for r in rows if r.key not in held], [r for r in rows if r.key in held]
+    return training.held_out(rows, lambda r: r.key, eval_fraction, seed)
 
 
 def trainer_class():

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from cai.sampling import stable_unit
 from cai.settings import check_value, declared, setting
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,6 +44,18 @@ class TrainOptions:
         """Every value against its declaration, naming the flag."""
         for s in declared(type(self), "train-pm"):
             check_value(s, getattr(self, s.name))
+
+
+def held_out(rows: list[T], key: Callable[[T], str], eval_fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """(train, held out), split by `key` (a prompt, a pair) on a seeded hash, so no key sits on both sides; a tiny
+    set still holds something out, deterministically."""
+    if eval_fraction <= 0:
+        return rows, []
+    keys = sorted({key(r) for r in rows}, key=lambda k: stable_unit("split", seed, k))
+    held = {k for k in keys if stable_unit("split", seed, k) < eval_fraction}
+    if not held or len(held) == len(keys):
+        held = set(keys[: max(1, round(len(keys) * eval_fraction))])
+    return [r for r in rows if key(r) not in held], [r for r in rows if key(r) in held]
 
 
 def load_backbone(spec: str, dropout: bool = False, per_token: bool = False):
