@@ -376,8 +376,10 @@ def _print_summary(s) -> None:
 def train_pm(source, out, **settings):
     """Train a reward model on SOURCE (a run folder, a parquet/JSONL file or a dataset): with --kind pm (default)
     a pairwise preference model on preference rows with the soft-label Bradley-Terry loss; with --kind prm a
-    process reward model on step rows with soft binary cross-entropy. Rerun the same command to resume from
-    the last checkpoint."""
+    process reward model on step rows with soft binary cross-entropy; with --kind pik a P(IK) value head on
+    sampled questions; with --kind meta a meta reward model on cai judge-data's judgements (is this judgement's
+    verdict correct?). A run folder is read with its review decisions applied. Rerun the same command to resume
+    from the last checkpoint."""
     from cai.pm import train, trainers
 
     kind = settings.pop("kind") or "pm"

@@ -33,7 +33,9 @@ class TrainOptions:
     )
     max_length: int = setting(512, "Tokens per text at most; longer texts are cut and counted.", minimum=8)
     seed: int = setting(0, "Seed of the split, the order and the head's initialisation.")
-    eval_fraction: float = setting(0.1, "Held out, split by prompt.", minimum=0, maximum=0.999)
+    eval_fraction: float = setting(
+        0.1, "Held out, split by prompt (the meta RM: by labelled pair).", minimum=0, maximum=0.999
+    )
     dropout: bool = setting(
         False, "Keep the backbone's dropout (off by default: it adds noise to every reward comparison)."
     )
