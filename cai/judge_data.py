@@ -37,13 +37,12 @@ from cai.evaluation.run import chunked
 from cai.evaluation.run import evaluate as run_evaluation
 from cai.inputs import Prompt
 from cai.judges.base import Pair
-from cai.judges.grm import GrmJudge, Judgement
+from cai.judges.grm import GROUP_TEMPLATES, GrmJudge, Judgement
 from cai.labels import LabelOptions
 from cai.prompts import TemplateSpec
 from cai.records import ChunkResult
 from cai.run import RunContext
 from cai.stages.base import Stage
-from cai.stages.sample import GRM_TEMPLATES
 from cai.store import RunStore
 from cai.views import View
 
@@ -111,7 +110,7 @@ class JudgeData(Stage):
         self.pointwise = pointwise
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
-        return self.judge.templates + (GRM_TEMPLATES[:1] if self.pointwise else ())
+        return self.judge.templates + (GROUP_TEMPLATES[:1] if self.pointwise else ())
 
     def check(self, ctx: RunContext) -> None:
         self.judge.check(ctx)
@@ -125,8 +124,8 @@ class JudgeData(Stage):
             by_pair.setdefault(s.pair, []).append(s)
         single: dict[int, list[Judgement]] = {}
         if self.pointwise:
-            items = [(lp.prompt, text) for lp in labelled for text in (lp.chosen, lp.rejected)]
-            for s in self.judge.sampled_single(ctx, items, result):
+            items = [(lp.prompt, [text]) for lp in labelled for text in (lp.chosen, lp.rejected)]
+            for s in self.judge.sampled_group(ctx, items, result, self.judge.o.grm_samples):
                 single.setdefault(s.pair, []).append(s)
         k = self.judge.o.grm_samples
         for i, lp in enumerate(labelled):

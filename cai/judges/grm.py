@@ -8,7 +8,7 @@ guessed. An optional meta judge (the model's own P(Yes) that a judgement is corr
 model's P(its verdict is correct), `cai train-pm --kind meta`) keeps the better half of the samples before the
 vote, which sums each answer's scores over the kept samples (the paper's meta-RM-guided voting).
 
-The sampled judgements are public (`GrmJudge.sampled`, `GrmJudge.sampled_single`): `cai judge-data` keeps the
+The sampled judgements are public (`GrmJudge.sampled`, `GrmJudge.sampled_group`): `cai judge-data` keeps the
 ones whose verdict agrees with a known label as SFT data for the judge (the paper's rejective fine-tuning) and
 every one, right or wrong, as the meta reward model's training data.
 """
@@ -43,6 +43,15 @@ META = (" Yes", " No")
 SCALE = tuple(str(i) for i in range(1, 10))
 PATHS = ("read", "parse")
 SCORES_REGEX = r" ?([1-9]|10), ?([1-9]|10)\]\]"  # what may follow the forced "Scores: [[" on the parse path
+# Judging a group of answers together (any number, one included), each one's score read: `GrmJudge.sampled_group`.
+GROUP_TEMPLATES = (
+    TemplateSpec(
+        "grm_samples.j2",
+        {"conversation": [{"role": "user", "content": "q"}], "principles": ["p"], "responses": ["a", "b"]},
+    ),
+    TemplateSpec("grm_reasoning.j2"),
+    TemplateSpec("grm_score.j2", {"reasoning": "r", "response": 1}, ends_with="["),
+)
 
 
 @dataclass(frozen=True)
@@ -297,20 +306,29 @@ class GrmJudge(Judge):
         self._write_and_score(ctx, samples, result)
         return samples
 
-    def sampled_single(self, ctx: RunContext, items: list[tuple[Prompt, str]], result: ChunkResult) -> list[Judgement]:
-        """k pointwise judgements of each single answer (`pair` = the item's index), scored from the score
-        token's probabilities after `Score of Response 1: [` (a single answer has no order to parse)."""
+    def sampled_group(
+        self,
+        ctx: RunContext,
+        groups: list[tuple[Prompt, list[str]]],
+        result: ChunkResult,
+        k: int,
+        tag: str = "grm",
+        label: str = "grm judgements",
+    ) -> list[Judgement]:
+        """k judgements of each group of answers shown together (`pair` = the group's index; one answer: a
+        pointwise judgement), every answer's score read from the score token's probabilities after
+        `Score of Response N: [` (`GROUP_TEMPLATES`); `tag` names the judgements' seeds."""
         principles = self._principles(ctx)
         samples = []
-        for i, (prompt, text) in enumerate(items):
+        for i, (prompt, texts) in enumerate(groups):
             question = ctx.templates.render(
                 "grm_samples.j2",
                 conversation=list(prompt.messages),
                 principles=principles,
-                responses=[answer.scoped(text, ctx.constitution.scope)],
+                responses=[answer.scoped(t, ctx.constitution.scope) for t in texts],
             )
-            samples += [Judgement(i, prompt.id, k, True, question, 1) for k in range(self.o.grm_samples)]
-        self._write_and_score(ctx, samples, result, read=True)
+            samples += [Judgement(i, prompt.id, j, True, question, len(texts)) for j in range(k)]
+        self._write_and_score(ctx, samples, result, read=True, tag=tag, label=label)
         return samples
 
     def judge(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Verdict | Failure]:
@@ -360,7 +378,13 @@ class GrmJudge(Judge):
         return verdicts
 
     def _write_and_score(
-        self, ctx: RunContext, samples: list[Judgement], result: ChunkResult, read: bool | None = None
+        self,
+        ctx: RunContext,
+        samples: list[Judgement],
+        result: ChunkResult,
+        read: bool | None = None,
+        tag: str = "grm",
+        label: str | None = None,
     ) -> None:
         """The judgements (sampled, one call), then their scores: read from the score tokens' probabilities
         (two forward passes per judgement, sharing it as a cached prefix), or parsed from a few greedy tokens
@@ -369,9 +393,9 @@ class GrmJudge(Judge):
         outs = reasoning.write(
             ctx,
             [continued(s.question, opening) for s in samples],
-            [(s.prompt_id, f"grm-{s.k}") for s in samples],
+            [(s.prompt_id, f"{tag}-{s.k}") for s in samples],
             result,
-            label=f"grm judgements (k={self.o.grm_samples})",
+            label=label or f"grm judgements (k={self.o.grm_samples})",
             stop=("Scores:", "Score of Response"),
         )
         written = []

@@ -18,15 +18,15 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai import answer, candidates, columns, ranking, selfeval
+from cai import candidates, columns, ranking, selfeval
 from cai import steps as steps_mod
-from cai.backends import Sampling
 from cai.candidates import Candidates
 from cai.columns import Messages
 from cai.errors import CaiError
 from cai.inputs import Prompt
+from cai.judges.grm import GROUP_TEMPLATES, GrmJudge
 from cai.prompts import TemplateSpec
-from cai.records import ChunkResult, Failure, continued
+from cai.records import ChunkResult, Failure
 from cai.rules import RuleResult, check_all, mean_score
 from cai.run import RunContext
 from cai.settings import setting
@@ -41,14 +41,6 @@ DEFAULT_WEIGHTS = "rules=1,p_true=1,pm=1,prm=1,grm=1"
 # One trained model at a time on this process's CPU threads (or GPU): the streaming executor calls the stage from
 # many threads, and torch gains nothing from several forward passes competing for the same cores.
 _TORCH = threading.Lock()
-GRM_TEMPLATES = (
-    TemplateSpec(
-        "grm_samples.j2",
-        {"conversation": [{"role": "user", "content": "q"}], "principles": ["p"], "responses": ["a", "b"]},
-    ),
-    TemplateSpec("grm_reasoning.j2"),
-    TemplateSpec("grm_score.j2", {"reasoning": "r", "response": 1}, ends_with="["),
-)
 
 
 @dataclass(frozen=True)
@@ -191,7 +183,7 @@ class SampleStage(Stage):
         return [s for s in ranking.SIGNALS if on[s]]
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
-        return (selfeval.TEMPLATES if self.self_eval.self_eval else ()) + (GRM_TEMPLATES if self.o.sample_grm else ())
+        return (selfeval.TEMPLATES if self.self_eval.self_eval else ()) + (GROUP_TEMPLATES if self.o.sample_grm else ())
 
     def report(self) -> SampleReport:
         return SampleReport(self.split, self.o.samples, self.signals(), self.o.weights)
@@ -298,50 +290,22 @@ class SampleStage(Stage):
     def score_grm(self, ctx: RunContext, prompts: list[Prompt], drafts: list[list[Draft]], result: ChunkResult) -> None:
         """One GRM judgement per prompt of all its answers (sampled, as the GRM judge writes its own), then each
         answer's score read from one forward pass after `Score of Response N: [` (G-Eval's expectation)."""
-        from cai.judges import reasoning
-        from cai.judges.grm import SCALE, read_score
-
-        principles = [text for p in ctx.constitution.principles if (text := p.compare or p.critique)]
-        opening = ctx.templates.render("grm_reasoning.j2")
-        jobs = []
-        for p, group in zip(prompts, drafts, strict=True):
-            answered = [d for d in group if d.text]
-            if answered:
-                shown = [answer.scoped(d.text, ctx.constitution.scope) for d in answered]
-                question = ctx.templates.render(
-                    "grm_samples.j2", conversation=list(p.messages), principles=principles, responses=shown
-                )
-                jobs.append((p, answered, question))
+        jobs = [
+            (p, answered)
+            for p, group in zip(prompts, drafts, strict=True)
+            if (answered := [d for d in group if d.text])
+        ]
         if not jobs:
             return
-        outs = reasoning.write(
-            ctx,
-            [continued(q, opening) for _, _, q in jobs],
-            [(p.id, "sample-grm") for p, _, _ in jobs],
-            result,
-            label="sample grm judgements",
-            stop=("Score of Response",),
-        )
-        chats, owners = [], []
-        for (_, answered, question), out in zip(jobs, outs, strict=True):
-            if not out.ok:
+        groups = [(p, [d.text for d in answered]) for p, answered in jobs]
+        judged = GrmJudge(ctx.config).sampled_group(ctx, groups, result, 1, "sample-grm", "sample grm judgements")
+        for (_, answered), j in zip(jobs, judged, strict=True):
+            if j.soft is None:
                 for d in answered:
-                    d.failures.append(SignalFailure("grm", f"judgement: {out.error}"))
-                continue
-            written = out.text.strip()
-            for n, d in enumerate(answered, 1):
-                chats.append(continued(question, ctx.templates.render("grm_score.j2", reasoning=written, response=n)))
-                owners.append(d)
-        if not chats:
-            return
-        reads = ctx.engine.generate(chats, Sampling(options=SCALE, continue_final=True, label="sample grm scores"))
-        for d, (out,) in zip(owners, reads, strict=True):
-            result.tally(out)
-            got = read_score(out.option_logprobs) if out.ok else Failure(f"scores: {out.error}")
-            if isinstance(got, Failure):
-                d.failures.append(SignalFailure("grm", got.reason))
+                    d.failures.append(SignalFailure("grm", j.error or "no scores"))
             else:
-                d.grm = got[0]
+                for d, x in zip(answered, j.soft, strict=True):
+                    d.grm = x
 
     def _row(self, ctx: RunContext, p: Prompt, group: list[Draft]) -> SamplesRow:
         rules = {r.id: r for r in ctx.constitution.rules}
