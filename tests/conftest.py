@@ -83,6 +83,36 @@ def trl_sft_step(shards: list[Path], out: Path, max_length: int):
     ).train()
 
 
+def trl_grpo_steps(reward_funcs, questions: list[tuple[str, str]], out: Path):
+    """Two GRPO steps of TRL's GRPOTrainer on the embedded model, on CPU, with `reward_funcs` and a dataset of
+    (question, reference) twice over. Returns the trainer and the names it logged."""
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+
+    from cai.models import resolve
+
+    dataset = datasets.Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": q}], "reference": ref} for q, ref in questions] * 2
+    )
+    args = GRPOConfig(
+        output_dir=str(out),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=12,
+        learning_rate=1e-6,
+        logging_steps=1,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
+    )
+    trainer = GRPOTrainer(model=resolve("smollm2-135m"), reward_funcs=reward_funcs, args=args, train_dataset=dataset)
+    trainer.train()
+    return trainer, {k for entry in trainer.state.log_history for k in entry}
+
+
 def write(path: Path, text: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(text, bytes):

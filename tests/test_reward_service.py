@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from cai.rules import check_all, mean_score
-from tests.conftest import ROOT, write
+from tests.conftest import ROOT, trl_grpo_steps, write
 
 TOKEN = "test-token-0123456789"
 SLOW = """name: slow
@@ -254,33 +254,10 @@ def test_two_replicas_lose_no_request_when_one_dies():
 
 def test_grpo_trainer_trains_on_rewards_from_the_server(server, tmp_path):
     """Two GRPO steps with the embedded model, the reward from `cai serve` over HTTP (TRL awaits it)."""
-    import datasets
-    from trl import GRPOConfig, GRPOTrainer
-
-    from cai.models import resolve
     from cai.rewards import remote_reward_funcs
 
-    dataset = datasets.Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": q}], "reference": ref} for q, _, ref in ANSWERS[:2]] * 2
-    )
-    args = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        num_generations=2,
-        max_completion_length=12,
-        learning_rate=1e-6,
-        logging_steps=1,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        seed=0,
-    )
     funcs = remote_reward_funcs(server.url, TOKEN)
-    trainer = GRPOTrainer(model=resolve("smollm2-135m"), reward_funcs=funcs, args=args, train_dataset=dataset)
-    trainer.train()
-    logged = {k for entry in trainer.state.log_history for k in entry}
+    trainer, logged = trl_grpo_steps(funcs, [(q, ref) for q, _, ref in ANSWERS[:2]], tmp_path / "grpo")
     assert trainer.state.global_step == 2 and "rewards/cai_remote/mean" in logged, sorted(logged)
     served = httpx.get(server.url + "/metrics", headers=AUTH).text
     assert 'cai_serve_requests_total{code="200",endpoint="rewards"}' in served

@@ -4,7 +4,7 @@
 import json
 
 import pytest
-from conftest import write
+from conftest import trl_grpo_steps, write
 
 from cai.errors import CaiError
 from cai.rewards import reward_funcs
@@ -65,10 +65,6 @@ def test_cli_score_with_rules(tmp_path, cli):
 def test_grpo_trainer_runs_on_the_constitution_and_a_preference_model(tmp_path, tiny_backbone):
     """Two GRPO steps on CPU with the embedded model: TRL calls our reward functions with its own
     arguments (and the dataset's `reference` column) and logs each by name."""
-    import datasets
-    from trl import GRPOConfig, GRPOTrainer
-
-    from cai.models import resolve
     from cai.pm import train
 
     pairs = write(
@@ -79,29 +75,8 @@ def test_grpo_trainer_runs_on_the_constitution_and_a_preference_model(tmp_path, 
         ),
     )
     train(str(pairs), str(tmp_path / "pm"), log=lambda *_: None, backbone=tiny_backbone, epochs=1, max_length=64)
-    dataset = datasets.Dataset.from_list(
-        [
-            {"prompt": [{"role": "user", "content": q}], "reference": ref}
-            for q, ref in [("What is 6 times 7? Put the answer in \\boxed{}.", "42"), ("What is 9 + 10?", "19")] * 2
-        ]
-    )
-    args = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        num_generations=2,
-        max_completion_length=12,
-        learning_rate=1e-6,
-        logging_steps=1,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        seed=0,
-    )
+    questions = [("What is 6 times 7? Put the answer in \\boxed{}.", "42"), ("What is 9 + 10?", "19")]
     funcs = reward_funcs("reasoning", pm=str(tmp_path / "pm"))
-    trainer = GRPOTrainer(model=resolve("smollm2-135m"), reward_funcs=funcs, args=args, train_dataset=dataset)
-    trainer.train()
-    logged = {k for entry in trainer.state.log_history for k in entry}
+    trainer, logged = trl_grpo_steps(funcs, questions, tmp_path / "grpo")
     assert trainer.state.global_step == 2
     assert {"rewards/think_then_answer/mean", "rewards/preference_model/mean"} <= logged, sorted(logged)

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from cai.calibration import calibration
 from cai.errors import CaiError
-from cai.pm import training
-from cai.pm.pointwise import Collator, predict, trainer_class
+from cai.pm import pointwise, training
 from cai.pm.training import TrainOptions
 
 META = "meta"
@@ -104,28 +102,18 @@ def train(config: MetaRMConfig, log=print) -> dict:
     rows, left = load_rows(config.source)
     started = training.start(config)
     train_rows, eval_rows = split(rows, config.eval_fraction, config.seed)
-    model, tokenizer = training.load_backbone(config.backbone, config.dropout)
-    collate = Collator(tokenizer.pad_token_id)
-    train_feats = features(train_rows, tokenizer, config.max_length)
     log(
         f"train-pm: {len(rows)} judgements ({len(train_rows)} train, {len(eval_rows)} eval; "
         f"{sum(r.correct for r in rows)} with a correct verdict); {left} rows left out"
     )
-    result, model = training.fit(trainer_class(), model, config, train_feats, collate, log)
-    held_rows = eval_rows or train_rows
-    m = metrics(predict(model, features(held_rows, tokenizer, config.max_length), collate), held_rows)
-    model.config.cai_kind = META
     counts = {
-        "kind": META,
         "judgements": len(rows),
         "left_out": left,
         "train_judgements": len(train_rows),
         "eval_judgements": len(eval_rows),
         "evaluated_on": "held-out pairs" if eval_rows else "the training pairs (too few pairs to hold any out)",
     }
-    return training.finish(
-        model, tokenizer, Path(config.out), {f"eval_{k}": v for k, v in m.items()} | counts, result, started, config
-    )
+    return pointwise.train(config, META, (train_rows, eval_rows), features, metrics, counts, started, log)
 
 
 def summary_lines(m: dict) -> list[str]:

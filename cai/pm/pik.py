@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from cai.calibration import calibration
 from cai.errors import CaiError
-from cai.pm import training
-from cai.pm.pointwise import Collator, predict, trainer_class
+from cai.pm import pointwise, training
+from cai.pm.pointwise import Collator, predict
 from cai.pm.training import TrainOptions
 
 PIK = "pik"
@@ -129,29 +128,17 @@ def train(config: PIKConfig, log=print) -> dict:
     rows, ungraded = load_rows(config.source)
     started = training.start(config)
     train_rows, eval_rows = split(rows, config.eval_fraction, config.seed)
-    model, tokenizer = training.load_backbone(config.backbone, config.dropout)
-    collate = Collator(tokenizer.pad_token_id)
-    train_feats, eval_feats = (
-        features(train_rows, tokenizer, config.max_length),
-        features(eval_rows, tokenizer, config.max_length),
-    )
     log(
         f"train-pm: {len(rows)} questions ({len(train_rows)} train, {len(eval_rows)} eval); {ungraded} without "
         "graded samples left out"
     )
-    result, model = training.fit(trainer_class(), model, config, train_feats, collate, log)
-    held_rows, held = (eval_rows, eval_feats) if eval_rows else (train_rows, train_feats)
-    m = metrics(predict(model, held, collate), held_rows)
-    model.config.cai_kind = PIK
     counts = {
-        "kind": PIK,
         "questions": len(rows),
         "ungraded": ungraded,
         "train_questions": len(train_rows),
         "eval_questions": len(eval_rows),
     }
-    eval_metrics = {f"eval_{k}": v for k, v in m.items()}
-    return training.finish(model, tokenizer, Path(config.out), eval_metrics | counts, result, started, config)
+    return pointwise.train(config, PIK, (train_rows, eval_rows), features, metrics, counts, started, log)
 
 
 def summary_lines(m: dict) -> list[str]:

@@ -3,6 +3,12 @@ reward model share (their data and metrics differ; the loss, batching and predic
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cai.pm import training
+
 
 class Collator:
     """Pads a batch of {input_ids, target} into tensors (the targets may be NaN when only predicting)."""
@@ -45,3 +51,27 @@ def predict(model, feats: list[dict], collate: Collator, batch_size: int = 16) -
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
             out += torch.sigmoid(logits).reshape(-1).tolist()
     return out
+
+
+def train(
+    config: training.TrainOptions,
+    kind: str,
+    rows: tuple[list[Any], list[Any]],
+    features: Callable[[list[Any], Any, int], list[dict]],
+    metrics: Callable[[list[float], list[Any]], dict],
+    counts: dict,
+    started: float,
+    log,
+) -> dict:
+    """Fit the head on the training rows of `rows` (train, held out), evaluate `metrics` on the held-out rows (the
+    training rows where none are held out), and save the model as `kind` with its metrics and `counts`."""
+    train_rows, eval_rows = rows
+    model, tokenizer = training.load_backbone(config.backbone, config.dropout)
+    collate = Collator(tokenizer.pad_token_id)
+    feats = features(train_rows, tokenizer, config.max_length)
+    result, model = training.fit(trainer_class(), model, config, feats, collate, log)
+    held = eval_rows or train_rows
+    m = metrics(predict(model, features(held, tokenizer, config.max_length), collate), held)
+    model.config.cai_kind = kind
+    figures = {f"eval_{k}": v for k, v in m.items()} | {"kind": kind, **counts}
+    return training.finish(model, tokenizer, Path(config.out), figures, result, started, config)
