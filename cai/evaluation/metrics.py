@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 
 from cai.calibration import calibration, share
+from cai.judges.grm import better_half
 
 # RewardBench v1's subsets, their sections and the example counts that weight a subset within its section
 # (math-prm is counted 984 rather than its 447 rows so that it weighs as much as the six code subsets).
@@ -198,8 +199,7 @@ def grm_scaling(rows: list[dict], samples: int, ks: tuple[int, ...] = (1, 4, 8))
             for r in rows:
                 drawn = [g for g in r.get("grm") or [] if g["sample"] < k]
                 if meta:
-                    ranked = sorted(drawn, key=lambda g: (-(g["meta"] if g["meta"] is not None else -1.0), g["sample"]))
-                    drawn = ranked[: max(1, -(-len(drawn) // 2))]
+                    drawn = better_half(drawn, lambda g: g["meta"], lambda g: g["sample"])
                 if not drawn:
                     continue
                 voted += 1

@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from cai import answer
 from cai.backends import Sampling
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 _SCORES = re.compile(r"^\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\]")  # after the forced "Scores: [["
 META = (" Yes", " No")
 # The score scale when scores are read: single digits, one token each in common tokenizers (10 is often two).
+T = TypeVar("T")
 SCALE = tuple(str(i) for i in range(1, 10))
 PATHS = ("read", "parse")
 SCORES_REGEX = r" ?([1-9]|10), ?([1-9]|10)\]\]"  # what may follow the forced "Scores: [[" on the parse path
@@ -487,14 +489,17 @@ class GrmJudge(Judge):
             s.meta = p
 
 
+def better_half(samples: list[T], meta: Callable[[T], float | None], index: Callable[[T], int]) -> list[T]:
+    """The half of one pair's samples (at least one) that votes under a meta judge: the highest meta scores, a
+    sample without one below every scored one, ties by sample index. The judge and `cai eval judge`'s k-scaling
+    table both keep these."""
+    ranked = sorted(samples, key=lambda s: (-(m if (m := meta(s)) is not None else -1.0), index(s)))
+    return ranked[: max(1, math.ceil(len(samples) / 2))]
+
+
 def _top_half(good: list[Judgement]) -> set[int]:
-    """Per pair, the half of the parseable samples (at least one) with the highest meta score (ids)."""
+    """Per pair, the better half of the parseable samples (ids)."""
     by_pair: dict[int, list[Judgement]] = {}
     for s in good:
         by_pair.setdefault(s.pair, []).append(s)
-    kept: set[int] = set()
-    for group in by_pair.values():
-        keep = max(1, math.ceil(len(group) / 2))
-        # A sample without a meta score ranks below every scored one.
-        kept |= {id(s) for s in sorted(group, key=lambda s: (-(s.meta if s.meta is not None else -1.0), s.k))[:keep]}
-    return kept
+    return {id(s) for group in by_pair.values() for s in better_half(group, lambda s: s.meta, lambda s: s.k)}
