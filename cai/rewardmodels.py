@@ -206,16 +206,20 @@ def meta_scores(
 ) -> list[float]:
     """P(the verdict is correct) of each judgement (as chat messages) from a trained meta reward model (cai train-pm
     --kind meta)."""
+    tokenizer, model = load(model_dir, META)
+    seqs = [judgement_ids(tokenizer, m, max_length) for m in judgements]
+    return probabilities(model, seqs, tokenizer.pad_token_id, batch_size)
+
+
+def probabilities(model, seqs: list[list[int]], pad_id: int, batch_size: int = 16) -> list[float]:
+    """σ(head) of a one-output model on each token sequence, batched (a P(IK) head, a meta RM)."""
     import torch
 
-    tokenizer, model = load(model_dir, META)
+    model.eval()
     out: list[float] = []
     with torch.no_grad():
-        for start in range(0, len(judgements), batch_size):
-            ids, mask = padded(
-                [judgement_ids(tokenizer, m, max_length) for m in judgements[start : start + batch_size]],
-                tokenizer.pad_token_id,
-            )
+        for start in range(0, len(seqs), batch_size):
+            ids, mask = padded(seqs[start : start + batch_size], pad_id)
             out += torch.sigmoid(model(input_ids=ids, attention_mask=mask).logits.squeeze(-1)).reshape(-1).tolist()
     return out
 

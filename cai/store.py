@@ -289,27 +289,18 @@ class RunStore:
     def _write_shard(self, split: str, rows: list[dict], schema: pa.Schema) -> Path | None:
         if not rows:
             return None
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         existing = [int(m.group(1)) for p in self.shards(split) if (m := _SHARD.match(p.name))]
         path = self.root / split / f"part-{max(existing, default=-1) + 1:05d}.parquet"
-        sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
-        atomic_write(path, sink.getvalue().to_pybytes())
+        _write_parquet(path, rows, schema)
         return path
 
     def write_derived(self, split: str, rows: list[dict], schema: pa.Schema) -> Path:
         """A split made from another split's rows (judge-data's SFT split from its judgements): written whole as
         one shard, atomically, replacing what was there. It is rebuilt from its source on every run, so a kill
         while writing it loses nothing; it is written even when empty, so its schema is there to read."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
         path = self.root / split / "part-00000.parquet"
-        sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
-        atomic_write(path, sink.getvalue().to_pybytes())
+        _write_parquet(path, rows, schema)
         for stale in self.shards(split):
             if stale != path:
                 stale.unlink()
@@ -380,3 +371,13 @@ class RunStore:
         ]
         if len(lines) != len(path.read_text(encoding="utf-8").splitlines()):
             atomic_write(path, "".join(lines).encode())
+
+
+def _write_parquet(path: Path, rows: list[dict], schema: pa.Schema) -> None:
+    """`rows` as one parquet file at `path`, written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
+    atomic_write(path, sink.getvalue().to_pybytes())

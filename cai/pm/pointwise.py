@@ -41,16 +41,9 @@ def trainer_class():
 
 def predict(model, feats: list[dict], collate: Collator, batch_size: int = 16) -> list[float]:
     """σ(head) of every feature, in order."""
-    import torch
+    from cai.rewardmodels import probabilities
 
-    model.eval()
-    out: list[float] = []
-    with torch.no_grad():
-        for start in range(0, len(feats), batch_size):
-            batch = collate(feats[start : start + batch_size])
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
-            out += torch.sigmoid(logits).reshape(-1).tolist()
-    return out
+    return probabilities(model, [f["input_ids"] for f in feats], collate.pad_id, batch_size)
 
 
 def train(
