@@ -44,7 +44,6 @@ from cai.records import ChunkResult
 from cai.run import RunContext
 from cai.stages.base import Stage
 from cai.store import RunStore
-from cai.views import View
 
 SPLIT = "judgements"
 SFT = "judge_sft"
@@ -100,7 +99,6 @@ class JudgeData(Stage):
     key = "pair_id"
     in_all = False
     settings = (LabelOptions,)
-    view = View(answer="messages", search=("chosen", "rejected"), trains="meta")
 
     def __init__(self, config: RunConfig, pairs: list[LabelledPair], sources: dict[str, str], pointwise: bool):
         super().__init__(config)
