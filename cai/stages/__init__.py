@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cai import plugins
+from cai.core.views import View
 from cai.errors import CaiError
 from cai.stages.base import Stage
 from cai.stages.report import Report
-from cai.views import View
 
-__all__ = ["Report", "Stage", "for_split", "get", "names", "ordered", "reading"]
+__all__ = ["Report", "Stage", "for_split", "get", "names", "ordered", "reading", "view_of"]
 
 
 def names() -> list[str]:
@@ -33,6 +33,15 @@ def for_split(split: str) -> type[Stage]:
         if get(name).split == split:
             return get(name)
     raise CaiError(f"no installed stage writes the split {split!r}")
+
+
+def view_of(split: str) -> View:
+    """The view of the stage that writes `split`; a split no installed stage writes (an evaluation's) is shown as
+    plain rows."""
+    try:
+        return for_split(split).view
+    except CaiError:
+        return View()
 
 
 def reading(test: Callable[[View], bool]) -> list[type[Stage]]:

@@ -1,0 +1,1 @@
+"""The library functions behind the commands: evaluation, judge data, publish, review, score, serve, stats."""
