@@ -275,71 +275,50 @@ def eval_steps(data, pm, as_json, plot, config_file, **flags):
     _eval_output(r, steps_lines(r), as_json, plot if r["steps"] else None, "step labels")
 
 
+def _serve_options(func):
+    """The server's settings, the run settings a server reads (constitution, model, templates) and every signal's
+    settings with --weights: the same declarations `cai generate` makes its flags of."""
+    from cai import signals
+    from cai.commands.serve.run import ServeOptions
+    from cai.config import catalogue
+    from cai.settings import declared
+
+    known = catalogue().settings
+    groups = [g for name in signals.names() for g in signals.get(name).settings] + [signals.WeightOptions]
+    wanted = ["model", "templates"] + [s.name for g in dict.fromkeys(groups) for s in declared(g, "")]
+    func = _options([known[n] for n in dict.fromkeys(wanted)] + declared(ServeOptions, "serve"), func)
+    # the GRM signal's switch is --sample-grm everywhere; --grm is its name here since cai serve 0.x
+    func = click.option("--grm", "grm", is_flag=True, hidden=True, default=None)(func)
+    return click.option("--constitution", required=True, help="A constitution file or shipped name.")(func)
+
+
 @cli.command()
-@click.option("--constitution", default="default", show_default=True, help="A constitution file or shipped name.")
-@click.option("--pm", help="Add a preference model's reward (a folder cai train-pm --kind pm wrote).")
-@click.option("--prm", help="Add a process reward model's solution score (cai train-pm --kind prm).")
-@click.option(
-    "--weights", default="rules=1,pm=1,prm=1,p_true=1,grm=1", show_default=True, help="Weights of the components."
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; keep loopback unless you must.")
-@click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port).")
-@click.option(
-    "--max-body", type=int, default=1 << 20, show_default=True, help="Largest request body, in bytes (413 past it)."
-)
-@click.option("--max-items", type=int, default=512, show_default=True, help="Most items in one request (413 past it).")
-@click.option(
-    "--queue", type=int, default=4096, show_default=True, help="Items waiting or in work at most (429 past it)."
-)
-@click.option(
-    "--batch-ms", type=float, default=5.0, show_default=True, help="How long a model batch waits for more items."
-)
-@click.option("--max-batch", type=int, default=64, show_default=True, help="Most items in one model batch.")
-@click.option("--self-eval", is_flag=True, help="Add the model's own P(True) of each response (starts the engine).")
-@click.option(
-    "--grm", is_flag=True, help="Add a DeepSeek-GRM judgement's 1-9 score of each response (starts the engine)."
-)
-@click.option("--model", help="The judging model for --self-eval / --grm [default: cai generate's].")
-def serve(
-    constitution, pm, prm, weights, host, port, max_body, max_items, queue, batch_ms, max_batch, self_eval, grm, model
-):
-    """Serve the constitution as a reward to RL trainers (OpenRLHF, verl, TRL) over HTTP: the rules with the
-    request's reference, a PM and a PRM batched across requests. Bearer token from $CAI_SERVE_TOKEN (or made and
-    printed once); binds 127.0.0.1; bounded body, items and queue (413, 429).
+@_serve_options
+def serve(constitution, grm, **flags):
+    """Serve the constitution as a reward to RL trainers (OpenRLHF, verl, TRL) over HTTP: every signal the flags
+    turn on (the rules with the request's reference always; --pm, --prm, --self-eval, --sample-grm), combined by
+    --weights. Bearer token from $CAI_SERVE_TOKEN (or made and printed once); binds 127.0.0.1; bounded body, items
+    and queue (413, 429).
 
     \b
     Example:
       CAI_SERVE_TOKEN=secret cai serve --constitution reasoning --port 8000
     """
+    from cai import config as config_mod
+    from cai.commands.serve.run import ServeOptions
     from cai.commands.serve.run import serve as run
+    from cai.settings import build, check_value, declared
 
-    for name, value in (
-        ("--max-body", max_body),
-        ("--max-items", max_items),
-        ("--queue", queue),
-        ("--max-batch", max_batch),
-    ):
-        if value < 1:
-            raise CaiError(f"{name}: must be at least 1, got {value}")
-    if max_items > queue:
-        raise CaiError(f"--max-items {max_items} is more than --queue {queue}: such a request could never be served")
-    run(
-        constitution,
-        pm=pm,
-        prm=prm,
-        weights=weights,
-        host=host,
-        port=port,
-        max_body=max_body,
-        max_items=max_items,
-        queue=queue,
-        batch_ms=batch_ms,
-        max_batch=max_batch,
-        model=model,
-        self_eval=self_eval,
-        grm=grm,
-        log=lambda m: click.echo(m, err=True),
-    )
+    server = {s.name: flags.pop(s.name) for s in declared(ServeOptions, "serve")}
+    for s in declared(ServeOptions, "serve"):
+        if server[s.name] is None:
+            server.pop(s.name)
+        else:
+            check_value(s, server[s.name])
+    if grm:
+        flags["sample_grm"] = True
+    config = config_mod.load(None, constitution=constitution, **flags)
+    run(config, build(ServeOptions, server), log=lambda m: click.echo(m, err=True))
 
 
 @cli.command()

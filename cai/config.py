@@ -26,7 +26,7 @@ EXECUTORS = ("stream", "steps")
 @dataclass(frozen=True)
 class RunOptions:
     constitution: str = setting(
-        "harmless", "Constitution: a YAML file, or the name of a shipped one (harmless, helpful)."
+        "harmless", "Constitution: a YAML file, or the name of a shipped one (code, harmless, helpful, reasoning)."
     )
     prompts: str = setting(
         "", "Prompts: .jsonl ({'prompt'} or {'messages'}), .txt (one per line), .parquet, or a datasets path/name."
@@ -227,7 +227,7 @@ class RunConfig:
         return [
             g
             for g, owners in catalogue().groups.items()
-            if not owners or any(k == "stage" or chosen.get(k) == n for k, n in owners)
+            if not owners or any(k in ("stage", "signal") or chosen.get(k) == n for k, n in owners)
         ]
 
     def temperatures(self, stages: list[str]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The plug-in registry: stages, judges and backends are found by name through entry-point groups.
+"""The plug-in registry: stages, judges, step judges, backends and signals are found by name through entry points.
 
 The built-in ones register in pyproject.toml exactly as a third-party package would, so a new stage or
 judge is one module (plus its templates) and one entry-point line, and `cai plugins` lists them all.
@@ -13,7 +13,13 @@ from typing import Any
 from cai.errors import CaiError
 
 # kind -> entry-point group. A step judge labels the steps of a solution (cai.judges.step); a judge, pairs.
-GROUPS = {"stage": "cai.stages", "judge": "cai.judges", "step_judge": "cai.step_judges", "backend": "cai.backends"}
+GROUPS = {
+    "stage": "cai.stages",
+    "judge": "cai.judges",
+    "step_judge": "cai.step_judges",
+    "backend": "cai.backends",
+    "signal": "cai.signals",  # anything that scores an answer (cai.signals)
+}
 
 
 @functools.cache

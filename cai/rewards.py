@@ -7,9 +7,10 @@
                           args=GRPOConfig(...), train_dataset=dataset_with_a_reference_column)
 
 One function per principle that carries rules (its rules' weighted mean score in [0, 1], None where none of
-them applies, e.g. accuracy for a prompt without a reference), plus one for a preference model trained by
-`cai train-pm` (its reward in standard units). Dataset columns reach the functions as keyword arguments,
-so a `reference` column feeds the accuracy rules.
+them applies, e.g. accuracy for a prompt without a reference), then one per other signal the settings turn on
+(cai.signals: a PM with `pm=`, a PRM with `prm=`, a plug-in's signal with its own setting), each the value the
+sample stage and `cai serve` give the same item (a PM's reward in standard units). Dataset columns reach the
+functions as keyword arguments, so a `reference` column feeds the accuracy rules.
 """
 
 from __future__ import annotations
@@ -18,28 +19,44 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cai.core import answer
+from cai.config import RunConfig
+from cai.core.columns import text_of
 from cai.core.constitution import Constitution, Principle, load
+from cai.core.context import RunContext
 from cai.core.inputs import tests as tests_json
+from cai.core.prompts import Templates
+from cai.core.records import ChunkResult, Failure
 from cai.core.rules import check_all, mean_score
 from cai.errors import CaiError
+from cai.signals import Item, Signal, SignalSet, score_with
 
 RewardFunc = Callable[..., list[float | None]]
 
 
 def _text(completion: Any) -> str:
     """A completion as TRL passes it: text, or a list of messages whose last one is the answer."""
-    if isinstance(completion, str):
-        return completion
-    return str(completion[-1]["content"])
+    text = text_of(completion)
+    if text is None:
+        raise CaiError(f"a completion must be text or chat messages, got {type(completion).__name__}")
+    return text
 
 
 def _messages(prompt: Any) -> list[dict]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
 
 
+def _references(n: int, reference: Sequence[Any] | None, tests: Sequence[Any] | None) -> list[str | None]:
+    """Each completion's reference: the `reference` column, or a code problem's `tests` column (its reference for
+    accuracy: code)."""
+    refs: list[Any] = list(reference) if reference is not None else [None] * n
+    if tests is not None:
+        refs = [tests_json(t, "tests") if t is not None else r for t, r in zip(tests, refs, strict=True)]
+    return [None if r is None else str(r) for r in refs]
+
+
 def principle_reward(principle: Principle, weight: float = 1.0) -> RewardFunc:
-    """The reward of one principle's rules: the weighted mean of their scores on each completion."""
+    """The reward of one principle's rules: the weighted mean of their scores on each completion (the rules signal,
+    one principle at a time, so TRL logs each principle's reward)."""
 
     rules = {r.id: r for r in principle.rules}
 
@@ -50,12 +67,9 @@ def principle_reward(principle: Principle, weight: float = 1.0) -> RewardFunc:
         tests: Sequence[Any] | None = None,
         **_: Any,
     ) -> list[float | None]:
-        refs: list[Any] = list(reference) if reference is not None else [None] * len(completions)
-        if tests is not None:  # a code problem's tests (a `tests` column) are its reference for accuracy: code
-            refs = [tests_json(t, "tests") if t is not None else r for t, r in zip(tests, refs, strict=True)]
         out: list[float | None] = []
-        for completion, ref in zip(completions, refs, strict=True):
-            results = check_all(principle.rules, _text(completion), None if ref is None else str(ref))
+        for completion, ref in zip(completions, _references(len(completions), reference, tests), strict=True):
+            results = check_all(principle.rules, _text(completion), ref)
             score = mean_score(results, rules)  # the known results' weighted mean; None if none applied or finished
             out.append(None if score is None else weight * score)
         return out
@@ -65,43 +79,62 @@ def principle_reward(principle: Principle, weight: float = 1.0) -> RewardFunc:
     return reward
 
 
-def pm_reward(pm: str, weight: float = 1.0, batch_size: int = 16, scope: str = "all") -> RewardFunc:
-    """The reward of a preference model from `cai train-pm`: (r - mean) / std of its held-out rewards, on the part
-    of each completion `scope` names (the constitution's `scope: answer` grades the answer only, as R1's
-    helpfulness reward looks at the final summary only)."""
-    from cai.signals.rewardmodels import check_pm, rewards
+def signal_reward(signal: Signal, ctx: RunContext, weight: float = 1.0) -> RewardFunc:
+    """A signal (cai.signals) as a TRL reward function: its value for each completion, None where it failed."""
 
-    check_pm(pm, "pm")
+    def reward(
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        reference: Sequence[Any] | None = None,
+        tests: Sequence[Any] | None = None,
+        **_: Any,
+    ) -> list[float | None]:
+        refs = _references(len(completions), reference, tests)
+        items = [Item(_messages(p), _text(c), r) for p, c, r in zip(prompts, completions, refs, strict=True)]
+        got = score_with(signal, ctx, items, ChunkResult())
+        return [None if isinstance(g, Failure) or g.value is None else weight * g.value for g in got]
 
-    def reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float | None]:
-        items = [(_messages(p), answer.scoped(_text(c), scope)) for p, c in zip(prompts, completions, strict=True)]
-        return [weight * s for s in rewards(pm, items, batch_size=batch_size)["scores"]]
-
-    reward.__name__ = reward.__qualname__ = "preference_model"
+    reward.__name__ = reward.__qualname__ = signal.reward_name or signal.name
     return reward
 
 
 def reward_funcs(
-    constitution: str | Path | Constitution, pm: str | None = None, weights: dict[str, float] | None = None
+    constitution: str | Path | Constitution,
+    pm: str | None = None,
+    weights: dict[str, float] | None = None,
+    **settings: Any,
 ) -> list[RewardFunc]:
-    """Reward functions for TRL's GRPOTrainer from `constitution` (a file, a shipped name or a loaded one):
-    one per principle with rules, then one for the preference model `pm` if given. `weights` scales a
-    function's output by its name (a principle id, or "pm"); GRPOConfig's reward_weights works as well."""
+    """Reward functions for TRL's GRPOTrainer from `constitution` (a file, a shipped name or a loaded one): one per
+    principle with rules, then one per other signal `settings` turn on (`pm=`, `prm=`, a plug-in signal's own
+    setting; a signal that asks the model needs its engine: serve it with `cai serve` and use
+    `remote_reward_funcs`). `weights` scales a function's output by its name (a principle id, or a signal's
+    name); GRPOConfig's reward_weights works as well."""
     const = constitution if isinstance(constitution, Constitution) else load(constitution)
+    config = RunConfig(constitution=str(const.path), pm=pm, **settings)
+    ctx = RunContext(config, const, Templates(config.run.templates), None)
+    signals = SignalSet(config)
+    others = [s for s in signals.active if s.name != "rules"]
+    for s in others:
+        if s.needs_engine():
+            raise CaiError(
+                f"signal {s.name}: asks the model, which a reward function has no engine for: serve it with "
+                f"`cai serve --{s.switch.replace('_', '-') if s.switch else s.name}` and use remote_reward_funcs"
+            )
+        s.check(ctx)
+        s.warm()
     weights = dict(weights or {})
     ruled = [p for p in const.principles if p.rules]
-    known = {p.id for p in ruled} | {"pm"}
+    known = {p.id for p in ruled} | {s.name for s in others}
     unknown = sorted(set(weights) - known)
     if unknown:
         raise CaiError(
-            f"weights: {unknown[0]!r} is neither a principle with rules in {const.path} nor 'pm' "
+            f"weights: {unknown[0]!r} is neither a principle with rules in {const.path} nor a signal given "
             f"(known: {', '.join(sorted(known))})"
         )
     funcs = [principle_reward(p, weights.get(p.id, 1.0)) for p in ruled]
-    if pm is not None:
-        funcs.append(pm_reward(pm, weights.get("pm", 1.0), scope=const.scope))
+    funcs += [signal_reward(s, ctx, weights.get(s.name, 1.0)) for s in others]
     if not funcs:
-        raise CaiError(f"{const.path}: no principle carries rules, and no preference model was given")
+        raise CaiError(f"{const.path}: no principle carries rules, and no other signal was given")
     return funcs
 
 
@@ -111,3 +144,11 @@ def remote_reward_funcs(urls: str | Sequence[str] | None = None, token: str | No
     from cai.commands.serve.client import remote_reward_funcs as remote
 
     return remote(urls, token, weights)
+
+
+def verl_compute_score(*args: Any, **kwargs: Any) -> Any:
+    """verl's custom reward function backed by `cai serve` (cai.commands.serve.client.verl_compute_score): point
+    verl's `reward.custom_reward_function.path` at a file that imports it."""
+    from cai.commands.serve.client import verl_compute_score as score
+
+    return score(*args, **kwargs)

@@ -14,10 +14,13 @@ import time
 
 import pytest
 
+from cai import signals
+from cai.config import RunConfig
 from cai.errors import CaiError
 from cai.signals import ranking
 from tests.conftest import ROOT, write
 
+SIGNALS = signals.names()
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
 BESTOF4 = ROOT / "data" / "eval" / "bestof4.jsonl"
 
@@ -38,10 +41,11 @@ def test_bradley_terry_soft_labels_by_hand():
 
 
 def test_combined_score_selection_and_requirements_by_hand():
-    weights = ranking.parse_weights("rules=1,p_true=2,pm=1")
+    weights = signals.parse_weights("rules=1,p_true=2,pm=1", signals.names())
+    combined = signals.SignalSet(RunConfig()).combined
     # rules 0.5, P(True) 0.9 (weight 2), a PM reward of 0 standard units -> sigmoid 0.5; no PRM: left out
-    assert ranking.combined({"rules": 0.5, "p_true": 0.9, "pm": 0.0, "prm": None}, weights) == pytest.approx(2.8 / 4)
-    assert ranking.combined({"rules": None, "p_true": None}, weights) is None
+    assert combined({"rules": 0.5, "p_true": 0.9, "pm": 0.0, "prm": None}, weights) == pytest.approx(2.8 / 4)
+    assert combined({"rules": None, "p_true": None}, weights) is None
     for bad, message in [
         ("rules", "SIGNAL=WEIGHT"),
         ("judge=1", "SIGNAL=WEIGHT"),
@@ -49,20 +53,20 @@ def test_combined_score_selection_and_requirements_by_hand():
         ("pm=0", "above 0"),
     ]:
         with pytest.raises(ValueError, match=message):
-            ranking.parse_weights(bad)
+            signals.parse_weights(bad, signals.names())
     scores, passing = [0.2, 0.9, 0.5, None], [True, False, True, True]
     assert ranking.select(scores, passing, "passing") == [0, 2, 3]
     assert ranking.select(scores, passing, "best") == [2]
     assert ranking.select(scores, passing, "top-k", 2) == [2, 0]  # unscored ranks last
-    need = ranking.parse_require("math.accuracy, p_true>=0.6,score>0.5", ["math.accuracy", "x.format"])
+    need = ranking.parse_require("math.accuracy, p_true>=0.6,score>0.5", ["math.accuracy", "x.format"], SIGNALS)
     assert need[0].met({"math.accuracy": True}, {}) is True
     assert need[0].met({"math.accuracy": None}, {}) is None  # could not finish: not kept
     assert need[1].met({}, {"p_true": 0.6}) is True and need[2].met({}, {"score": 0.5}) is False
     assert need[1].met({}, {"p_true": None}) is None
     with pytest.raises(ValueError, match="no such rule in the constitution"):
-        ranking.parse_require("math.acuracy", ["math.accuracy"])
+        ranking.parse_require("math.acuracy", ["math.accuracy"], SIGNALS)
     with pytest.raises(ValueError, match="a threshold names one of"):
-        ranking.parse_require("judge>=1", [])
+        ranking.parse_require("judge>=1", [], SIGNALS)
 
 
 def test_auroc_and_majority_by_hand():
@@ -145,7 +149,7 @@ def test_bestofn_selectors_by_hand():
         },
         {"graded": 0, "correct": 0, "samples": []},  # nothing graded: not a problem of the evaluation
     ]
-    r = selectors(rows, {"f.format": 1.0}, ["rules", "p_true"])
+    r = selectors(rows, {"f.format": 1.0}, {"p_true": "p_true"})
     assert r["problems"] == 2 and r["pass_at_1"] == pytest.approx((1 / 3 + 0) / 2) and r["pass_at_n"] == 0.5
     # majority: 1/2 and 0.5 are one class of two (the first, right) against one 3
     assert r["best_of_n"] == {"rules": 0.0, "p_true": 0.0, "score": 0.0, "majority": 0.5}

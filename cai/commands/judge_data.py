@@ -34,7 +34,7 @@ from cai.commands.evaluation.run import chunked
 from cai.commands.evaluation.run import evaluate as run_evaluation
 from cai.config import RunConfig
 from cai.core import columns
-from cai.core.columns import Messages
+from cai.core.columns import Messages, text_of
 from cai.core.context import RunContext
 from cai.core.inputs import Prompt
 from cai.core.prompts import TemplateSpec
@@ -246,9 +246,7 @@ def labelled_pairs(source: str) -> tuple[list[LabelledPair], dict[str, str]]:
 
 
 def _text(value) -> str:
-    if isinstance(value, list):
-        return str(value[-1]["content"]) if value else ""
-    return str(value or "")
+    return text_of(value) or ""
 
 
 def _reviewed_pairs(store: RunStore) -> list[tuple[LabelledPair, str]]:

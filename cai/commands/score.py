@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from cai import stages
+from cai.core.columns import text_of
 from cai.errors import CaiError
 
 
@@ -52,10 +53,8 @@ def items(source: str, pm: str | None = None) -> tuple[list[dict], bool]:
         out = []
         for where, record in records:
             messages = inputs.to_messages(record, where, None)
-            response = record.get("completion", record.get("response"))
-            if isinstance(response, list) and response and isinstance(response[-1], dict):
-                response = response[-1].get("content")
-            if not isinstance(response, str):
+            response = text_of(record.get("completion", record.get("response")))
+            if response is None:
                 raise CaiError(f"{where}: expected 'completion' (or 'response'): text or assistant messages")
             out.append(
                 {

@@ -73,6 +73,17 @@ def schema(row_type: type, extra: tuple[pa.Field, ...] = (), before: str | None 
     return pa.schema(fields[:at] + list(extra) + fields[at:])
 
 
+def text_of(value: Any) -> str | None:
+    """The text of a completion as the ecosystem passes it: a string, or chat messages whose last message's content
+    is the text (TRL's conversational format). None for anything else: the caller names the field it came from."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value and isinstance(value[-1], dict):
+        content = value[-1].get("content")
+        return content if isinstance(content, str) else None
+    return None
+
+
 def record(row: Any, **extra: Any) -> dict:
     """A row object as the plain mapping a parquet writer takes, with `extra` columns (a plug-in's own)."""
     out = dataclasses.asdict(row)
@@ -83,3 +94,12 @@ def record(row: Any, **extra: Any) -> dict:
 def listed(items: Sequence[Any]) -> list[dict]:
     """Row objects (dataclasses) of a nested list column as plain mappings."""
     return [dataclasses.asdict(x) for x in items]
+
+
+def plain(value: Any) -> Any:
+    """A value as a parquet writer takes it: dataclasses (and lists of them) as plain mappings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value

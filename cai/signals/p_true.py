@@ -16,10 +16,11 @@ from cai.core import answer
 from cai.core.constitution import Constitution
 from cai.core.context import RunContext
 from cai.core.prompts import SAMPLE_CONVERSATION, TemplateSpec
-from cai.core.records import ChunkResult, continued, with_system
+from cai.core.records import ChunkResult, Failure, continued, with_system
 from cai.core.sampling import request_seed
 from cai.settings import setting
 from cai.signals import reads
+from cai.signals.base import Item, Score, Signal, by_prompt
 
 TEMPLATES = (
     TemplateSpec(
@@ -137,3 +138,37 @@ def evaluate(ctx: RunContext, items: list[tuple[list[dict], str, list[str]]], re
     return [
         true_read(r) for r in reads.ask_both(ctx.engine, questions, result, label="self-eval P(True)", what="self-eval")
     ]
+
+
+class PTrueSignal(Signal):
+    """The model's own P(True) of each answer (both option orders); with --self-eval-samples K it is first shown K
+    of the answers to the same prompt among the items (its other samples), as Kadavath et al. do."""
+
+    name = "p_true"
+    label = "P(True)"
+    settings = (SelfEvalOptions,)
+    switch = "self_eval"
+    uses_engine = True
+    order = 10
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.o = config.options(SelfEvalOptions)
+
+    def enabled(self) -> bool:
+        return self.o.self_eval
+
+    def template_specs(self) -> tuple[TemplateSpec, ...]:
+        return TEMPLATES
+
+    def score(self, ctx: RunContext, items: list[Item], result: ChunkResult) -> list[Score | Failure]:
+        k = self.o.self_eval_samples
+        shown: list[list[str]] = [[] for _ in items]
+        for group in by_prompt(items):
+            for i in group:
+                shown[i] = [items[j].text for j in group if j != i][:k]  # its own other samples, not new ones
+        asked = [(list(item.prompt), item.text, others) for item, others in zip(items, shown, strict=True)]
+        return [
+            Failure(read.error or "no P(True)") if read.p_true is None else Score(read.p_true)
+            for read in evaluate(ctx, asked, result)
+        ]

@@ -1,10 +1,6 @@
-"""Choosing among N answers to one prompt: their combined score, rejection sampling, K-way preference pairs with
-soft labels from score differences, majority vote by equivalence, and AUROC. Pure functions, no engine.
-
-Every signal is put on [0, 1] before it is combined: the rules' weighted mean score, P(True) and a PRM's
-solution score already are; a trained PM's normalised reward z (standard units, cai.signals.rewardmodels) becomes
-sigmoid(z), and a GRM score s on 1-9 becomes (s - 1) / 8. The combined score is the weighted mean of the signals
-a sample has (a failed or absent signal is left out of that sample's mean, never counted as 0).
+"""Choosing among N answers to one prompt: rejection sampling, K-way preference pairs with soft labels from score
+differences, majority vote by equivalence, and AUROC. Pure functions, no engine. The combined score they rank by
+is the signals' weighted mean on [0, 1] (cai.signals.SignalSet.combined; each signal maps its value onto [0, 1]).
 
 Soft labels are Bradley-Terry on the combined scores: P(a is better than b) = sigmoid((s_a - s_b) / T), with T the
 `--rank-temperature`. Scores on [0, 1] differ by at most 1, so T = 0.1 puts a difference of 0.1 at P = 0.73 and
@@ -17,49 +13,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-SIGNALS = ("rules", "p_true", "pm", "prm", "grm")
 SELECT = ("passing", "best", "top-k")
 PAIRS = ("all", "best-vs-rest")
 OPERATORS = (">=", ">")
-
-
-def unit(signal: str, value: float) -> float:
-    """A signal's value on [0, 1]: a PM's standard-unit reward through the logistic function, a GRM score on its
-    1-9 scale mapped linearly."""
-    if signal == "pm":
-        return 1 / (1 + math.exp(-value))
-    if signal == "grm":
-        return (value - 1) / 8
-    return value
-
-
-def parse_weights(text: str) -> dict[str, float]:
-    """`rules=1,p_true=0.5`: each signal's weight in the combined score (ValueError naming a bad piece)."""
-    out: dict[str, float] = {}
-    for piece in (p.strip() for p in text.split(",")):
-        if not piece:
-            continue
-        name, sep, value = piece.partition("=")
-        name = name.strip()
-        if not sep or name not in SIGNALS:
-            raise ValueError(f"{piece!r}: expected SIGNAL=WEIGHT with SIGNAL one of {', '.join(SIGNALS)}")
-        try:
-            weight = float(value)
-        except ValueError:
-            raise ValueError(f"{piece!r}: the weight must be a number") from None
-        if not weight >= 0 or math.isinf(weight):
-            raise ValueError(f"{piece!r}: the weight must be a finite number of at least 0")
-        out[name] = weight
-    if not any(out.values()):
-        raise ValueError(f"{text!r}: at least one signal needs a weight above 0")
-    return out
-
-
-def combined(scores: dict[str, float | None], weights: dict[str, float]) -> float | None:
-    """The weighted mean on [0, 1] of the signals present; None when no weighted signal has a value."""
-    present = [(weights[k], unit(k, v)) for k, v in scores.items() if v is not None and weights.get(k, 0) > 0]
-    total = sum(w for w, _ in present)
-    return sum(w * v for w, v in present) / total if total else None
 
 
 @dataclass(frozen=True)
@@ -84,7 +40,7 @@ class Requirement:
         return value >= self.value if self.op == ">=" else value > self.value
 
 
-def parse_require(text: str, rules: Sequence[str]) -> list[Requirement]:
+def parse_require(text: str, rules: Sequence[str], signals: Sequence[str]) -> list[Requirement]:
     """`math.accuracy,p_true>=0.6,score>0.5`: rule ids that must pass and signals (or `score`, the combined one)
     at thresholds (ValueError naming the unknown rule or bad piece)."""
     out = []
@@ -99,8 +55,8 @@ def parse_require(text: str, rules: Sequence[str]) -> list[Requirement]:
             out.append(Requirement(piece, rule=piece))
             continue
         name, value = (s.strip() for s in piece.split(op, 1))
-        if name not in (*SIGNALS, "score"):
-            raise ValueError(f"{piece!r}: a threshold names one of {', '.join((*SIGNALS, 'score'))}")
+        if name not in (*signals, "score"):
+            raise ValueError(f"{piece!r}: a threshold names one of {', '.join((*signals, 'score'))}")
         try:
             threshold = float(value)
         except ValueError:

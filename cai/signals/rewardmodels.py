@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,9 @@ from cai.signals.calibration import calibration
 if TYPE_CHECKING:
     import torch
 
+# One trained model's forward pass at a time in this process: the streaming executor and the reward service call
+# from many threads, and torch gains nothing from several passes competing for the same cores.
+TORCH = threading.Lock()
 PM, PRM, PIK, META = "pm", "prm", "pik", "meta"  # the kinds `cai train-pm --kind` writes (cai_kind in config)
 
 

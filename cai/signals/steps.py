@@ -13,9 +13,25 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-SEPARATORS = ("line", "paragraph")  # named ways of splitting; any other value is a literal separator string
+from cai.settings import setting
+
 AGGREGATES = ("product", "min")
+
+
+@dataclass(frozen=True)
+class SeparatorOptions:
+    """How a solution is split into steps: the steps stage and the PRM signal split alike."""
+
+    step_separator: str = setting(
+        "line",
+        "How a solution is split into steps: line (non-empty lines), paragraph (blank-line separated), or any "
+        "other text as a literal separator ('\\n' is a newline).",
+        identity=True,
+    )
+
+
 _PARAGRAPH = re.compile(r"\n\s*\n")
 # Markup that is not a step of its own: the reasoning tags of DeepSeek-R1's format on a line of their own.
 _BARE_TAG = re.compile(r"^\s*</?think>\s*$")

@@ -51,6 +51,11 @@ class Source:
     from_flag: str
     step: str  # names the sampled requests' seeds and progress bar
 
+    @classmethod
+    def sampling(cls, n: int, temperature: float, flag: str, step: str) -> Source:
+        """Answers sampled from the model only: no trace or file to read them from."""
+        return cls(SAMPLED, traces="", path=None, n=n, temperature=temperature, flag=flag, from_flag="", step=step)
+
 
 # A file record -> its candidates (raise CaiError naming `where`); an SL row -> its candidates.
 FromRecord = Callable[[str, dict], list[Candidate[T]]]

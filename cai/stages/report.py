@@ -10,6 +10,17 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+def pct(share: float | None, digits: int = 1, width: int = 0) -> str:
+    """A share as a percentage ("n/a" without one), right-aligned in `width` characters."""
+    return ("n/a" if share is None else f"{100 * share:.{digits}f}%").rjust(width)
+
+
+def bars(rows: list[tuple[str, int]], width: int = 30) -> list[str]:
+    """A text histogram: a line per (label, count), its bar scaled to the largest count."""
+    top = max([n for _, n in rows] or [1])
+    return [f"  {label}  {'#' * max(1, round(width * n / top))} {n}" for label, n in rows]
+
+
 class Report:
     """A stage's report (returned by `Stage.report()`, built with the stage's own settings).
 

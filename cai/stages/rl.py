@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cai.core import columns
-from cai.core.columns import Messages
+from cai.core.columns import Messages, text_of
 from cai.core.context import RunContext
 from cai.core.inputs import Prompt
 from cai.core.prompts import TemplateSpec
@@ -101,10 +101,9 @@ def pair_from_record(where: str, record: dict) -> list[Candidate[str]]:
     else:
         raise CaiError(f"{where}: a pair needs 'responses' [a, b] or 'chosen' and 'rejected'")
     texts = []
-    for answer in pair:
-        if isinstance(answer, list) and answer and isinstance(answer[-1], dict):
-            answer = answer[-1].get("content")
-        if not isinstance(answer, str) or not answer.strip():
+    for given in pair:
+        answer = text_of(given)
+        if answer is None or not answer.strip():
             raise CaiError(f"{where}: each answer must be non-empty text")
         texts.append(Candidate("file", answer.strip()))
     return texts

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cai.judges import Description
-from cai.stages.report import Report
+from cai.stages.report import Report, bars
 
 if TYPE_CHECKING:
     import polars as pl
@@ -109,11 +109,7 @@ class RLReport(Report):
             *([f"{'labels decided by':<28}{_decided(s)}"] if s["decided_by"] else []),
             "p_chosen histogram:",
         ]
-        top = max([r["len"] for r in s["p_chosen_histogram"]] or [1])
-        for r in s["p_chosen_histogram"]:
-            lines.append(
-                f"  [{r['bin']:.1f}, {r['bin'] + 0.1:.1f})  {'#' * max(1, round(30 * r['len'] / top))} {r['len']}"
-            )
+        lines += bars([(f"[{r['bin']:.1f}, {r['bin'] + 0.1:.1f})", r["len"]) for r in s["p_chosen_histogram"]])
         if d.pairwise_votes:
             lines.append("position-consistent share per principle:")
             lines += [

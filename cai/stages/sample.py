@@ -14,36 +14,29 @@ the split into SFT rows and K-way preference pairs.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from cai import signals
 from cai.core import columns
 from cai.core.columns import Messages
 from cai.core.context import RunContext
 from cai.core.inputs import Prompt
 from cai.core.prompts import TemplateSpec
 from cai.core.records import ChunkResult, Failure
-from cai.core.rules import RuleResult, check_all, mean_score
+from cai.core.rules import RuleResult
 from cai.core.views import View
-from cai.errors import CaiError
-from cai.judges.grm import GROUP_TEMPLATES, GrmJudge
 from cai.settings import setting
-from cai.signals import p_true as selfeval
-from cai.signals import ranking
-from cai.signals import steps as steps_mod
+from cai.signals import SignalFailure, SignalSet, WeightOptions, ranking
 from cai.stages import candidates
 from cai.stages.base import Stage
 from cai.stages.candidates import Candidates
 from cai.stages.sample_report import SampleReport
 
 if TYPE_CHECKING:
-    from cai.config import RunConfig
+    import pyarrow as pa
 
-DEFAULT_WEIGHTS = "rules=1,p_true=1,pm=1,prm=1,grm=1"
-# One trained model at a time on this process's CPU threads (or GPU): the streaming executor calls the stage from
-# many threads, and torch gains nothing from several forward passes competing for the same cores.
-_TORCH = threading.Lock()
+    from cai.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -62,64 +55,17 @@ class SampleOptions:
         maximum=5,
         temperature=True,
     )
-    pm: str | None = setting(
-        None,
-        "Score every sample with this preference model (a folder `cai train-pm --kind pm` wrote); its normalised "
-        "reward z enters the combined score as sigmoid(z).",
-        identity=True,
-        path=True,
-    )
-    prm: str | None = setting(
-        None,
-        "Score every sample with this process reward model (`cai train-pm --kind prm`): the product (or, with "
-        "--prm-aggregate min, the minimum) of its step scores, the steps split by --step-separator.",
-        identity=True,
-        path=True,
-    )
-    prm_aggregate: str = setting(
-        "product",
-        "How a PRM's step scores make the sample's: product (P(every step is right), Lightman et al.) or min.",
-        identity=True,
-        choices=lambda: steps_mod.AGGREGATES,
-    )
-    sample_grm: bool = setting(
-        False,
-        "Score every sample by a DeepSeek-GRM judgement: the model writes principles and a critique of a prompt's "
-        "answers shown together, then each answer's 1-9 score is read from the next token's probabilities (their "
-        "expectation).",
-        identity=True,
-    )
-    weights: str = setting(
-        DEFAULT_WEIGHTS,
-        "Weights of the combined score, SIGNAL=W,...: rules (their weighted mean score), p_true, pm, prm, grm; a "
-        "signal the run does not compute is left out.",
-        identity=True,
-    )
-
-
-@dataclass(frozen=True)
-class SignalFailure:
-    """A signal that gave a sample no score, and why."""
-
-    signal: str
-    reason: str
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One sampled answer and every score it got (None where a signal was not asked for or failed)."""
+    """One sampled answer and what is known of it beside the signals' values (each signal's value and detail are
+    columns of their own, named by the signal: `Signal.value_column`, `Signal.detail_column`)."""
 
     index: int
     text: str  # empty when the engine gave no answer (`error` says why)
     error: str | None
-    rules: list[RuleResult]
-    rules_score: float | None  # the weighted mean score of the rules that apply and finished
     correct: bool | None  # every accuracy rule passed; None where none applied or one could not finish
-    p_true: float | None
-    pm: float | None  # the PM's normalised reward (standard units)
-    prm: float | None  # the PRM's solution score
-    prm_steps: list[float]
-    grm: float | None  # the GRM judgement's expected 1-9 score
     score: float | None  # the combined score on [0, 1]
     failures: list[SignalFailure]
 
@@ -142,182 +88,83 @@ class SamplesRow:
     model: str
 
 
+def sample_columns() -> list[tuple[str, Any]]:
+    """Every registered signal's columns in a sample (name, Python type): its value and, if it keeps one, its
+    detail. Every signal's, computed or not, so one installation writes one schema."""
+    out: list[tuple[str, Any]] = []
+    for name in signals.names():
+        cls = signals.get(name)
+        out.append((cls.value_column(), float | None))
+        if cls.detail_column:
+            out.append((cls.detail_column, cls.detail_type))
+    return out
+
+
 class SampleStage(Stage):
     name = "sample"
     split = "samples"
     row_type = SamplesRow
     view = View(answer="texts", trains="pik")
     in_all = False  # a run for selection: run it by name (`--stage sample` runs select and rank too)
-    settings = (SampleOptions, selfeval.SelfEvalOptions)
+    settings = (SampleOptions, WeightOptions)
 
     def __init__(self, config: RunConfig):
         super().__init__(config)
         self.o = config.options(SampleOptions)
-        self.self_eval = config.options(selfeval.SelfEvalOptions)
-        try:
-            self.weights = ranking.parse_weights(self.o.weights)
-        except ValueError as e:
-            raise CaiError(f"--weights {e}") from None
-        from cai.stages.steps import StepsOptions
-
-        self.separator = config.options(StepsOptions).step_separator
+        self.signals = SignalSet(config)
         self.candidates: Candidates[str] = Candidates(
-            candidates.Source(
-                mode=candidates.SAMPLED,
-                traces="",
-                path=None,
-                n=self.o.samples,
-                temperature=self.o.sample_temperature,
-                flag="--samples",
-                from_flag="",
-                step="samples",
-            )
+            candidates.Source.sampling(self.o.samples, self.o.sample_temperature, "--samples", "samples")
         )
 
-    def signals(self) -> list[str]:
-        """The signals this run computes, in SIGNALS order."""
-        on = {
-            "rules": True,
-            "p_true": self.self_eval.self_eval,
-            "pm": bool(self.o.pm),
-            "prm": bool(self.o.prm),
-            "grm": self.o.sample_grm,
-        }
-        return [s for s in ranking.SIGNALS if on[s]]
+    def schema(self) -> pa.Schema:
+        """The split's columns: a sample's own fields and every registered signal's (cai.signals)."""
+        import pyarrow as pa
+
+        base = columns.schema(SamplesRow)
+        sample = pa.struct(
+            list(columns.arrow_type(Sample)) + [pa.field(n, columns.arrow_type(tp)) for n, tp in sample_columns()]
+        )
+        return base.set(base.get_field_index("samples"), pa.field("samples", pa.list_(sample)))
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
-        return (selfeval.TEMPLATES if self.self_eval.self_eval else ()) + (GROUP_TEMPLATES if self.o.sample_grm else ())
+        return self.signals.template_specs()
+
+    def needs_engine(self, ctx: RunContext) -> bool:
+        return True  # the answers are sampled
 
     def report(self) -> SampleReport:
-        return SampleReport(self.split, self.o.samples, self.signals(), self.o.weights)
+        return SampleReport(self.split, self.o.samples, self.signals)
 
     def check(self, ctx: RunContext) -> None:
-        from cai.signals.rewardmodels import PM, PRM, check_pm
-
-        if self.o.pm:
-            check_pm(self.o.pm, "--pm", PM)
-        if self.o.prm:
-            check_pm(self.o.prm, "--prm", PRM)
-        unused = [s for s, w in self.weights.items() if w > 0 and s not in self.signals()]
-        if unused and "weights" in ctx.config.given:
-            flags = {"p_true": "--self-eval", "pm": "--pm", "prm": "--prm", "grm": "--sample-grm"}
-            raise CaiError(
-                f"--weights gives {unused[0]} a weight, but the run does not compute it ({flags[unused[0]]})"
-            )
+        self.signals.check(ctx)
 
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
         result = ChunkResult()
         groups = self.candidates.get(ctx, chunk, result)
-        prompts, drafts = [], []
+        drafts: list[list[Draft]] = []
+        items: list[signals.Item] = []
+        owners: list[Draft] = []
         for p, found in zip(chunk, groups, strict=True):
             assert not isinstance(found, Failure)  # sampled candidates always come back, a failure per sample
-            prompts.append(p)
             drafts.append([Draft(i, c.value) for i, c in enumerate(found[0])])
-        for p, group in zip(prompts, drafts, strict=True):
-            for d in group:
+            for d in drafts[-1]:
                 if d.text:
-                    d.rules = check_all(ctx.constitution.rules, d.text, p.reference)
-        if self.self_eval.self_eval:
-            self.score_p_true(ctx, prompts, drafts, result)
-        if self.o.pm:
-            self.score_pm(prompts, drafts)
-        if self.o.prm:
-            self.score_prm(prompts, drafts)
-        if self.o.sample_grm:
-            self.score_grm(ctx, prompts, drafts, result)
-        for p, group in zip(prompts, drafts, strict=True):
-            result.rows.append(columns.record(self._row(ctx, p, group)))
+                    items.append(signals.Item(p.messages, d.text, p.reference))
+                    owners.append(d)
+        for d, scored in zip(owners, self.signals.score(ctx, items, result), strict=True):
+            d.scored = scored
+        for p, group in zip(chunk, drafts, strict=True):
+            result.rows.append(self._row(ctx, p, group))
         return result
 
-    def score_p_true(
-        self, ctx: RunContext, prompts: list[Prompt], drafts: list[list[Draft]], result: ChunkResult
-    ) -> None:
-        k = self.self_eval.self_eval_samples
-        items, owners = [], []
-        for p, group in zip(prompts, drafts, strict=True):
-            answered = [d for d in group if d.text]
-            for d in answered:
-                others = [o.text for o in answered if o is not d][:k]  # its own other samples, not new ones
-                items.append((list(p.messages), d.text, others))
-                owners.append(d)
-        for d, read in zip(owners, selfeval.evaluate(ctx, items, result), strict=True):
-            if read.p_true is None:
-                d.failures.append(SignalFailure("p_true", read.error or "no P(True)"))
-            d.p_true = read.p_true
-
-    def score_pm(self, prompts: list[Prompt], drafts: list[list[Draft]]) -> None:
-        from cai.signals.rewardmodels import rewards
-
-        owners = [(p, d) for p, group in zip(prompts, drafts, strict=True) for d in group if d.text]
-        if not owners:
-            return
-        assert self.o.pm is not None
-        try:
-            with _TORCH:
-                scores = rewards(self.o.pm, [(list(p.messages), d.text) for p, d in owners])["scores"]
-        except Exception as e:  # a model that fails on this input is recorded per sample, not a lost prompt
-            for _, d in owners:
-                d.failures.append(SignalFailure("pm", f"{type(e).__name__}: {str(e)[:200]}"))
-            return
-        for (_, d), z in zip(owners, scores, strict=True):
-            d.pm = z
-
-    def score_prm(self, prompts: list[Prompt], drafts: list[list[Draft]]) -> None:
-        from cai.signals.rewardmodels import StepRow, solution_score, step_scores
-
-        owners, rows = [], []
-        for p, group in zip(prompts, drafts, strict=True):
-            for d in group:
-                found = steps_mod.split(d.text, self.separator) if d.text else []
-                if d.text and not found:
-                    d.failures.append(SignalFailure("prm", f"no steps after splitting by {self.separator!r}"))
-                elif found:
-                    owners.append(d)
-                    rows.append(StepRow(p.id, steps_mod.prompt_text(p.messages), found, None))
-        if not rows:
-            return
-        assert self.o.prm is not None
-        try:
-            with _TORCH:
-                scored = step_scores(self.o.prm, rows)["steps"]
-        except Exception as e:
-            for d in owners:
-                d.failures.append(SignalFailure("prm", f"{type(e).__name__}: {str(e)[:200]}"))
-            return
-        for d, step_p in zip(owners, scored, strict=True):
-            d.prm_steps = step_p
-            d.prm = solution_score(step_p, self.o.prm_aggregate)
-            if d.prm is None:
-                d.failures.append(SignalFailure("prm", "every step lay past the PRM's max length"))
-
-    def score_grm(self, ctx: RunContext, prompts: list[Prompt], drafts: list[list[Draft]], result: ChunkResult) -> None:
-        """One GRM judgement per prompt of all its answers (sampled, as the GRM judge writes its own), then each
-        answer's score read from one forward pass after `Score of Response N: [` (G-Eval's expectation)."""
-        jobs = [
-            (p, answered)
-            for p, group in zip(prompts, drafts, strict=True)
-            if (answered := [d for d in group if d.text])
-        ]
-        if not jobs:
-            return
-        groups = [(p, [d.text for d in answered]) for p, answered in jobs]
-        judged = GrmJudge(ctx.config).sampled_group(ctx, groups, result, 1, "sample-grm", "sample grm judgements")
-        for (_, answered), j in zip(jobs, judged, strict=True):
-            if j.soft is None:
-                for d in answered:
-                    d.failures.append(SignalFailure("grm", j.error or "no scores"))
-            else:
-                for d, x in zip(answered, j.soft, strict=True):
-                    d.grm = x
-
-    def _row(self, ctx: RunContext, p: Prompt, group: list[Draft]) -> SamplesRow:
-        rules = {r.id: r for r in ctx.constitution.rules}
-        samples = [d.sample(rules, self.weights) for d in group]
+    def _row(self, ctx: RunContext, p: Prompt, group: list[Draft]) -> dict:
+        accuracy = {r.id for r in ctx.constitution.rules if r.kind == "accuracy"}
+        samples = [d.sample(accuracy) for d in group]
         graded = [s for s in samples if s.correct is not None]
         correct = sum(bool(s.correct) for s in graded)
-        p_true = [s.p_true for s in samples if s.p_true is not None]
+        p_true = [v for d in group if (v := d.scored.values.get("p_true")) is not None]
         best = ranking.ranked([s.score for s in samples])
-        return SamplesRow(
+        row = SamplesRow(
             id=p.id,
             prompt=list(p.messages),
             reference=p.reference,
@@ -331,11 +178,14 @@ class SampleStage(Stage):
             best=best[0] if best else None,
             model=ctx.config.run.model,
         )
+        out = columns.record(row)
+        for sample, d in zip(out["samples"], group, strict=True):
+            sample.update(d.signal_columns())
+        return out
 
 
 class Draft:
-    """A sample while its scores come in (one thread owns a prompt's drafts; each score_* method of the stage fills
-    one signal in, so a benchmark can time each)."""
+    """A sample while its scores come in (one thread owns a prompt's drafts)."""
 
     def __init__(self, index: int, value: str | Failure):
         self.index = index
@@ -344,31 +194,27 @@ class Draft:
         if not text and self.error is None:
             self.error = "the model returned an empty answer"
         self.text = text
-        self.rules: list[RuleResult] = []
-        self.p_true: float | None = None
-        self.pm: float | None = None
-        self.prm: float | None = None
-        self.prm_steps: list[float] = []
-        self.grm: float | None = None
-        self.failures: list[SignalFailure] = []
+        self.scored = signals.Scored()
 
-    def sample(self, rules: dict, weights: dict[str, float]) -> Sample:
-        rules_score = mean_score(self.rules, rules) if self.rules else None
-        accuracy = [r for r in self.rules if rules[r.rule].kind == "accuracy"]
-        correct = all(r.passed for r in accuracy) if accuracy and all(r.known for r in accuracy) else None
-        scores = {"rules": rules_score, "p_true": self.p_true, "pm": self.pm, "prm": self.prm, "grm": self.grm}
+    def sample(self, accuracy: set[str]) -> Sample:
+        checked: list[RuleResult] = self.scored.details.get("rules", [])
+        graded = [r for r in checked if r.rule in accuracy]
+        correct = all(r.passed for r in graded) if graded and all(r.known for r in graded) else None
         return Sample(
             index=self.index,
             text=self.text,
             error=self.error,
-            rules=self.rules,
-            rules_score=rules_score,
             correct=correct,
-            p_true=self.p_true,
-            pm=self.pm,
-            prm=self.prm,
-            prm_steps=self.prm_steps,
-            grm=self.grm,
-            score=ranking.combined(scores, weights) if self.text else None,
-            failures=self.failures,
+            score=self.scored.score if self.text else None,
+            failures=self.scored.failures,
         )
+
+    def signal_columns(self) -> dict[str, Any]:
+        """Every registered signal's value and detail columns for this sample (None where not computed)."""
+        out: dict[str, Any] = {}
+        for name in signals.names():
+            cls = signals.get(name)
+            out[cls.value_column()] = self.scored.values.get(name)
+            if cls.detail_column:
+                out[cls.detail_column] = columns.plain(self.scored.details.get(name, []))
+        return out

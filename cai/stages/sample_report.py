@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cai.signals import ranking
-from cai.stages.report import Report
+from cai.stages.report import Report, pct
 
 if TYPE_CHECKING:
     import polars as pl
+
+    from cai.signals import SignalSet
 
 
 def _tenths(values: list[float]) -> list[int]:
@@ -17,10 +19,6 @@ def _tenths(values: list[float]) -> list[int]:
     for v in values:
         counts[min(9, max(0, int(v * 10)))] += 1
     return counts
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def _num(x: float | None) -> str:
@@ -32,9 +30,12 @@ class SampleReport(Report):
         "`cai generate --stage sample` runs select (SFT) and rank (preferences) on it; train-pm --kind pik reads it"
     )
 
-    def __init__(self, split: str, n: int, signals: list[str], weights: str):
+    def __init__(self, split: str, n: int, signals: SignalSet):
         super().__init__(split)
-        self.n, self.signals, self.weights = n, signals, weights
+        self.n, self.signals, self.weights = n, signals.names, signals.describe_weights()
+        # every registered signal's column, and its map onto [0, 1]: a run's samples hold them all
+        self.columns = {s.name: s.value_column() for s in signals.registered}
+        self.unit = {s.name: s.unit for s in signals.registered}
 
     def stats(self, rows: pl.LazyFrame) -> dict:
         table = rows.select("samples", "graded", "correct", "p_ik", "best").collect()
@@ -52,15 +53,16 @@ class SampleReport(Report):
             "pass_at_n": sum(r["correct"] > 0 for r in graded) / len(graded) if graded else None,
             "mean_p_ik": sum(r["p_ik"] for r in graded) / len(graded) if graded else None,
         }
-        for signal in ("rules_score", "p_true", "pm", "prm", "grm", "score"):
-            values = [s[signal] for s in samples if s[signal] is not None]
-            out[f"mean_{signal}"] = sum(values) / len(values) if values else None
+        for key in (*self.columns.values(), "score"):
+            values = [s[key] for s in samples if s.get(key) is not None]
+            out[f"mean_{key}"] = sum(values) / len(values) if values else None
         # Where a reference grades the answers: does each score separate right from wrong (AUROC), and does the
         # prompt's best-scored sample come out right (best-of-N by the combined score)?
+        keys = {name: key for name, key in self.columns.items() if name != "rules"} | {"score": "score"}
         out["auroc"] = {
-            signal: ranking.auroc([s[signal] for s in scored], [bool(s["correct"]) for s in scored])
-            for signal in ("p_true", "pm", "prm", "grm", "score")
-            if (scored := [s for s in labelled if s[signal] is not None])
+            name: ranking.auroc([s[key] for s in scored], [bool(s["correct"]) for s in scored])
+            for name, key in keys.items()
+            if (scored := [s for s in labelled if s.get(key) is not None])
         }
         best = [
             r["samples"][r["best"]]["correct"]
@@ -69,17 +71,11 @@ class SampleReport(Report):
         ]
         out["best_of_n"] = sum(bool(b) for b in best) / len(best) if best else None
         # the distributions the plot draws: each signal's values on [0, 1], in tenths
+        unit = self.unit | {"score": lambda v: v}
         out["histograms"] = {
-            signal: _tenths([ranking.unit(signal, s[key]) for s in samples if s[key] is not None])
-            for signal, key in (
-                ("rules", "rules_score"),
-                ("p_true", "p_true"),
-                ("pm", "pm"),
-                ("prm", "prm"),
-                ("grm", "grm"),
-                ("score", "score"),
-            )
-            if any(s[key] is not None for s in samples)
+            name: _tenths([unit[name](s[key]) for s in samples if s.get(key) is not None])
+            for name, key in (self.columns | {"score": "score"}).items()
+            if any(s.get(key) is not None for s in samples)
         }
         out["p_ik_histogram"] = _tenths([r["p_ik"] for r in graded])
         return {"samples": out}
@@ -101,7 +97,7 @@ class SampleReport(Report):
         if s["graded_prompts"]:
             right.bar(centres, s["p_ik_histogram"], width=0.09, color="#55a868")
             right.set(
-                title=f"P(IK): share of a prompt's samples right (pass@1 {_pct(s['pass_at_1'])})",
+                title=f"P(IK): share of a prompt's samples right (pass@1 {pct(s['pass_at_1'])})",
                 xlabel="P(IK)",
                 ylabel="prompts",
                 xlim=(0, 1),
@@ -118,8 +114,8 @@ class SampleReport(Report):
         ]
         if s["graded_prompts"]:
             lines.append(
-                f"accuracy       pass@1 {_pct(s['pass_at_1'])}, pass@{self.n} {_pct(s['pass_at_n'])}, best-of-"
-                f"{self.n} by score {_pct(s['best_of_n'])}; mean P(IK) {_num(s['mean_p_ik'])} over "
+                f"accuracy       pass@1 {pct(s['pass_at_1'])}, pass@{self.n} {pct(s['pass_at_n'])}, best-of-"
+                f"{self.n} by score {pct(s['best_of_n'])}; mean P(IK) {_num(s['mean_p_ik'])} over "
                 f"{s['graded_prompts']} graded prompts"
             )
             if s["auroc"]:
@@ -130,9 +126,7 @@ class SampleReport(Report):
     def report_lines(self, stats: dict) -> list[str]:
         s = stats["samples"]
         means = ", ".join(
-            f"{k} {_num(s[f'mean_{k}'])}"
-            for k in ("rules_score", "p_true", "pm", "prm", "grm", "score")
-            if s[f"mean_{k}"] is not None
+            f"{k} {_num(s[f'mean_{k}'])}" for k in (*self.columns.values(), "score") if s.get(f"mean_{k}") is not None
         )
         return [*self.summary_lines(stats), f"mean scores    {means}"]
 

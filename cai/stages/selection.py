@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from cai import signals
 from cai.core import columns
 from cai.core.columns import Messages
 from cai.core.context import RunContext
@@ -172,7 +173,7 @@ class SelectStage(FromSamples):
         if self.o.require is None:
             return [ranking.Requirement(r.id, rule=r.id) for r in rules if r.hard]
         try:
-            return ranking.parse_require(self.o.require, [r.id for r in rules])
+            return ranking.parse_require(self.o.require, [r.id for r in rules], signals.names())
         except ValueError as e:
             raise CaiError(f"--require {e}") from None
 
@@ -218,8 +219,8 @@ class SelectStage(FromSamples):
 
 def _verdicts(sample: dict, need: list[ranking.Requirement]) -> list[bool | None]:
     passed = {r["rule"]: (r["passed"] if r["error"] is None else None) for r in sample["rules"]}
-    scores = {k: sample[k] for k in (*ranking.SIGNALS, "score") if k in sample}
-    scores["rules"] = sample["rules_score"]
+    scores = {name: sample.get(signals.get(name).value_column()) for name in signals.names()}
+    scores["score"] = sample["score"]
     return [r.met(passed, scores) for r in need]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cai.stages.report import Report
+from cai.stages.report import Report, bars, pct
 
 if TYPE_CHECKING:
     import polars as pl
@@ -156,7 +156,7 @@ class SLReport(Report):
         lines += [f"  round {r['round']}  {r['principle']:<26}{r['len']:>6}" for r in s["principles_per_round"]]
         if s.get("rules_passed"):
             lines += ["", f"{'rule':<36}{'initial':>9}{'final':>9}   (share of texts that pass)"]
-            lines += [f"  {r['rule']:<34}{_pct(r['initial']):>9}{_pct(r['final']):>9}" for r in s["rules_passed"]]
+            lines += [f"  {r['rule']:<34}{pct(r['initial'], 0):>9}{pct(r['final'], 0):>9}" for r in s["rules_passed"]]
             lines += [
                 f"{'checks that could not finish':<36}{s.get('rules_unknown', 0)}  (unknown: left out of the shares)",
                 f"{'revisions breaking a hard rule':<36}{s['hard_rule_regressions']}",
@@ -170,12 +170,8 @@ class SLReport(Report):
                 f"  {r['principle']:<26}{_num(r['change'], signed=True)}  ({r['n']} revisions)"
                 for r in s["p_true_change_per_principle"]
             ]
-            top = max([r["len"] for r in s["p_true_histogram"]] or [1])
             lines += ["P(True) histogram:"]
-            lines += [
-                f"  [{r['bin']:.1f}, {r['bin'] + 0.1:.1f})  {'#' * max(1, round(30 * r['len'] / top))} {r['len']}"
-                for r in s["p_true_histogram"]
-            ]
+            lines += bars([(f"[{r['bin']:.1f}, {r['bin'] + 0.1:.1f})", r["len"]) for r in s["p_true_histogram"]])
             lines.append(
                 f"{'option orders disagree':<36}{100 * (s['p_true_orders_disagree'] or 0):.1f}%  "
                 f"({s['p_true_failed']} failed reads)"
@@ -242,7 +238,8 @@ class SLReport(Report):
         if not s.get("rules_passed"):
             return lines
         lines += [
-            f"- `{r['rule']}` passed by {_pct(r['initial'])} of initial answers, {_pct(r['final'])} of final revisions"
+            f"- `{r['rule']}` passed by {pct(r['initial'], 0)} of initial answers, "
+            f"{pct(r['final'], 0)} of final revisions"
             for r in s["rules_passed"]
         ]
         return [*lines, f"- revisions that broke a hard rule their input kept: {s['hard_rule_regressions']}"]
@@ -250,7 +247,3 @@ class SLReport(Report):
 
 def _num(x: float | None, signed: bool = False) -> str:
     return "n/a" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
-
-
-def _pct(share: float | None) -> str:
-    return "n/a" if share is None else f"{100 * share:.0f}%"

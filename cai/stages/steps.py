@@ -66,12 +66,6 @@ class StepsOptions:
         when=("solutions", ("sampled",)),
         temperature=True,
     )
-    step_separator: str = setting(
-        "line",
-        "How a solution is split into steps: line (non-empty lines), paragraph (blank-line separated), or any "
-        "other text as a literal separator ('\\n' is a newline).",
-        identity=True,
-    )
 
 
 @dataclass(frozen=True)
@@ -152,11 +146,12 @@ class StepsStage(Stage):
     inputs = ("sft",)  # with --solutions sl
     in_all = False  # it wants problems whose solutions have checkable steps: run it by name
     key = "prompt_id"  # a prompt makes several rows (one per solution); `id` names the row
-    settings = (StepsOptions, StepJudgingOptions)
+    settings = (StepsOptions, steps_mod.SeparatorOptions, StepJudgingOptions)
 
     def __init__(self, config: RunConfig):
         super().__init__(config)
         self.o: StepsOptions = config.options(StepsOptions)
+        self.separator = config.options(steps_mod.SeparatorOptions).step_separator
         self.judge = stepjudge.get(config)
         source = candidates.Source(
             mode=SOURCES[self.o.solutions],
@@ -169,7 +164,7 @@ class StepsStage(Stage):
             step="steps solutions",
         )
         self.candidates: Candidates[Steps] = Candidates(
-            source, solution_from_record(self.o.step_separator), trace_solutions, ["id", "initial", "revisions"]
+            source, solution_from_record(self.separator), trace_solutions, ["id", "initial", "revisions"]
         )
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
@@ -179,11 +174,11 @@ class StepsStage(Stage):
         return self.candidates.sampled or self.judge.needs_engine()
 
     def report(self) -> StepsReport:
-        return StepsReport(self.split, self.o.solutions, self.o.step_separator, self.judge.describe())
+        return StepsReport(self.split, self.o.solutions, self.separator, self.judge.describe())
 
     def check(self, ctx: RunContext) -> None:
         self.judge.check(ctx)
-        if not self.o.step_separator:
+        if not self.separator:
             raise CaiError("--step-separator: empty; use line, paragraph or a separator text")
         self.candidates.check(ctx, alone=ctx.config.run.stage == self.name)
 
@@ -254,9 +249,9 @@ class StepsStage(Stage):
         if isinstance(c.value, Failure):
             lost.setdefault(p.id, []).append(f"solution {i}: {c.value.reason}")
             return []
-        found = tuple(steps_mod.split(c.value, self.o.step_separator)) if isinstance(c.value, str) else c.value
+        found = tuple(steps_mod.split(c.value, self.separator)) if isinstance(c.value, str) else c.value
         if not found:
-            why = f"no steps after splitting by {self.o.step_separator!r}"
+            why = f"no steps after splitting by {self.separator!r}"
             lost.setdefault(p.id, []).append(f"solution {i} ({c.source}): {why}")
             return []
         return [Solution(p, i, c.source, found)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cai.stages.report import Report
+from cai.stages.report import Report, bars
 
 if TYPE_CHECKING:
     import polars as pl
@@ -121,10 +121,11 @@ class StepsReport(Report):
         if s["accuracy"] is not None:
             lines.append(f"{'final answers':<28}{self._accuracy(s)}")
         lines.append("first error at step (solutions):")
-        top = max([r["len"] for r in s["first_error_histogram"]] or [1])
-        for r in s["first_error_histogram"]:
-            step = f"{r['step'] + 1}" if r["step"] < FIRST_ERRORS - 1 else f"{FIRST_ERRORS}+"
-            lines.append(f"  {step:>3}  {'#' * max(1, round(30 * r['len'] / top))} {r['len']}")
+        steps = [
+            f"{r['step'] + 1}" if r["step"] < FIRST_ERRORS - 1 else f"{FIRST_ERRORS}+"
+            for r in s["first_error_histogram"]
+        ]
+        lines += bars([(f"{step:>3}", r["len"]) for step, r in zip(steps, s["first_error_histogram"], strict=True)])
         lines.append("per principle (mean P(good step), order-consistent reads):")
         lines += [
             f"  {r['principle']:<26}{r['p_mean']:.3f}  {100 * r['consistent']:5.1f}%  ({r['votes']} votes)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cai.core.columns import text_of
 from cai.core.inputs import prompt_id
 from cai.core.sampling import stable_unit
 from cai.core.sources import open_rows
@@ -135,7 +136,7 @@ def _messages(value, role):
 
 
 def _text(value) -> str:
-    return value if isinstance(value, str) else value[-1]["content"]
+    return text_of(value) or ""
 
 
 @dataclass

@@ -70,7 +70,7 @@ def self_eval(
     config = chunked(config)
     stage = SelfEval(config, records)
     items = [Prompt(r.id, r.prompt.messages, r.prompt.reference) for r in records]
-    done = run_evaluation(config, stage, items, fingerprint(records), backend, log)
+    done = run_evaluation(config, stage, items, fingerprint(r.identity() for r in records), backend, log)
     ok = [r for r in done.rows if r["p_true"] is not None]
     report = calibration([r["p_true"] for r in ok], [r["acceptable"] for r in ok])
     disagree = [(r["p_true_ab"] > 0.5) != (r["p_true_ba"] > 0.5) for r in ok]

@@ -7,10 +7,8 @@ with --out). Each selector picks one sample per problem, and the accuracy rule g
 
   rules      the highest score of the rules other than accuracy (format, language, length: what a policy could be
              rewarded for without the answer key)
-  p_true     the highest P(True)
-  pm         the highest PM reward
-  prm        the highest PRM solution score
-  grm        the highest score of a DeepSeek-GRM judgement of the problem's samples (--sample-grm)
+  SIGNAL     the highest value of each other signal the run computes (cai.signals: P(True) with --self-eval, a PM
+             with --pm, a PRM with --prm, a GRM judgement with --sample-grm, a plug-in's signal)
   score      the highest combined score (--weights)
   majority   the most common final answer, answers grouped by math-verify equivalence (so 1/2 and 0.5 vote together)
 
@@ -20,29 +18,25 @@ selector cannot choose for (no sample has its score) counts as wrong, and is cou
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 
-from cai import backends
+from cai import backends, signals
+from cai.commands.evaluation.data import fingerprint
 from cai.commands.evaluation.run import evaluate as run_evaluation
 from cai.config import RunConfig
 from cai.core import inputs, rules
 from cai.errors import CaiError
 from cai.signals import ranking
+from cai.stages.report import pct as report_pct
 from cai.stages.sample import SampleStage
 
-SELECTORS = ("rules", "p_true", "pm", "prm", "grm", "score", "majority")
-LABELS = {
-    "rules": "rules without accuracy",
-    "p_true": "P(True)",
-    "pm": "preference model",
-    "prm": "process reward model",
-    "grm": "GRM judgement",
-    "score": "combined score",
-    "majority": "majority vote (math-verify)",
-}
+RULES, SCORE, MAJORITY = "rules", "score", "majority"
+LABELS = {RULES: "rules without accuracy", SCORE: "combined score", MAJORITY: "majority vote (math-verify)"}
+
+
+def label(selector: str) -> str:
+    return LABELS.get(selector) or signals.get(selector).label
 
 
 def evaluate(
@@ -62,12 +56,11 @@ def evaluate(
         raise CaiError(
             f"{const.path}: no accuracy rule grades the answers against their reference (try --constitution reasoning)"
         )
-    fingerprint = hashlib.sha256(
-        json.dumps([[p.id, p.reference] for p in graded], ensure_ascii=False).encode()
-    ).hexdigest()[:16]
-    done = run_evaluation(config, stage, graded, fingerprint, backend, log)
+    identity = fingerprint([p.id, p.reference] for p in graded)
+    done = run_evaluation(config, stage, graded, identity, backend, log)
     weights = {r.id: r.weight for r in done.constitution.rules if r.kind != "accuracy"}
-    report = selectors(done.rows, weights, stage.signals())
+    columns = {s.name: s.value_column() for s in stage.signals.active if s.name != RULES}
+    report = selectors(done.rows, weights, columns)
     report.update(
         data=data,
         samples=stage.o.samples,
@@ -97,16 +90,20 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def selectors(rows: list[dict], rule_weights: dict[str, float], signals: list[str]) -> dict:
-    """Best-of-N accuracy of each selector over the problems whose samples the accuracy rule graded."""
+def selectors(rows: list[dict], rule_weights: dict[str, float], columns: dict[str, str]) -> dict:
+    """Best-of-N accuracy of each selector over the problems whose samples the accuracy rule graded: the rules
+    without accuracy, each signal the run computes (`columns`: its name -> its samples' column), the combined
+    score and majority vote."""
     problems = [r for r in rows if r["graded"]]
-    chosen: dict[str, list[bool]] = {s: [] for s in SELECTORS}
-    unchosen = dict.fromkeys(SELECTORS, 0)
+    shown = [RULES, *columns, SCORE, MAJORITY]
+    chosen: dict[str, list[bool]] = {s: [] for s in shown}
+    unchosen = dict.fromkeys(shown, 0)
     for row in problems:
         samples = [s for s in row["samples"] if s["text"] and s["correct"] is not None]
         values = {
-            "rules": [_style_score(s, rule_weights) for s in samples],
-            **{k: [s[k] for s in samples] for k in ("p_true", "pm", "prm", "grm", "score")},
+            RULES: [_style_score(s, rule_weights) for s in samples],
+            **{name: [s[key] for s in samples] for name, key in columns.items()},
+            SCORE: [s["score"] for s in samples],
         }
         for name, scores in values.items():
             order = ranking.ranked(scores)
@@ -117,7 +114,6 @@ def selectors(rows: list[dict], rule_weights: dict[str, float], signals: list[st
         chosen["majority"].append(top is not None and bool(samples[top]["correct"]))
         unchosen["majority"] += top is None
     n = len(problems)
-    shown = [s for s in SELECTORS if s in ("score", "majority") or s == "rules" or s in signals]
     return {
         "problems": n,
         "pass_at_1": sum(r["correct"] / r["graded"] for r in problems) / n if n else None,
@@ -129,7 +125,7 @@ def selectors(rows: list[dict], rule_weights: dict[str, float], signals: list[st
 
 def lines(r: dict) -> list[str]:
     def pct(x: float | None) -> str:
-        return "   n/a" if x is None else f"{100 * x:5.1f}%"
+        return report_pct(x, width=6)
 
     n = r["samples"]
     out = [
@@ -141,7 +137,7 @@ def lines(r: dict) -> list[str]:
     for s, v in r["best_of_n"].items():
         what = "no sample has a final answer" if s == "majority" else "no sample has this score"
         missing = f"  ({r['unchosen'][s]} problems where {what})" if r["unchosen"][s] else ""
-        out.append(f"  {LABELS[s]:<28}{pct(v)}{missing}")
+        out.append(f"  {label(s):<28}{pct(v)}{missing}")
     out.append(f"pass@{n:<9} {pct(r['pass_at_n'])}  (some sample is right: the ceiling of any selector)")
     if r.get("failure_reasons"):
         out.append("why problems failed: " + "; ".join(r["failure_reasons"]))
@@ -162,7 +158,7 @@ def plot(r: dict, path: str) -> None:
     names = list(r["best_of_n"])
     values = [100 * (r["best_of_n"][s] or 0) for s in names]
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.barh([LABELS[s] for s in names], values, color="#4c72b0")
+    ax.barh([label(s) for s in names], values, color="#4c72b0")
     for y, v in enumerate(values):
         ax.text(v + 0.5, y, f"{v:.1f}%", va="center", fontsize=8)
     if r["pass_at_1"] is not None:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cai.core import inputs
+from cai.core.columns import text_of
 from cai.core.sources import open_rows
 from cai.errors import CaiError
 
@@ -65,10 +68,8 @@ def _records(source: str) -> list[tuple[str, dict]]:
 
 def _answer(record: dict, keys: tuple[str, ...], where: str, what: str) -> str:
     """Text, or the last message's content of an assistant message list, under the first of `keys` present."""
-    value = next((record[k] for k in keys if k in record), None)
-    if isinstance(value, list) and value and isinstance(value[-1], dict):
-        value = value[-1].get("content")
-    if not isinstance(value, str) or not value.strip():
+    value = text_of(next((record[k] for k in keys if k in record), None))
+    if value is None or not value.strip():
         raise CaiError(f"{where}: expected {what}: non-empty text (or assistant messages)")
     return value.strip()
 
@@ -164,11 +165,12 @@ def _pair_id(messages, chosen: str, rejected: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def fingerprint(records: list[LabelledPair] | list[Labelled] | list[LabelledSolution]) -> str:
-    """A hash of the labelled data as read: a run folder of one data set is not resumed with another."""
+def fingerprint(identities: Iterable[Any]) -> str:
+    """A hash of the data as read (each record's identity, JSON): a run folder of one data set is not resumed with
+    another."""
     h = hashlib.sha256()
-    for r in records:
-        h.update(json.dumps(r.identity(), ensure_ascii=False).encode())
+    for identity in identities:
+        h.update(json.dumps(identity, ensure_ascii=False).encode())
     return h.hexdigest()[:16]
 
 

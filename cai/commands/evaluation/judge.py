@@ -131,7 +131,9 @@ def evaluate(
     pairs = read_pairs(data)
     config = chunked(config)
     stage = JudgeEval(config, pairs)
-    done = run_evaluation(config, stage, [p.prompt for p in pairs], fingerprint(pairs), backend, log)
+    done = run_evaluation(
+        config, stage, [p.prompt for p in pairs], fingerprint(p.identity() for p in pairs), backend, log
+    )
     report = judge_report(done.rows, len(done.failures), stage.labeller.judge.describe().pairwise_votes)
     # RewardBench 2's records: a pair the judge could not label counts as a loss of its record
     failed = {pid for pid, _ in done.failures}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from cai.errors import CaiError
+from cai.stages.report import pct
 
 
 def _pct(x: float | None) -> str:
-    return "   n/a" if x is None else f"{100 * x:5.1f}%"
+    return pct(x, width=6)
 
 
 def _num(x: float | None, digits: int = 3) -> str:

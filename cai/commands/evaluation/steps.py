@@ -82,7 +82,9 @@ def evaluate(
         return report(records, predicted, []) | {"pm": pm}
     config = chunked(config)
     stage = StepsEval(config, records)
-    done = run_evaluation(config, stage, [r.prompt for r in records], fingerprint(records), backend, log)
+    done = run_evaluation(
+        config, stage, [r.prompt for r in records], fingerprint(r.identity() for r in records), backend, log
+    )
     got = {r["id"]: r for r in done.rows}
     predicted = [got[r.prompt.id]["step_p"] if r.prompt.id in got else None for r in records]
     failed = sorted({r["error"] for r in done.rows if r["error"]} | {why for _, why in done.failures})

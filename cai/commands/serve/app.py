@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import Request  # at import: FastAPI reads the handlers' annotations by name from this module
 
 from cai.commands.serve.scorer import Item, Scorer
+from cai.core.columns import text_of
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 
@@ -58,11 +59,10 @@ def _messages(value: Any, what: str) -> list[dict]:
 
 
 def _text(value: Any, what: str) -> str:
-    if isinstance(value, list) and value and isinstance(value[-1], dict):
-        value = value[-1].get("content")
-    if not isinstance(value, str):
+    text = text_of(value)
+    if text is None:
         raise Refused(400, f"{what}: expected text (or assistant messages)")
-    return value
+    return text
 
 
 def _reference(value: Any, what: str) -> str | None:

@@ -4,14 +4,21 @@ run, once), serve until SIGTERM or Ctrl-C, finishing the requests in flight."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import secrets
 import signal
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cai.errors import CaiError
+from cai.settings import setting
+
+if TYPE_CHECKING:
+    from cai.config import RunConfig
 
 TOKEN_ENV = "CAI_SERVE_TOKEN"
 
@@ -23,82 +30,66 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def serve(
-    constitution: str,
-    *,
-    pm: str | None = None,
-    prm: str | None = None,
-    weights: str = "rules=1,pm=1,prm=1,p_true=1,grm=1",
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    max_body: int = 1 << 20,
-    max_items: int = 512,
-    queue: int = 4096,
-    batch_ms: float = 5.0,
-    max_batch: int = 64,
-    model: str | None = None,
-    self_eval: bool = False,
-    grm: bool = False,
-    log: Callable[[str], None] = print,
-) -> None:
+@dataclass(frozen=True)
+class ServeOptions:
+    """The server's own settings (the signals' come from their declarations, as in `cai generate`)."""
+
+    host: str = setting("127.0.0.1", "Address to bind; keep loopback unless you must.")
+    port: int = setting(8000, "Port (0: any free port).", minimum=0, maximum=65535)
+    max_body: int = setting(1 << 20, "Largest request body, in bytes (413 past it).", minimum=1)
+    max_items: int = setting(512, "Most items in one request (413 past it).", minimum=1)
+    queue: int = setting(4096, "Items waiting or in work at most (429 past it).", minimum=1)
+    batch_ms: float = setting(5.0, "How long a model batch waits for more items, in milliseconds.", minimum=0)
+    max_batch: int = setting(64, "Most items in one model batch.", minimum=1)
+
+
+def serve(config: RunConfig, o: ServeOptions, log: Callable[[str], None] = print) -> None:
+    """Serve `config`'s constitution and signals (cai.signals: the ones its settings turn on) until stopped."""
     import uvicorn
 
     from cai.commands.serve.app import create_app
     from cai.commands.serve.scorer import Scorer
     from cai.core.constitution import load
-    from cai.signals.rewardmodels import PM, PRM, check_pm
+    from cai.core.context import RunContext
+    from cai.core.prompts import Templates
 
-    const = load(constitution)
-    if pm:
-        check_pm(pm, "--pm", PM)
-    if prm:
-        check_pm(prm, "--prm", PRM)
-    try:
-        scorer = Scorer(const, pm, prm, weights, max_batch=max_batch, deadline=batch_ms / 1000)
-    except ValueError as e:
-        raise CaiError(f"--weights {e}") from None
-    config = None
-    if self_eval or grm:
-        from cai.config import RunConfig
-        from cai.core.prompts import Templates
-        from cai.stages.sample import SampleStage
-
-        config = RunConfig(
-            constitution=constitution, self_eval=self_eval, sample_grm=grm, **({"model": model} if model else {})
+    if o.max_items > o.queue:
+        raise CaiError(
+            f"--max-items {o.max_items} is more than --queue {o.queue}: such a request could never be served"
         )
-        Templates(config.run.templates).check(SampleStage(config).template_specs())
+    const = load(config.run.constitution)
+    templates = Templates(config.run.templates)
+    ctx = RunContext(config, const, templates, None, log=log)
+    scorer = Scorer(ctx, max_batch=o.max_batch, deadline=o.batch_ms / 1000)  # checks every signal's settings
+    templates.check(scorer.set.template_specs())
     token = os.environ.get(TOKEN_ENV)
     made = token is None
     if made:
         token = secrets.token_urlsafe(24)
     assert token is not None
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock = socket.socket(socket.AF_INET6 if ":" in o.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock.bind((o.host, o.port))
     except OSError as e:
-        raise CaiError(f"--host {host} --port {port}: cannot bind: {e.strerror}") from None
+        raise CaiError(f"--host {o.host} --port {o.port}: cannot bind: {e.strerror}") from None
     scorer.warm()
     engine = None
-    if config is not None:
-        from cai.commands.serve.scorer import Judged
-        from cai.core.context import RunContext
-        from cai.core.prompts import Templates
+    if scorer.set.needs_engine():
         from cai.run.lifecycle import start_engine
 
         engine = start_engine(config, log)
         engine.progress = False
-        ctx = RunContext(config, const, Templates(config.run.templates), None, backend=engine, log=log)
-        scorer.judged = Judged(ctx, self_eval, grm)
-    loopback = is_loopback(host)
-    app = create_app(scorer, token, max_body=max_body, max_items=max_items, queue=queue, loopback=loopback)
+        scorer.ctx = dataclasses.replace(ctx, backend=engine)
+    loopback = is_loopback(o.host)
+    app = create_app(scorer, token, max_body=o.max_body, max_items=o.max_items, queue=o.queue, loopback=loopback)
     bound = sock.getsockname()[1]
-    where = f"http://{host}:{bound}"
+    where = f"http://{o.host}:{bound}"
     log(f"cai serve: rewards of {const.name} ({', '.join(scorer.signals)}) at {where}  (POST /v1/rewards, /get_reward)")
     if made:
         log(f"cai serve: token {token}  (made for this run; set {TOKEN_ENV} to choose one)")
     if not loopback:
-        log(f"cai serve: bound to {host}, not loopback: anyone who can reach it needs only the token")
+        log(f"cai serve: bound to {o.host}, not loopback: anyone who can reach it needs only the token")
     uvicorn_config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30, lifespan="on")
     try:
         _server_class()(uvicorn_config).run(sockets=[sock])
