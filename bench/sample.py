@@ -50,8 +50,7 @@ def main():
     from cai.core.inputs import load as load_prompts
     from cai.core.prompts import Templates
     from cai.core.records import ChunkResult, with_system
-    from cai.core.rules import check_all
-    from cai.stages.sample import Draft, SampleStage
+    from cai.signals import Item, SignalSet, score_with
     from cai.train import train
 
     const = load_constitution("reasoning")
@@ -110,7 +109,7 @@ def main():
         print(f"one_request_vs_n_requests_{key}: {s1 / s2:.2f} (time)  {(o1 / s1) / (o2 / s2):.2f} (output tokens/s)")
         print(f"prompt_tokens_computed_one_vs_n_{key}: {p1 / max(1, p2):.2f}")
 
-    # Part 2: each signal's cost per sample, on the realistic answers, through the sample stage's own scorers
+    # Part 2: each signal's cost per sample, on the realistic answers, through the signals the sample stage uses
     with tempfile.TemporaryDirectory() as tmp:
         quiet = dict(log=lambda *_: None, backbone=args.backbone, epochs=1, eval_fraction=0.0)
         train(str(ROOT / "data" / "eval" / "prefs.jsonl"), f"{tmp}/pm", **quiet)
@@ -124,35 +123,18 @@ def main():
             max_tokens=args.max_tokens,
             model=args.model,
         )
-        stage = SampleStage(config)
         ctx = RunContext(config, const, Templates(), None, backend=engine)
-        by_prompt: dict[int, list[str]] = {}
-        for i, text in texts:
-            by_prompt.setdefault(i, []).append(text)
-        chosen = [prompts[i] for i in by_prompt]
-
-        def drafts():
-            return [[Draft(k, text) for k, text in enumerate(by_prompt[i])] for i in by_prompt]
-
-        n = sum(len(v) for v in by_prompt.values())
+        items = [Item(prompts[i].messages, text, prompts[i].reference) for i, text in texts]
+        n = len(items)
         per = {}
-        t0 = time.perf_counter()
-        for p, group in zip(chosen, drafts(), strict=True):
-            for d in group:
-                check_all(const.rules, d.text, p.reference)
-        per["rules"] = (time.perf_counter() - t0) / n
-        stage.score_pm(chosen[:1], drafts()[:1])  # each model loads once, as in a run
-        stage.score_prm(chosen[:1], drafts()[:1])
-        for name, score in (
-            ("p_true", lambda g: stage.score_p_true(ctx, chosen, g, ChunkResult())),
-            ("pm", lambda g: stage.score_pm(chosen, g)),
-            ("prm", lambda g: stage.score_prm(chosen, g)),
-            ("grm", lambda g: stage.score_grm(ctx, chosen, g, ChunkResult())),
-        ):
-            engine.llm.reset_prefix_cache()
+        found = SignalSet(config)
+        found.warm()  # each model loads once, as in a run
+        for signal in found.active:
+            if signal.uses_engine:
+                engine.llm.reset_prefix_cache()
             t0 = time.perf_counter()
-            score(drafts())
-            per[name] = (time.perf_counter() - t0) / n
+            score_with(signal, ctx, items, ChunkResult())
+            per[signal.name] = (time.perf_counter() - t0) / n
     engine.close()
     items = texts
     print(f"\nscoring cost per sample ({len(items)} answers, EOS honoured; PM and PRM on {args.backbone}, {device}):")

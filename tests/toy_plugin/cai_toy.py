@@ -1,7 +1,9 @@
-"""A stage from another package (for the test that a new stage is one module): an echo of each prompt's answer.
+"""A stage and a signal from another package (for the tests that a new stage or signal is one module).
 
-It declares its row type, view and report, registers through an entry point (cai_toy-0.1.dist-info), and cai's
-summary, `cai stats`, `cai publish` and `cai review` show its split with no edit to cai.
+The stage, an echo of each prompt's answer, declares its row type, view and report, registers through an entry
+point (cai_toy-0.1.dist-info), and cai's summary, `cai stats`, `cai publish` and `cai review` show its split with no
+edit to cai. The signal, an answer's length, registers the same way, and the sample stage (a column of every
+sample), --weights, `cai serve` (a component), the TRL reward functions and `cai eval bestofn` (a selector) use it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from cai.core.columns import Messages
 from cai.core.records import ChunkResult, with_system
 from cai.core.views import View
 from cai.settings import setting
+from cai.signals import Score, Signal
 from cai.stages import Report, Stage
 
 
@@ -89,3 +92,29 @@ class EchoStage(Stage):
             row = EchoRow(p.id, list(p.messages), " ".join(words), len(words))
             result.rows.append(columns.record(row))
         return result
+
+
+@dataclass(frozen=True)
+class LengthOptions:
+    length_limit: int | None = setting(
+        None,
+        "Score every answer by its length: 1 up to this many words, falling to 0 at twice as many (the toy signal).",
+        identity=True,
+        minimum=1,
+    )
+
+
+class LengthSignal(Signal):
+    """How short an answer is: 1 up to --length-limit words, falling linearly to 0 at twice as many."""
+
+    name = "length"
+    label = "length (toy)"
+    settings = (LengthOptions,)
+    switch = "length_limit"
+
+    def enabled(self):
+        return self.config.options(LengthOptions).length_limit is not None
+
+    def score(self, ctx, items, result):
+        limit = self.config.options(LengthOptions).length_limit
+        return [Score(max(0.0, min(1.0, 2 - len(item.text.split()) / limit))) for item in items]
