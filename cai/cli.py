@@ -285,7 +285,7 @@ def _serve_options(func):
 
     known = catalogue().settings
     groups = [g for name in signals.names() for g in signals.get(name).settings] + [signals.WeightOptions]
-    wanted = ["model", "templates"] + [s.name for g in dict.fromkeys(groups) for s in declared(g, "")]
+    wanted = ["model", "backend", "templates"] + [s.name for g in dict.fromkeys(groups) for s in declared(g, "")]
     func = _options([known[n] for n in dict.fromkeys(wanted)] + declared(ServeOptions, "serve"), func)
     # the GRM signal's switch is --sample-grm everywhere; --grm is its name here since cai serve 0.x
     func = click.option("--grm", "grm", is_flag=True, hidden=True, default=None)(func)
