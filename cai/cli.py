@@ -50,6 +50,21 @@ def _train_options(func):
     return click.option("--kind", type=click.Choice(list(kinds)), help=f"{what} [default: pm]")(func)
 
 
+_json = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+_config = click.option(
+    "--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it."
+)
+
+
+def _plot(help: str):
+    return click.option("--plot", type=click.Path(), help=help)
+
+
+def _log(message: str) -> None:
+    """Progress and notes go to stderr: stdout carries results (`--json` must parse)."""
+    click.echo(message, err=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="cai")
 def cli():
@@ -57,7 +72,7 @@ def cli():
 
 
 @cli.command()
-@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_config
 @_run_options
 def generate(config_file, **flags):
     """Generate SFT data (critique and revision) and/or AI preference labels from a constitution.
@@ -71,7 +86,7 @@ def generate(config_file, **flags):
     from cai.generate import generate as run
 
     config = config_mod.load(config_file, **flags)
-    summary = run(config, log=lambda m: click.echo(m, err=True))
+    summary = run(config, log=_log)
     _print_summary(summary)
 
 
@@ -97,9 +112,9 @@ def _eval_output(report: dict, lines: list[str], as_json: bool, plot: str | None
 
 @eval_.command("judge")
 @click.option("--data", required=True, help=_DATA_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--plot", type=click.Path(), help="Write a PNG: reliability diagram and accuracy per subset.")
-@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_json
+@_plot("Write a PNG: reliability diagram and accuracy per subset.")
+@_config
 @_run_options
 def eval_judge(data, as_json, plot, config_file, **flags):
     """Run the RL stage's judge (the same --judge, principles, templates and rules as `cai generate`) on
@@ -117,7 +132,7 @@ def eval_judge(data, as_json, plot, config_file, **flags):
     from cai.commands.evaluation.report import judge_lines
 
     config = config_mod.load(config_file, **flags)
-    r = evaluate(config, data, log=lambda m: click.echo(m, err=True))
+    r = evaluate(config, data, log=_log)
     _eval_output(r, judge_lines(r), as_json, plot, f"{r['judge']} judge")
 
 
@@ -130,8 +145,8 @@ def eval_judge(data, as_json, plot, config_file, **flags):
 )
 @click.option("--pointwise", is_flag=True, help="Also judge each answer alone, k times (kept pointwise SFT data).")
 @click.option("--keep-easy", "keep_easy", is_flag=True, help="Keep pairs whose k judgements were all correct.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_json
+@_config
 @_run_options
 def judge_data(data, pointwise, keep_easy, as_json, config_file, **flags):
     """Training data for the GRM judge from its own judgements (DeepSeek-GRM's rejective fine-tuning): k
@@ -151,15 +166,15 @@ def judge_data(data, pointwise, keep_easy, as_json, config_file, **flags):
 
     flags["judge"] = flags.get("judge") or "grm"
     config = config_mod.load(config_file, **flags)
-    r = build(config, data, pointwise, keep_easy, log=lambda m: click.echo(m, err=True))
+    r = build(config, data, pointwise, keep_easy, log=_log)
     click.echo(json.dumps(r, indent=2, default=str) if as_json else "\n".join(lines(r)))
 
 
 @eval_.command("pm")
 @click.option("--pm", required=True, help="A folder written by cai train-pm.")
 @click.option("--data", required=True, help=_DATA_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--plot", type=click.Path(), help="Write a PNG: reliability diagram and accuracy per subset.")
+@_json
+@_plot("Write a PNG: reliability diagram and accuracy per subset.")
 @click.option("--out", type=click.Path(), help="JSONL file of every scored pair (rewards, margin, probability).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of which answer counts as first.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
@@ -175,9 +190,9 @@ def eval_pm(pm, data, as_json, plot, out, seed, batch_size):
 
 @eval_.command("self")
 @click.option("--data", required=True, help="JSONL/parquet of {prompt or messages, answer, acceptable: true|false}.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--plot", type=click.Path(), help="Write a PNG: the reliability diagram of P(True).")
-@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_json
+@_plot("Write a PNG: the reliability diagram of P(True).")
+@_config
 @_run_options
 def eval_self(data, as_json, plot, config_file, **flags):
     """Calibration of self-evaluation: P(True) of each labelled answer (read as `generate --self-eval` reads
@@ -188,7 +203,7 @@ def eval_self(data, as_json, plot, config_file, **flags):
 
     # --self-eval-samples is a setting of --self-eval: the evaluation is self-evaluation
     config = config_mod.load(config_file, **{**flags, "self_eval": True})
-    r = self_eval(config, data, log=lambda m: click.echo(m, err=True))
+    r = self_eval(config, data, log=_log)
     _eval_output(r, self_lines(r), as_json, plot if r["n"] else None, "P(True)")
 
 
@@ -196,11 +211,9 @@ def eval_self(data, as_json, plot, config_file, **flags):
 @click.option(
     "--data", required=True, help="JSONL/parquet of problems with a 'reference' answer (data/prompts/math.jsonl)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option(
-    "--plot", type=click.Path(), help="Write a PNG: best-of-N accuracy of each selector against pass@1 and pass@N."
-)
-@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_json
+@_plot("Write a PNG: best-of-N accuracy of each selector against pass@1 and pass@N.")
+@_config
 @_run_options
 def eval_bestofn(data, as_json, plot, config_file, **flags):
     """Best-of-N: N samples per problem (the sample stage: --samples, --self-eval, --pm, --prm), one chosen by each
@@ -217,7 +230,7 @@ def eval_bestofn(data, as_json, plot, config_file, **flags):
     from cai.commands.evaluation import bestofn
 
     config = config_mod.load(config_file, **flags)
-    r = bestofn.evaluate(config, data, log=lambda m: click.echo(m, err=True))
+    r = bestofn.evaluate(config, data, log=_log)
     if plot:
         bestofn.plot(r, plot)
     click.echo(json.dumps(r, indent=2, default=str) if as_json else "\n".join(bestofn.lines(r)))
@@ -232,8 +245,8 @@ def eval_bestofn(data, as_json, plot, config_file, **flags):
     required=True,
     help="A run folder with samples/, or JSONL/parquet of {prompt, p_ik or correct and graded}.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--plot", type=click.Path(), help="Write a PNG: the reliability diagram of P(IK).")
+@_json
+@_plot("Write a PNG: the reliability diagram of P(IK).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 def eval_pik(pm, data, as_json, plot, batch_size):
     """A P(IK) value head on questions whose sampled answers were graded: Brier score (beside a constant guess),
@@ -253,9 +266,9 @@ def eval_pik(pm, data, as_json, plot, batch_size):
 @eval_.command("steps")
 @click.option("--data", required=True, help="JSONL/parquet of {prompt, completions: [steps], labels: [true|false]}.")
 @click.option("--pm", help="Evaluate this process reward model (train-pm --kind prm) instead of the step judge.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--plot", type=click.Path(), help="Write a PNG: reliability diagram and step accuracy per subset.")
-@click.option("--config", "config_file", type=click.Path(), help="YAML file of run settings; flags override it.")
+@_json
+@_plot("Write a PNG: reliability diagram and step accuracy per subset.")
+@_config
 @_run_options(exclude=("pm", "prm"))  # --pm here is the PRM evaluated; the sample stage's scorers do not apply
 def eval_steps(data, pm, as_json, plot, config_file, **flags):
     """The steps stage's judge (same template, principles and option orders as `cai generate --stage steps`),
@@ -271,7 +284,7 @@ def eval_steps(data, pm, as_json, plot, config_file, **flags):
     from cai.commands.evaluation.steps import evaluate
 
     config = config_mod.load(config_file, **flags)
-    r = evaluate(config, data, pm=pm, log=lambda m: click.echo(m, err=True))
+    r = evaluate(config, data, pm=pm, log=_log)
     _eval_output(r, steps_lines(r), as_json, plot if r["steps"] else None, "step labels")
 
 
@@ -318,7 +331,7 @@ def serve(constitution, grm, **flags):
     if grm:
         flags["sample_grm"] = True
     config = config_mod.load(None, constitution=constitution, **flags)
-    run(config, build(ServeOptions, server), log=lambda m: click.echo(m, err=True))
+    run(config, build(ServeOptions, server), log=_log)
 
 
 @cli.command()
@@ -363,7 +376,7 @@ def train_pm(source, out, **settings):
 
     kind = settings.pop("kind") or "pm"
     given = {k: v for k, v in settings.items() if v is not None}
-    m = train(source, out, log=lambda msg: click.echo(msg, err=True), kind=kind, **given)
+    m = train(source, out, log=_log, kind=kind, **given)
     click.echo("")
     click.echo(f"model          {out}")
     for line in trainers()[kind].summary_lines(m):
@@ -401,12 +414,8 @@ def score(pm, rules, data, out, batch_size, aggregate):
 
 @cli.command()
 @click.argument("run")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option(
-    "--plot",
-    type=click.Path(),
-    help="Write a PNG: p_chosen histogram and per-principle consistency; for steps, where the first error falls.",
-)
+@_json
+@_plot("Write a PNG: p_chosen histogram and per-principle consistency; for steps, where the first error falls.")
 def stats(run, as_json, plot):
     """Summarise RUN: rows, skips, principle usage, lengths, label distribution, position consistency."""
     from cai.commands import stats as stats_mod
@@ -527,8 +536,8 @@ def constitution():
 @constitution.command("check")
 @click.argument("file")
 def constitution_check(file):
-    """Validate FILE (a path, or a shipped name: harmless, helpful) and print a one-screen summary (exit 2 with
-    the error otherwise)."""
+    """Validate FILE (a path, or a shipped name: code, harmless, helpful, reasoning) and print a one-screen
+    summary (exit 2 with the error otherwise)."""
     from cai.commands.constitution_text import summary
     from cai.core.constitution import load
 

@@ -1,7 +1,7 @@
 """The plug-in registry: stages, judges, step judges, backends and signals are found by name through entry points.
 
-The built-in ones register in pyproject.toml exactly as a third-party package would, so a new stage or
-judge is one module (plus its templates) and one entry-point line, and `cai plugins` lists them all.
+The built-in ones register in pyproject.toml exactly as a third-party package would, so a new stage, judge or
+signal is one module (plus its templates) and one entry-point line, and `cai plugins` lists them all.
 """
 
 from __future__ import annotations

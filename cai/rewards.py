@@ -115,7 +115,7 @@ def reward_funcs(
     signals = SignalSet(config)
     others = [s for s in signals.active if s.name != "rules"]
     for s in others:
-        if s.needs_engine():
+        if s.needs_engine(ctx):
             raise CaiError(
                 f"signal {s.name}: asks the model, which a reward function has no engine for: serve it with "
                 f"`cai serve --{s.switch.replace('_', '-') if s.switch else s.name}` and use remote_reward_funcs"

@@ -122,7 +122,7 @@ from cai.judges import Description, Judge, Verdict
 class ShorterJudge(Judge):
     name = "shorter"
 
-    def needs_engine(self):
+    def needs_engine(self, ctx):
         return False
 
     def judge(self, ctx, pairs, result):

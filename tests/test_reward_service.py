@@ -318,3 +318,13 @@ def test_the_models_own_judgements_are_served_through_the_engine():
         assert httpx.get(s.url + "/health").json()["signals"] == ["rules", "p_true", "grm"]
     finally:
         assert s.stop() == 0
+
+
+def test_a_bare_cai_serve_names_the_missing_constitution(cli):
+    """No --constitution: one line naming it, exit 2, nothing served (no shipped constitution is a sensible default
+    reward: the rules a run trains on are the user's choice)."""
+    r = cli("serve", "--port", str(free_port()), timeout=60)
+    assert r.returncode == 2
+    assert "Missing option '--constitution'" in r.stderr and "Traceback" not in r.stderr
+    bad = cli("serve", "--constitution", "no-such-constitution", "--port", str(free_port()), timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "no-such-constitution" in bad.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -9,7 +10,7 @@ import os
 import queue
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cai.backends.base import Backend, Completion, ContextOptions, Sampling, failed
 from cai.backends.load import Meter
@@ -88,26 +89,9 @@ class VLLMBackend(Backend):
     settings = (ContextOptions, VLLMOptions)
     concurrent = True
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        dtype="auto",
-        max_model_len=4096,
-        gpu_memory_utilization=0.9,
-        kv_cache_gb=4,
-        tensor_parallel_size=1,
-        data_parallel_size=1,
-        seed=0,
-        enforce_eager=None,
-        prefix_caching=True,
-        max_num_seqs=256,
-        block_size=None,
-        chunked_prefill=None,
-        speculative=None,
-        speculative_config=None,
-        progress=True,
-    ):
+    def __init__(self, model: str, *, max_model_len: int = 4096, seed: int = 0, progress: bool = True, **engine: Any):
+        """`engine`: any of VLLMOptions' settings by name (their defaults are VLLMOptions'; an unknown name is a
+        TypeError naming it)."""
         from cai.backends.models import resolve
 
         self.model = model
@@ -122,39 +106,41 @@ class VLLMBackend(Backend):
             import vllm
         except ImportError:
             raise CaiError("the vLLM engine is not installed: pip install 'cai[gpu]' (CUDA) or 'cai[cpu]'") from None
+        o = VLLMOptions(**engine)
         gpu = on_gpu()
         if not gpu:
             # On CPU vLLM sizes its KV cache from this variable (GiB); its default share of RAM fails
             # on a shared machine.
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(o.kv_cache_gb))
+        dtype, enforce_eager, chunked_prefill = o.dtype, o.enforce_eager, o.chunked_prefill
         if dtype == "auto" and not gpu:
             dtype = "float32"  # measured 3.5x faster than bfloat16 on CPUs without bf16 units
         if enforce_eager is None:
             enforce_eager = not gpu  # torch.compile warm-up costs ~2 min per start on 2 cores, for ~11%
         if chunked_prefill is None:
             chunked_prefill = gpu
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             model=path,
             dtype=dtype,
             max_model_len=max_model_len,
             seed=seed,
             enforce_eager=enforce_eager,
-            enable_prefix_caching=prefix_caching,
-            max_num_seqs=max_num_seqs,
-            tensor_parallel_size=tensor_parallel_size,
+            enable_prefix_caching=o.prefix_caching,
+            max_num_seqs=o.max_num_seqs,
+            tensor_parallel_size=o.tensor_parallel_size,
             enable_chunked_prefill=chunked_prefill,
             disable_log_stats=False,  # the scheduler's stats: how many requests run (the load meter)
         )
         if not chunked_prefill:  # then a whole prompt must fit in one step's token budget
             kwargs["max_num_batched_tokens"] = max(max_model_len, 4096)
-        if speculative:
-            kwargs["speculative_config"] = {"method": speculative, **_speculative(speculative_config)}
+        if o.speculative:
+            kwargs["speculative_config"] = {"method": o.speculative, **_speculative(o.speculative_config)}
         if gpu:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        if data_parallel_size > 1:
-            kwargs["data_parallel_size"] = data_parallel_size
-        if block_size is not None:
-            kwargs["block_size"] = block_size
+            kwargs["gpu_memory_utilization"] = o.gpu_memory_utilization
+        if o.data_parallel_size > 1:
+            kwargs["data_parallel_size"] = o.data_parallel_size
+        if o.block_size is not None:
+            kwargs["block_size"] = o.block_size
         import psutil
 
         from cai.backends import reaper
@@ -174,8 +160,8 @@ class VLLMBackend(Backend):
         # its own seed has its prefill split across steps (chunked prefill), which any wide batch of
         # long chats does. With chunked prefill on there, the engine seed alone seeds sampling.
         self.per_request_seeds = gpu or not chunked_prefill
-        self.slots = max_num_seqs
-        self.meter = Meter(max_num_seqs, "vLLM scheduler stats")
+        self.slots = o.max_num_seqs
+        self.meter = Meter(o.max_num_seqs, "vLLM scheduler stats")
         self._loop = _Loop(self.llm.llm_engine, self._completions, self.meter)
 
     @classmethod
@@ -184,23 +170,11 @@ class VLLMBackend(Backend):
 
     @classmethod
     def from_config(cls, config: RunConfig) -> VLLMBackend:
-        o = config.options(VLLMOptions)
         return cls(
             config.run.model,
             max_model_len=config.options(ContextOptions).max_model_len,
             seed=config.run.seed,
-            dtype=o.dtype,
-            gpu_memory_utilization=o.gpu_memory_utilization,
-            kv_cache_gb=o.kv_cache_gb,
-            tensor_parallel_size=o.tensor_parallel_size,
-            data_parallel_size=o.data_parallel_size,
-            enforce_eager=o.enforce_eager,
-            prefix_caching=o.prefix_caching,
-            max_num_seqs=o.max_num_seqs,
-            block_size=o.block_size,
-            chunked_prefill=o.chunked_prefill,
-            speculative=o.speculative,
-            speculative_config=o.speculative_config,
+            **dataclasses.asdict(config.options(VLLMOptions)),
         )
 
     def option_id(self, option: str) -> int:

@@ -77,7 +77,7 @@ class FailedRead:
 @dataclass(frozen=True)
 class Verdict:
     """A judged pair: P(first is better) and the evidence behind it. `evidence` maps the judge's own
-    columns (declared in `Judge.evidence_fields`) to their records."""
+    columns (declared in `Judge.evidence`) to their records."""
 
     p_first: float
     votes: tuple[Vote, ...] = ()
@@ -128,7 +128,7 @@ class Judge:
 
         return tuple(pa.field(name, pa.list_(arrow_type(t))) for name, t in self.evidence.items())
 
-    def needs_engine(self) -> bool:
+    def needs_engine(self, ctx: RunContext) -> bool:
         """Whether `judge` asks the engine (a judge of rules checked by code may not)."""
         return True
 

@@ -139,7 +139,7 @@ class Labeller:
             )
 
     def needs_engine(self, ctx: RunContext) -> bool:
-        return bool(ctx.constitution.comparable) and self.judge.needs_engine()
+        return bool(ctx.constitution.comparable) and self.judge.needs_engine(ctx)
 
     def label(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Judged]:
         """The rules on both answers of every pair (pure, fast), then the judge on the pairs that no hard rule

@@ -115,7 +115,7 @@ class StepJudge:
     def check(self, ctx: RunContext) -> None:
         """Everything that can be wrong before the engine starts; raise CaiError naming it."""
 
-    def needs_engine(self) -> bool:
+    def needs_engine(self, ctx: RunContext) -> bool:
         return True
 
     def judge(self, ctx: RunContext, solutions: list[Solution], result: ChunkResult) -> list[StepVerdict | Failure]:
@@ -126,11 +126,9 @@ class StepJudge:
         raise NotImplementedError
 
 
-def get(config: RunConfig) -> StepJudge:
-    """The step judge `config` names, built with its settings."""
-    name = config.options(StepJudgingOptions).step_judge
+def get(name: str) -> type[StepJudge]:
+    """The step judge class registered under `name` (as `cai.judges.get` finds a judge)."""
     cls = plugins.get("step_judge", name)
     if not (isinstance(cls, type) and issubclass(cls, StepJudge)):
         raise CaiError(f"--step-judge {name}: {cls!r} is not a StepJudge")
-    judge: StepJudge = cls(config)
-    return judge
+    return cls

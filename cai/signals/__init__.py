@@ -126,8 +126,8 @@ class SignalSet:
     def template_specs(self) -> tuple[TemplateSpec, ...]:
         return tuple(spec for s in self.active for spec in s.template_specs())
 
-    def needs_engine(self) -> bool:
-        return any(s.needs_engine() for s in self.active)
+    def needs_engine(self, ctx: RunContext) -> bool:
+        return any(s.needs_engine(ctx) for s in self.active)
 
     def check(self, ctx: RunContext | None = None) -> None:
         """Each signal's own checks, and no weight for a signal the run does not compute (a weight given for

@@ -86,7 +86,7 @@ class Signal:
         """Whether the run computes it (its switch is on, its model given)."""
         raise NotImplementedError
 
-    def needs_engine(self) -> bool:
+    def needs_engine(self, ctx: RunContext) -> bool:
         return self.uses_engine and self.enabled()
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:

@@ -35,10 +35,6 @@ class TwoOrderRead:
     p_ba: float | Failure
 
     @property
-    def both(self) -> bool:
-        return isinstance(self.p_ab, float) and isinstance(self.p_ba, float)
-
-    @property
     def p(self) -> float | None:
         """The mean of both orders (None unless both were read: one order alone is position-biased)."""
         if isinstance(self.p_ab, float) and isinstance(self.p_ba, float):

@@ -152,7 +152,7 @@ class StepsStage(Stage):
         super().__init__(config)
         self.o: StepsOptions = config.options(StepsOptions)
         self.separator = config.options(steps_mod.SeparatorOptions).step_separator
-        self.judge = stepjudge.get(config)
+        self.judge = stepjudge.get(config.options(stepjudge.StepJudgingOptions).step_judge)(config)
         source = candidates.Source(
             mode=SOURCES[self.o.solutions],
             traces=self.inputs[0],
@@ -171,7 +171,7 @@ class StepsStage(Stage):
         return self.templates + self.judge.templates
 
     def needs_engine(self, ctx: RunContext) -> bool:
-        return self.candidates.sampled or self.judge.needs_engine()
+        return self.candidates.sampled or self.judge.needs_engine(ctx)
 
     def report(self) -> StepsReport:
         return StepsReport(self.split, self.o.solutions, self.separator, self.judge.describe())

@@ -39,14 +39,14 @@ class StepsEval(Stage):
 
     def __init__(self, config: RunConfig, records: list[LabelledSolution]):
         super().__init__(config)
-        self.judge = stepjudge.get(config)
+        self.judge = stepjudge.get(config.options(stepjudge.StepJudgingOptions).step_judge)(config)
         self.records = {r.prompt.id: r for r in records}
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
         return self.judge.templates
 
     def needs_engine(self, ctx: RunContext) -> bool:
-        return self.judge.needs_engine()
+        return self.judge.needs_engine(ctx)
 
     def check(self, ctx: RunContext) -> None:
         self.judge.check(ctx)

@@ -75,7 +75,7 @@ def serve(config: RunConfig, o: ServeOptions, log: Callable[[str], None] = print
         raise CaiError(f"--host {o.host} --port {o.port}: cannot bind: {e.strerror}") from None
     scorer.warm()
     engine = None
-    if scorer.set.needs_engine():
+    if scorer.set.needs_engine(ctx):
         from cai.run.lifecycle import start_engine
 
         engine = start_engine(config, log)

@@ -150,7 +150,7 @@ function render(split, row) {
   d.appendChild(el("h3", "prompt"));
   // A steps row keeps its prompt as a plain string (TRL's stepwise format) and the chat in `messages`.
   d.appendChild(typeof row.prompt === "string" ? messages(row.messages || [{ role: "user", content: row.prompt }]) : messages(row.prompt));
-  // How a row is laid out comes from its split's view (cai/views.py): trace, pair, steps, or text.
+  // How a row is laid out comes from its split's view (cai/core/views.py): trace, pair, steps, or text.
   const layouts = { pair: renderPair, steps: renderSteps, trace: renderTrace };
   (layouts[info.layout] || renderText)(d, row, info);
 }
