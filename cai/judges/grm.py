@@ -131,6 +131,23 @@ class Judgement:
         a, b = self.soft
         return (a, b) if self.first_shown_first else (b, a)
 
+    def evidence(self, kept: bool, path: str) -> GrmSample:
+        """The judgement of a pair as the vote's evidence, once its scores are in."""
+        first, second = self.scores
+        soft = self.soft_scores
+        return GrmSample(
+            sample=self.k,
+            first_shown_first=self.first_shown_first,
+            text=self.text,
+            score_first=first,
+            score_second=second,
+            meta=self.meta,
+            kept=kept,
+            soft_first=soft[0] if soft else None,
+            soft_second=soft[1] if soft else None,
+            path=path,
+        )
+
 
 @dataclass(frozen=True)
 class GrmRow:
@@ -305,7 +322,7 @@ class GrmJudge(Judge):
                     response_2=r2,
                 )
                 samples.append(Judgement(i, pair.prompt.id, k, first_shown, question))
-        self._write_and_score(ctx, samples, result)
+        self._write_and_score(ctx, samples, result, self.o.grm_scores)
         return samples
 
     def sampled_group(
@@ -330,7 +347,7 @@ class GrmJudge(Judge):
                 responses=[answer.scoped(t, ctx.constitution.scope) for t in texts],
             )
             samples += [Judgement(i, prompt.id, j, True, question, len(texts)) for j in range(k)]
-        self._write_and_score(ctx, samples, result, read=True, tag=tag, label=label)
+        self._write_and_score(ctx, samples, result, "read", tag=tag, label=label)
         return samples
 
     def judge(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Verdict | Failure]:
@@ -353,22 +370,7 @@ class GrmJudge(Judge):
             else:
                 if s.meta_error:  # the sample still votes if kept; its missing meta score is on record
                     failed[s.pair].append(FailedRead(f"grm-meta-{s.k}", order, s.meta_error))
-                first, second = s.scores
-                soft = s.soft_scores
-                evidence[s.pair].append(
-                    GrmSample(
-                        s.k,
-                        s.first_shown_first,
-                        s.text,
-                        first,
-                        second,
-                        s.meta,
-                        id(s) in kept,
-                        soft[0] if soft else None,
-                        soft[1] if soft else None,
-                        self.o.grm_scores,
-                    )
-                )
+                evidence[s.pair].append(s.evidence(kept=id(s) in kept, path=self.o.grm_scores))
         verdicts: list[Verdict | Failure] = []
         for i in range(len(pairs)):
             q, n_kept = vote(evidence[i])
@@ -384,13 +386,13 @@ class GrmJudge(Judge):
         ctx: RunContext,
         samples: list[Judgement],
         result: ChunkResult,
-        read: bool | None = None,
+        path: str,
         tag: str = "grm",
         label: str | None = None,
     ) -> None:
-        """The judgements (sampled, one call), then their scores: read from the score tokens' probabilities
-        (two forward passes per judgement, sharing it as a cached prefix), or parsed from a few greedy tokens
-        after a forced `Scores: [[`."""
+        """The judgements (sampled, one call), then their scores by `path`: read from the score tokens'
+        probabilities (a forward pass per answer, sharing the judgement as a cached prefix), or parsed from a few
+        greedy tokens after a forced `Scores: [[`."""
         opening = ctx.templates.render("grm_reasoning.j2")
         outs = reasoning.write(
             ctx,
@@ -408,7 +410,7 @@ class GrmJudge(Judge):
             # A judgement cut by the token budget still gets its scores: they are asked for now.
             s.text = out.text.strip()
             written.append(s)
-        if read or self.o.grm_scores == "read":
+        if path == "read":
             self._read_scores(ctx, written, result)
         else:
             self._parse_scores(ctx, written, result)
