@@ -113,7 +113,8 @@ def reward_funcs(
     config = RunConfig(constitution=str(const.path), pm=pm, **settings)
     ctx = RunContext(config, const, Templates(config.run.templates), None)
     signals = SignalSet(config)
-    others = [s for s in signals.active if s.name != "rules"]
+    # the rules, accuracy among them, come one function per principle (TRL logs each principle's reward)
+    others = [s for s in signals.active if s.name not in ("rules", "accuracy")]
     for s in others:
         if s.needs_engine(ctx):
             raise CaiError(

@@ -126,6 +126,7 @@ def test_bestofn_selectors_by_hand():
             "grm": None,
             "prm": None,
             "score": p_true,
+            "rules_score": style,
             "rules": [
                 {"rule": "f.format", "score": style, "error": None},
                 {"rule": "a.accuracy", "score": 1.0, "error": None},
@@ -149,7 +150,7 @@ def test_bestofn_selectors_by_hand():
         },
         {"graded": 0, "correct": 0, "samples": []},  # nothing graded: not a problem of the evaluation
     ]
-    r = selectors(rows, {"f.format": 1.0}, {"p_true": "p_true"})
+    r = selectors(rows, {"rules": "rules_score", "p_true": "p_true"})
     assert r["problems"] == 2 and r["pass_at_1"] == pytest.approx((1 / 3 + 0) / 2) and r["pass_at_n"] == 0.5
     # majority: 1/2 and 0.5 are one class of two (the first, right) against one 3
     assert r["best_of_n"] == {"rules": 0.0, "p_true": 0.0, "score": 0.0, "majority": 0.5}
@@ -216,13 +217,14 @@ def test_sample_stage_scores_selects_and_ranks(tmp_path):
     skipped = [x for x in store.skipped() if x["stage"] == "select"]
     assert len(skipped) == sum(r["correct"] == 0 for r in rows)
     assert all(x["reason"] == "select: no sample of 4 passes (correct-answer.accuracy failed 4)" for x in skipped)
-    # rank: K choose 2 per prompt among distinct texts, p from the score difference, the prompt as the group
+    # rank: K choose 2 per prompt among distinct texts, p from the score difference, the prompt as the group; every
+    # problem has a reference, so the labels come from the graded score (rule-checked preferences, as R1 and RLVR)
     ranked = store.read("ranked")
     for p in ranked:
         row = by_prompt[p["prompt_id"]]
         a, b = row["samples"][p["sample_chosen"]], row["samples"][p["sample_rejected"]]
-        assert a["score"] >= b["score"] and p["group"] == p["prompt_id"]
-        assert p["p_chosen"] == pytest.approx(ranking.bradley_terry(a["score"], b["score"], 0.1))
+        assert p["graded"] and a["graded_score"] >= b["graded_score"] and p["group"] == p["prompt_id"]
+        assert p["p_chosen"] == pytest.approx(ranking.bradley_terry(a["graded_score"], b["graded_score"], 0.1))
     assert len(ranked) == 8 * 6
     pass_at_1 = sum(r["correct"] for r in rows) / 32
     assert any(f"pass@1 {100 * pass_at_1:.1f}%" in line for line in summary.lines)

@@ -49,11 +49,11 @@ def test_the_plugin_signal_is_a_column_of_every_sample_with_its_weight(cli, tmp_
         env=ENV,
     )
     assert r.returncode == 0, r.stderr
-    assert "signals rules, length (rules=1,length=3)" in r.stdout
+    assert "signals rules, accuracy, length (rules=1,length=3)" in r.stdout
     rows = RunStore(out).read("samples")
     samples = [s for row in rows for s in row["samples"] if s["text"]]
     assert samples and all(s["length"] == pytest.approx(_length(s["text"], 4)) for s in samples)
-    for s in samples:  # the combined score weighs the toy signal 3 to the rules' 1
+    for s in samples:  # the reference-free score weighs the toy signal 3 to the rules' 1 (accuracy reads the key)
         assert s["score"] == pytest.approx((s["rules_score"] + 3 * s["length"]) / 4)
     # a weight for the toy signal in a run that does not compute it names its switch
     bad = cli("generate", "--stage", "sample", *SAMPLE, "--weights", "length=1", "--out", tmp_path / "r2", env=ENV)
@@ -89,7 +89,7 @@ def test_the_plugin_signal_is_a_component_of_cai_serve():
     s = Server("--constitution", "reasoning", "--length-limit", "3", env=ENV)
     try:
         health = httpx.get(s.url + "/health").json()
-        assert health["signals"] == ["rules", "length"]
+        assert health["signals"] == ["rules", "accuracy", "length"]
         text = "<think>two plus two</think> four is \\boxed{4} here"
         got = httpx.post(
             s.url + "/v1/rewards", json={"items": [{"prompt": "2+2?", "response": text}]}, headers=AUTH

@@ -67,7 +67,8 @@ def test_every_entry_point_gives_the_same_value(tmp_path, models, scope):
         components = served[k]["components"]
         for signal, column in (("rules", "rules_score"), ("p_true", "p_true"), ("pm", "pm"), ("prm", "prm")):
             assert sample[column] is not None, (signal, sample)
-            assert components[signal] == pytest.approx(sample[column], **same), (scope, signal)
+            why = (scope, signal, sample["rules"], served[k]["rules"], served[k]["errors"])
+            assert components[signal] == pytest.approx(sample[column], **same), why
         assert trl["pm"][k] == pytest.approx(sample["pm"], **same)
         assert trl["prm"][k] == pytest.approx(sample["prm"], **same)
         assert served[k]["reward"] == pytest.approx(sample["score"], **same)

@@ -30,6 +30,8 @@ class GrmSignalOptions:
 
 
 class GrmSignal(Signal):
+    """A DeepSeek-GRM judgement of a prompt's answers together, each one's 1-9 score read (--sample-grm)."""
+
     name = "grm"
     label = "GRM judgement"
     settings = (GrmSignalOptions,)

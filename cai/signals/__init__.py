@@ -2,9 +2,14 @@
 
 A signal is anything that scores an answer (cai.signals.base). `SignalSet` is what every consumer holds: the
 signals a run (or `cai serve`) computes, their weights from --weights, and one pass that scores a batch of items
-with each of them, a failure recorded per item and signal with its reason, never a default. The combined score is
+with each of them, a failure recorded per item and signal with its reason, never a default. A combined score is
 the weighted mean of the values present, each on [0, 1] (`Signal.unit`); a failed or absent signal is left out of
-that item's mean, never counted as 0.
+that item's mean, never counted as 0. There are two, named:
+
+- the **score** (reference-free): the signals that do not read the reference, what a policy or an inference-time
+  selector could see; best-of-N, AUROC and `select best` go by it;
+- the **graded score**: every signal, the accuracy rules (the answer key) too; an RL reward with a reference and
+  the K-way labels of prompts with one go by it.
 """
 
 from __future__ import annotations
@@ -98,7 +103,8 @@ class Scored:
     details: dict[str, Any] = field(default_factory=dict)
     failures: list[SignalFailure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    score: float | None = None
+    score: float | None = None  # reference-free: the signals that do not read the reference
+    graded: float | None = None  # every signal, the answer key too
 
 
 class SignalSet:
@@ -155,8 +161,13 @@ class SignalSet:
                 continue
             self.fold(s.name, score_with(s, ctx, items, result), out)
         for scored in out:
-            scored.score = self.combined(scored.values)
+            self.combine(scored)
         return out
+
+    def combine(self, scored: Scored, weights: dict[str, float] | None = None) -> None:
+        """Set both named scores of `scored` from its values."""
+        scored.score = self.combined(scored.values, weights, graded=False)
+        scored.graded = self.combined(scored.values, weights)
 
     @staticmethod
     def fold(name: str, got: Sequence[Score | Any], out: list[Scored]) -> None:
@@ -173,13 +184,19 @@ class SignalSet:
                     scored.details[name] = g.detail
                 scored.notes += g.notes
 
-    def combined(self, values: dict[str, float | None], weights: dict[str, float] | None = None) -> float | None:
-        """The weighted mean on [0, 1] of the signals present; None when no weighted signal has a value."""
+    def combined(
+        self, values: dict[str, float | None], weights: dict[str, float] | None = None, graded: bool = True
+    ) -> float | None:
+        """The weighted mean on [0, 1] of the signals present (with `graded` False, of those that do not read the
+        reference); None when no weighted signal has a value."""
         weights = self.weights if weights is None else weights
         present = [
             (weights[k], self.by_name[k].unit(v))
             for k, v in values.items()
-            if v is not None and weights.get(k, 0) > 0 and k in self.by_name
+            if v is not None
+            and weights.get(k, 0) > 0
+            and k in self.by_name
+            and (graded or not self.by_name[k].reads_reference)
         ]
         total = sum(w for w, _ in present)
         return sum(w * v for w, v in present) / total if total else None

@@ -30,6 +30,8 @@ class PmOptions:
 
 
 class PmSignal(Signal):
+    """A trained preference model's reward of each answer, in standard units (--pm)."""
+
     name = "pm"
     label = "preference model"
     settings = (PmOptions,)

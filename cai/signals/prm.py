@@ -36,6 +36,8 @@ class PrmOptions:
 
 
 class PrmSignal(Signal):
+    """A trained process reward model's solution score: the product (or minimum) of its step scores (--prm)."""
+
     name = "prm"
     label = "process reward model"
     detail_column = "prm_steps"

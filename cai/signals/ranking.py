@@ -27,12 +27,15 @@ class Requirement:
     signal: str | None = None
     op: str = ">="
     value: float = 0.0
+    where_applies: bool = False  # a rule that did not apply (accuracy without a reference) is met
 
     def met(self, passed: dict[str, bool | None], scores: dict[str, float | None]) -> bool | None:
         """True or False; None when it cannot be told (the rule did not apply or could not finish; the signal
         failed): a sample that cannot be told is not kept."""
         if self.rule is not None:
-            return passed.get(self.rule)
+            if self.rule not in passed:  # it did not apply to this answer
+                return True if self.where_applies else None
+            return passed[self.rule]
         assert self.signal is not None
         value = scores.get(self.signal)
         if value is None:

@@ -1,7 +1,9 @@
-"""The rules signal: the weighted mean score of the constitution's rules that apply to an answer and finish.
+"""The constitution's rules as two signals: `rules` (every rule but accuracy: format, language, length; what a
+policy or an inference-time selector can be scored by without the answer key) and `accuracy` (the accuracy rules,
+which grade the answer against the reference: the answer key).
 
-Each rule reads the part of the text its own scope names (cai.core.rules); the accuracy rules read the reference,
-so this signal reads the answer key where the constitution has one.
+Each is the weighted mean score of its rules that apply to an answer and finish (cai.core.rules); each rule reads
+the part of the text its own scope names.
 """
 
 from __future__ import annotations
@@ -15,24 +17,44 @@ if TYPE_CHECKING:
     from cai.core.context import RunContext
     from cai.core.records import ChunkResult, Failure
 
+ACCURACY = "accuracy"  # the rule kind that reads the reference
 
-class RulesSignal(Signal):
-    name = "rules"
-    label = "rules"
-    column = "rules_score"
-    detail_column = "rules"
+
+class _Rules(Signal):
     detail_type = list[RuleResult]
-    reads_reference = True
-    order = 0
+    graded: bool  # whether this signal's rules are the accuracy rules
 
     def enabled(self) -> bool:
-        return True  # a constitution without rules gives every item None: nothing to say, not a failure
+        return True  # a constitution without such rules gives every item None: nothing to say, not a failure
 
     def score(self, ctx: RunContext, items: list[Item], result: ChunkResult) -> list[Score | Failure]:
-        rules = {r.id: r for r in ctx.constitution.rules}
+        mine = tuple(r for r in ctx.constitution.rules if (r.kind == ACCURACY) == self.graded)
+        weights = {r.id: r for r in mine}
         out: list[Score | Failure] = []
         for item in items:
-            checked = check_all(ctx.constitution.rules, item.text, item.reference)
+            checked = check_all(mine, item.text, item.reference) if mine else []
             notes = tuple(f"{r.rule}: {r.error}" for r in checked if r.error)
-            out.append(Score(mean_score(checked, rules) if checked else None, checked, notes))
+            out.append(Score(mean_score(checked, weights) if checked else None, checked, notes))
         return out
+
+
+class RulesSignal(_Rules):
+    """The weighted mean score of the constitution's rules other than accuracy (reference-free)."""
+
+    name = "rules"
+    label = "rules without accuracy"
+    column = "rules_score"
+    detail_column = "rules"
+    graded = False
+    order = 0
+
+
+class AccuracySignal(_Rules):
+    """The weighted mean score of the accuracy rules: each answer graded against its reference (the answer key)."""
+
+    name = ACCURACY
+    label = "accuracy (reads the reference)"
+    detail_column = "accuracy_rules"
+    reads_reference = True
+    graded = True
+    order = 1

@@ -28,6 +28,7 @@ from cai.core.rules import RuleResult
 from cai.core.views import View
 from cai.settings import setting
 from cai.signals import SignalFailure, SignalSet, WeightOptions, ranking
+from cai.signals.rules import ACCURACY
 from cai.stages import candidates
 from cai.stages.base import Stage
 from cai.stages.candidates import Candidates
@@ -66,7 +67,8 @@ class Sample:
     text: str  # empty when the engine gave no answer (`error` says why)
     error: str | None
     correct: bool | None  # every accuracy rule passed; None where none applied or one could not finish
-    score: float | None  # the combined score on [0, 1]
+    score: float | None  # the reference-free combined score on [0, 1] (the signals that do not read the reference)
+    graded_score: float | None  # the combined score of every signal, the accuracy rules (the answer key) too
     failures: list[SignalFailure]
 
 
@@ -84,7 +86,7 @@ class SamplesRow:
     correct: int  # of those, the ones whose final answer passes the accuracy rules
     p_ik: float | None  # correct / graded: Kadavath's P(I know), the target of `train-pm --kind pik`
     p_true_mean: float | None  # the mean P(True) of the answered samples
-    best: int | None  # the sample with the highest combined score
+    best: int | None  # the sample with the highest reference-free score
     model: str
 
 
@@ -158,8 +160,7 @@ class SampleStage(Stage):
         return result
 
     def _row(self, ctx: RunContext, p: Prompt, group: list[Draft]) -> dict:
-        accuracy = {r.id for r in ctx.constitution.rules if r.kind == "accuracy"}
-        samples = [d.sample(accuracy) for d in group]
+        samples = [d.sample() for d in group]
         graded = [s for s in samples if s.correct is not None]
         correct = sum(bool(s.correct) for s in graded)
         p_true = [v for d in group if (v := d.scored.values.get("p_true")) is not None]
@@ -196,9 +197,8 @@ class Draft:
         self.text = text
         self.scored = signals.Scored()
 
-    def sample(self, accuracy: set[str]) -> Sample:
-        checked: list[RuleResult] = self.scored.details.get("rules", [])
-        graded = [r for r in checked if r.rule in accuracy]
+    def sample(self) -> Sample:
+        graded: list[RuleResult] = self.scored.details.get(ACCURACY, [])
         correct = all(r.passed for r in graded) if graded and all(r.known for r in graded) else None
         return Sample(
             index=self.index,
@@ -206,6 +206,7 @@ class Draft:
             error=self.error,
             correct=correct,
             score=self.scored.score if self.text else None,
+            graded_score=self.scored.graded if self.text else None,
             failures=self.scored.failures,
         )
 

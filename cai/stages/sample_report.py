@@ -1,5 +1,6 @@
-"""What the samples split says of itself: how many answers, how each signal scored them, P(IK), and how well
-P(True) and the combined score pick the right answers where a reference grades them."""
+"""What the samples split says of itself: how many answers, how each signal scored them, P(IK), and how well each
+signal that does not read the reference, and the reference-free score, pick the right answers where a reference
+grades them (a figure that reads the answer key would be pass@N in disguise)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class SampleReport(Report):
         # every registered signal's column, and its map onto [0, 1]: a run's samples hold them all
         self.columns = {s.name: s.value_column() for s in signals.registered}
         self.unit = {s.name: s.unit for s in signals.registered}
+        self.blind = {s.name: s.value_column() for s in signals.registered if not s.reads_reference}
 
     def stats(self, rows: pl.LazyFrame) -> dict:
         table = rows.select("samples", "graded", "correct", "p_ik", "best").collect()
@@ -53,12 +55,12 @@ class SampleReport(Report):
             "pass_at_n": sum(r["correct"] > 0 for r in graded) / len(graded) if graded else None,
             "mean_p_ik": sum(r["p_ik"] for r in graded) / len(graded) if graded else None,
         }
-        for key in (*self.columns.values(), "score"):
+        for key in (*self.columns.values(), "score", "graded_score"):
             values = [s[key] for s in samples if s.get(key) is not None]
             out[f"mean_{key}"] = sum(values) / len(values) if values else None
         # Where a reference grades the answers: does each score separate right from wrong (AUROC), and does the
         # prompt's best-scored sample come out right (best-of-N by the combined score)?
-        keys = {name: key for name, key in self.columns.items() if name != "rules"} | {"score": "score"}
+        keys = self.blind | {"score": "score"}
         out["auroc"] = {
             name: ranking.auroc([s[key] for s in scored], [bool(s["correct"]) for s in scored])
             for name, key in keys.items()
@@ -71,10 +73,10 @@ class SampleReport(Report):
         ]
         out["best_of_n"] = sum(bool(b) for b in best) / len(best) if best else None
         # the distributions the plot draws: each signal's values on [0, 1], in tenths
-        unit = self.unit | {"score": lambda v: v}
+        unit = self.unit | {"score": lambda v: v, "graded_score": lambda v: v}
         out["histograms"] = {
             name: _tenths([unit[name](s[key]) for s in samples if s.get(key) is not None])
-            for name, key in (self.columns | {"score": "score"}).items()
+            for name, key in (self.columns | {"score": "score", "graded_score": "graded_score"}).items()
             if any(s.get(key) is not None for s in samples)
         }
         out["p_ik_histogram"] = _tenths([r["p_ik"] for r in graded])
@@ -115,24 +117,27 @@ class SampleReport(Report):
         if s["graded_prompts"]:
             lines.append(
                 f"accuracy       pass@1 {pct(s['pass_at_1'])}, pass@{self.n} {pct(s['pass_at_n'])}, best-of-"
-                f"{self.n} by score {pct(s['best_of_n'])}; mean P(IK) {_num(s['mean_p_ik'])} over "
+                f"{self.n} by the reference-free score {pct(s['best_of_n'])}; mean P(IK) {_num(s['mean_p_ik'])} over "
                 f"{s['graded_prompts']} graded prompts"
             )
             if s["auroc"]:
                 cells = ", ".join(f"{k} {_num(v)}" for k, v in s["auroc"].items())
-                lines.append(f"AUROC          of each score against the answer being right: {cells}")
+                lines.append(f"AUROC          of each reference-free score against the answer being right: {cells}")
         return lines
 
     def report_lines(self, stats: dict) -> list[str]:
         s = stats["samples"]
         means = ", ".join(
-            f"{k} {_num(s[f'mean_{k}'])}" for k in (*self.columns.values(), "score") if s.get(f"mean_{k}") is not None
+            f"{k} {_num(s[f'mean_{k}'])}"
+            for k in (*self.columns.values(), "score", "graded_score")
+            if s.get(f"mean_{k}") is not None
         )
         return [*self.summary_lines(stats), f"mean scores    {means}"]
 
     def card_lines(self, stats: dict) -> list[str]:
         return [
-            f"- `samples`: {self.n} sampled answers per prompt, each scored by {', '.join(self.signals)}; the combined "
-            f"score is the weighted mean on [0, 1] ({self.weights}); `p_ik` is the share of a prompt's answers that "
-            "pass its accuracy rules (Kadavath et al.'s P(IK) target)."
+            f"- `samples`: {self.n} sampled answers per prompt, each scored by {', '.join(self.signals)}; `score` is "
+            f"the weighted mean on [0, 1] ({self.weights}) of the signals that do not read the reference, "
+            "`graded_score` that of every signal (the accuracy rules too); `p_ik` is the share of a prompt's answers "
+            "that pass its accuracy rules (Kadavath et al.'s P(IK) target)."
         ]

@@ -27,6 +27,7 @@ from cai.core.views import PairView, View
 from cai.errors import CaiError
 from cai.settings import setting
 from cai.signals import ranking
+from cai.signals.rules import ACCURACY
 from cai.stages.base import Stage
 from cai.stages.selection_report import RankReport, SelectReport
 
@@ -41,7 +42,7 @@ class SelectOptions:
     select: str = setting(
         "passing",
         "Which samples become SFT rows: passing (every one that meets --require: R1's rejection sampling), best "
-        "(the passing one with the highest combined score) or top-k (the --top-k best passing ones).",
+        "(the passing one with the highest reference-free score) or top-k (the --top-k best passing ones).",
         identity=True,
         choices=lambda: ranking.SELECT,
     )
@@ -51,8 +52,9 @@ class SelectOptions:
     require: str | None = setting(
         None,
         "What a kept sample must meet, comma-separated: rule ids that must pass (math.accuracy) and thresholds on a "
-        "signal or the combined score (p_true>=0.6, pm>0, prm>=0.5, score>=0.5). Default: the constitution's hard "
-        "rules.",
+        "signal or the reference-free score (p_true>=0.6, pm>0, prm>=0.5, score>=0.5). Default: the "
+        "constitution's hard rules and every accuracy rule where a reference grades it (R1 keeps right answers; "
+        "a prompt without a reference keeps what the hard rules allow).",
         identity=True,
     )
 
@@ -67,7 +69,9 @@ class RankOptions:
     )
     rank_temperature: float = setting(
         0.1,
-        "Soft labels: P(a beats b) = sigmoid((score_a - score_b) / T) on the combined scores (Bradley-Terry).",
+        "Soft labels: P(a beats b) = sigmoid((score_a - score_b) / T) (Bradley-Terry) on the graded scores where a "
+        "reference grades the prompt's answers (rule-checked preferences, as R1 and RLVR use), else on the "
+        "reference-free scores.",
         identity=True,
         above=0,
     )
@@ -87,6 +91,7 @@ class SelectedRow:
     rank: int  # 0: the prompt's best-scored kept sample
     passing: int  # the prompt's samples that met the requirements
     samples: int  # the prompt's samples
+    graded: bool  # a reference graded the prompt's answers (without one, the accuracy rules could not apply)
     model: str
 
 
@@ -106,6 +111,7 @@ class RankedRow:
     score_rejected: float
     sample_chosen: int
     sample_rejected: int
+    graded: bool  # the scores are the graded ones (a reference graded the answers), else the reference-free ones
     model: str
 
 
@@ -170,8 +176,12 @@ class SelectStage(FromSamples):
 
     def requirements(self, ctx: RunContext) -> list[ranking.Requirement]:
         rules = ctx.constitution.rules
-        if self.o.require is None:
-            return [ranking.Requirement(r.id, rule=r.id) for r in rules if r.hard]
+        if self.o.require is None:  # R1 keeps the right answers: the accuracy rules too, where they apply
+            return [
+                ranking.Requirement(r.id, rule=r.id, where_applies=not r.hard)
+                for r in rules
+                if r.hard or r.kind == ACCURACY
+            ]
         try:
             return ranking.parse_require(self.o.require, [r.id for r in rules], signals.names())
         except ValueError as e:
@@ -211,6 +221,7 @@ class SelectStage(FromSamples):
                     rank=rank.get(i, len(kept) - 1),
                     passing=sum(passing),
                     samples=len(samples),
+                    graded=row["reference"] is not None,
                     model=row["model"],
                 )
                 result.rows.append(columns.record(selected))
@@ -218,7 +229,8 @@ class SelectStage(FromSamples):
 
 
 def _verdicts(sample: dict, need: list[ranking.Requirement]) -> list[bool | None]:
-    passed = {r["rule"]: (r["passed"] if r["error"] is None else None) for r in sample["rules"]}
+    checked = sample["rules"] + sample.get("accuracy_rules", [])
+    passed = {r["rule"]: (r["passed"] if r["error"] is None else None) for r in checked}
     scores = {name: sample.get(signals.get(name).value_column()) for name in signals.names()}
     scores["score"] = sample["score"]
     return [r.met(passed, scores) for r in need]
@@ -258,7 +270,8 @@ class RankStage(FromSamples):
         result = ChunkResult()
         for p, row in self.rows_of(ctx, chunk, result):
             samples = row["samples"]
-            scores = [s["score"] if s["text"] else None for s in samples]
+            key = "graded_score" if row["reference"] is not None else "score"
+            scores = [s[key] if s["text"] else None for s in samples]
             found = ranking.pairs([s["text"] for s in samples], scores, self.o.ranked_pairs, self.o.rank_temperature)
             if not found:
                 scored = sum(x is not None for x in scores)
@@ -274,10 +287,11 @@ class RankStage(FromSamples):
                     rejected=assistant(samples[b]["text"]),
                     p_chosen=prob,
                     tie=prob == 0.5,
-                    score_chosen=samples[a]["score"],
-                    score_rejected=samples[b]["score"],
+                    score_chosen=samples[a][key],
+                    score_rejected=samples[b][key],
                     sample_chosen=a,
                     sample_rejected=b,
+                    graded=key == "graded_score",
                     model=row["model"],
                 )
                 result.rows.append(columns.record(ranked_row))

@@ -5,11 +5,10 @@ The N samples and their scores come from the sample stage (one request of n = N 
 with --self-eval, a PM with --pm, a PRM with --prm), run through the lifecycle every evaluation uses (resumable
 with --out). Each selector picks one sample per problem, and the accuracy rule grades it against the reference:
 
-  rules      the highest score of the rules other than accuracy (format, language, length: what a policy could be
-             rewarded for without the answer key)
-  SIGNAL     the highest value of each other signal the run computes (cai.signals: P(True) with --self-eval, a PM
-             with --pm, a PRM with --prm, a GRM judgement with --sample-grm, a plug-in's signal)
-  score      the highest combined score (--weights)
+  SIGNAL     the highest value of each signal the run computes that does not read the reference (cai.signals:
+             the rules other than accuracy, P(True) with --self-eval, a PM with --pm, a PRM with --prm, a GRM
+             judgement with --sample-grm, a plug-in's signal): what a selector could see at inference time
+  score      the highest reference-free score (--weights over those signals)
   majority   the most common final answer, answers grouped by math-verify equivalence (so 1/2 and 0.5 vote together)
 
 against pass@1 (the expected accuracy of one sample) and pass@N (some sample is right: the ceiling). A problem a
@@ -31,8 +30,8 @@ from cai.signals import ranking
 from cai.stages.report import pct as report_pct
 from cai.stages.sample import SampleStage
 
-RULES, SCORE, MAJORITY = "rules", "score", "majority"
-LABELS = {RULES: "rules without accuracy", SCORE: "combined score", MAJORITY: "majority vote (math-verify)"}
+SCORE, MAJORITY = "score", "majority"
+LABELS = {SCORE: "reference-free score", MAJORITY: "majority vote (math-verify)"}
 
 
 def label(selector: str) -> str:
@@ -58,9 +57,9 @@ def evaluate(
         )
     identity = fingerprint([p.id, p.reference] for p in graded)
     done = run_evaluation(config, stage, graded, identity, backend, log)
-    weights = {r.id: r.weight for r in done.constitution.rules if r.kind != "accuracy"}
-    columns = {s.name: s.value_column() for s in stage.signals.active if s.name != RULES}
-    report = selectors(done.rows, weights, columns)
+    # a selector that reads the answer key (the accuracy rules) would be pass@N in disguise: never one
+    columns = {s.name: s.value_column() for s in stage.signals.active if not s.reads_reference}
+    report = selectors(done.rows, columns)
     report.update(
         data=data,
         samples=stage.o.samples,
@@ -76,13 +75,6 @@ def evaluate(
     return report
 
 
-def _style_score(sample: dict, weights: dict[str, float]) -> float | None:
-    """The weighted mean score of the rules other than accuracy that applied and finished."""
-    known = [(weights[r["rule"]], r["score"]) for r in sample["rules"] if r["rule"] in weights and r["error"] is None]
-    total = sum(w for w, _ in known)
-    return sum(w * s for w, s in known) / total if total else None
-
-
 def _same(a: str, b: str) -> bool:
     try:
         return rules.equivalent(a, b)
@@ -90,18 +82,17 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def selectors(rows: list[dict], rule_weights: dict[str, float], columns: dict[str, str]) -> dict:
-    """Best-of-N accuracy of each selector over the problems whose samples the accuracy rule graded: the rules
-    without accuracy, each signal the run computes (`columns`: its name -> its samples' column), the combined
-    score and majority vote."""
+def selectors(rows: list[dict], columns: dict[str, str]) -> dict:
+    """Best-of-N accuracy of each selector over the problems whose samples the accuracy rule graded: each signal
+    that does not read the reference (`columns`: its name -> its samples' column), the reference-free score and
+    majority vote."""
     problems = [r for r in rows if r["graded"]]
-    shown = [RULES, *columns, SCORE, MAJORITY]
+    shown = [*columns, SCORE, MAJORITY]
     chosen: dict[str, list[bool]] = {s: [] for s in shown}
     unchosen = dict.fromkeys(shown, 0)
     for row in problems:
         samples = [s for s in row["samples"] if s["text"] and s["correct"] is not None]
         values = {
-            RULES: [_style_score(s, rule_weights) for s in samples],
             **{name: [s[key] for s in samples] for name, key in columns.items()},
             SCORE: [s["score"] for s in samples],
         }

@@ -35,9 +35,11 @@ class Reward:
 
     @classmethod
     def of(cls, scored: Scored) -> Reward:
-        rules = [dict(r.row(), principle=r.rule.split(".")[0]) for r in scored.details.get("rules", [])]
+        checked = scored.details.get("rules", []) + scored.details.get("accuracy", [])
+        rules = [dict(r.row(), principle=r.rule.split(".")[0]) for r in checked]
         errors = [f"{f.signal}: {f.reason}" for f in scored.failures] + scored.notes
-        return cls(scored.score, dict(scored.values), rules, errors)
+        # an RL reward grades with the reference the request gives: the graded score (the answer key counts)
+        return cls(scored.graded, dict(scored.values), rules, errors)
 
 
 class Scorer:
@@ -86,7 +88,7 @@ class Scorer:
                 got = [Failure(f"{type(got).__name__}: {str(got)[:200]}")] * len(items)
             SignalSet.fold(name, got, out)
         for s in out:
-            s.score = self.set.combined(s.values, weights or self.weights)
+            self.set.combine(s, weights or self.weights)
         return [Reward.of(s) for s in out]
 
     async def close(self) -> None:
