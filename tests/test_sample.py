@@ -230,6 +230,30 @@ def test_sample_stage_scores_selects_and_ranks(tmp_path):
     assert any(f"pass@1 {100 * pass_at_1:.1f}%" in line for line in summary.lines)
 
 
+def test_rejection_sampling_keeps_only_right_answers_by_default(tmp_path):
+    """No --require: the hard rules and every accuracy rule where a reference grades it (R1 keeps the correct
+    samples); a prompt with no reference keeps what the hard rules allow, and the summary says so."""
+    from cai.core.store import RunStore
+
+    prompts = write(tmp_path / "p.jsonl", json.dumps({"prompt": "Say something kind."}) + "\n" + MATH.read_text())
+    summary, _ = _run(tmp_path, prompts=str(prompts), limit=9)
+    store = RunStore(tmp_path / "run")
+    rows = {r["id"]: r for r in store.read("samples")}
+    selected = store.read("selected")
+    graded = [s for s in selected if s["graded"]]
+    assert graded and all(rows[s["prompt_id"]]["samples"][s["sample"]]["correct"] is True for s in graded)
+    right = sum(x["correct"] is True for r in rows.values() if r["reference"] is not None for x in r["samples"])
+    assert len(graded) == right  # every right answer kept, and only those
+    from cai.core.constitution import load
+
+    hard = {r.id for r in load("reasoning").rules if r.hard}
+    free = next(r for r in rows.values() if r["reference"] is None)
+    allowed = [s for s in free["samples"] if {x["rule"] for x in s["rules"] if x["passed"] and not x["error"]} >= hard]
+    ungraded = [s for s in selected if not s["graded"]]
+    assert allowed and len(ungraded) == len(allowed) and {s["prompt_id"] for s in ungraded} == {free["id"]}
+    assert any("1 of those prompts have no reference" in line for line in summary.lines)
+
+
 def test_train_pm_groups_ranked_pairs_and_pik_learns_from_samples(tmp_path, tiny_backbone):
     from cai.train import data as pmdata
     from cai.train import train
