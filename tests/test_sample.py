@@ -167,8 +167,8 @@ def _references() -> dict[str, str | None]:
 def _reply(chat, sampling, seed, index):
     """Right (\\boxed{reference}) for the first two samples of every other problem, wrong otherwise."""
     last = chat[-1]["content"]
-    if chat[-1]["role"] == "assistant":
-        return " the reasoning weighs both options."
+    if chat[-1]["role"] == "assistant":  # a judge's reasoning: one of a few, by its seed (k judgements differ)
+        return f" the reasoning weighs both options, {('first', 'closely', 'twice')[sum(map(ord, str(seed))) % 3]}."
     ref = _references().get(last)
     odd = sum(map(ord, last)) % 2
     value = ref if index < 2 and odd else "1234"
@@ -252,6 +252,43 @@ def test_rejection_sampling_keeps_only_right_answers_by_default(tmp_path):
     ungraded = [s for s in selected if not s["graded"]]
     assert allowed and len(ungraded) == len(allowed) and {s["prompt_id"] for s in ungraded} == {free["id"]}
     assert any("1 of those prompts have no reference" in line for line in summary.lines)
+
+
+def test_the_grm_signal_votes_k_judgements_and_its_meta_judge_keeps_k_meta(tmp_path, cli):
+    """--sample-grm with --grm-samples k: k judgements of each prompt's answers vote (their mean read score); a meta
+    judge keeps --grm-k-meta of them; a k_meta above k is refused before the engine starts."""
+    from cai.core.store import RunStore
+
+    def grm(run: str, **kw) -> list[float]:
+        _run(tmp_path / run, sample_grm=True, limit=2, **kw)
+        return [s["grm"] for r in RunStore(tmp_path / run / "run").read("samples") for s in r["samples"]]
+
+    one, three, meta = grm("k1", grm_samples=1), grm("k3", grm_samples=3), grm("m", grm_samples=3, grm_meta=True)
+    assert all(1 <= x <= 9 for x in one + three + meta) and len(one) == len(three) == 8
+    assert one != three  # three judgements vote, not the first alone
+    kept = grm("m1", grm_samples=3, grm_meta=True, grm_k_meta=1)
+    assert kept != meta  # one of three votes, not the better two
+    bad = cli(
+        "generate",
+        "--stage",
+        "sample",
+        "--backend",
+        "scripted",
+        "--constitution",
+        "reasoning",
+        "--prompts",
+        MATH,
+        "--sample-grm",
+        "--grm-samples",
+        "2",
+        "--grm-meta",
+        "--grm-k-meta",
+        "3",
+        "--out",
+        tmp_path / "bad",
+    )
+    assert bad.returncode == 2 and "--grm-k-meta 3 is more than --grm-samples 2" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
 
 
 def test_train_pm_groups_ranked_pairs_and_pik_learns_from_samples(tmp_path, tiny_backbone):

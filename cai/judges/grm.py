@@ -71,6 +71,13 @@ class GrmOptions:
         identity=True,
         path=True,
     )
+    grm_k_meta: int | None = setting(
+        None,
+        "With a meta judge (--grm-meta, --grm-meta-rm): how many of the k judgements vote, those it rates most likely "
+        "correct (DeepSeek-GRM's k_meta; default: half of them, rounded up).",
+        identity=True,
+        minimum=1,
+    )
     grm_seed_principles: bool = setting(True, "Show the constitution's principles as a starting point.", identity=True)
     grm_scores: str = setting(
         "read",
@@ -275,6 +282,14 @@ class GrmJudge(Judge):
             check_pm(self.o.grm_meta_rm, "--grm-meta-rm", META)
         if self.o.grm_meta_rm is not None and self.o.grm_meta:
             raise CaiError("--grm-meta and --grm-meta-rm are two meta judges: choose one")
+        if self.o.grm_k_meta is not None:
+            if not (self.o.grm_meta or self.o.grm_meta_rm):
+                raise CaiError("--grm-k-meta applies only with a meta judge (--grm-meta or --grm-meta-rm)")
+            if self.o.grm_k_meta > self.o.grm_samples:
+                raise CaiError(
+                    f"--grm-k-meta {self.o.grm_k_meta} is more than --grm-samples {self.o.grm_samples}: "
+                    "k_meta judgements vote out of the k sampled"
+                )
 
     def describe(self) -> Description:
         meta = {True: " The better half of the samples by the meta judge's score was kept before the vote.", False: ""}[
@@ -352,14 +367,7 @@ class GrmJudge(Judge):
 
     def judge(self, ctx: RunContext, pairs: list[Pair], result: ChunkResult) -> list[Verdict | Failure]:
         samples = self.sampled(ctx, pairs, result)
-        good = [s for s in samples if s.shown is not None]
-        kept = {id(s) for s in good}
-        if good and self.o.grm_meta_rm:
-            self._rm_meta(ctx, good)
-            kept = _top_half(good)
-        elif good and self.o.grm_meta:
-            self._self_meta(ctx, good, result)
-            kept = _top_half(good)
+        kept = self.voters(ctx, [s for s in samples if s.shown is not None], result)
 
         evidence: list[list[GrmSample]] = [[] for _ in pairs]
         failed: list[list[FailedRead]] = [[] for _ in pairs]
@@ -460,6 +468,24 @@ class GrmJudge(Judge):
             else:
                 s.shown = parsed
 
+    def voters(self, ctx: RunContext, good: list[Judgement], result: ChunkResult) -> set[int]:
+        """The judgements (ids) that vote: all of them, or with a meta judge the k_meta of each pair or group it
+        rates most likely correct (meta-RM-guided voting); each judgement's meta score is set on it."""
+        if good and self.o.grm_meta_rm:
+            self._rm_meta(ctx, good)
+        elif good and self.o.grm_meta:
+            self._self_meta(ctx, good, result)
+        else:
+            return {id(s) for s in good}
+        by_pair: dict[int, list[Judgement]] = {}
+        for s in good:
+            by_pair.setdefault(s.pair, []).append(s)
+        return {
+            id(s)
+            for group in by_pair.values()
+            for s in better_half(group, lambda s: s.meta, lambda s: s.k, self.o.grm_k_meta)
+        }
+
     def _self_meta(self, ctx: RunContext, good: list[Judgement], result: ChunkResult) -> None:
         """Meta score = the judge model's own P(" Yes") that the judgement is correct, one forward pass each."""
         prefix = ctx.templates.render("grm_meta_prefix.j2")
@@ -467,7 +493,7 @@ class GrmJudge(Judge):
         chats = []
         for s in good:
             assert s.shown is not None
-            judgement = f"{s.question}\n\nPrinciples: {s.text}\nScores: [[{s.shown[0]}, {s.shown[1]}]]"
+            judgement = f"{s.question}\n\nPrinciples: {s.text}\nScores: [[{', '.join(map(str, s.shown))}]]"
             chats.append(continued(ctx.templates.render("grm_meta.j2", judgement=judgement), prefix))
         outs = ctx.engine.generate(chats, Sampling(options=META, continue_final=True, label="rl grm meta judge"))
         for s, (out,) in zip(good, outs, strict=True):
@@ -491,17 +517,11 @@ class GrmJudge(Judge):
             s.meta = p
 
 
-def better_half(samples: list[T], meta: Callable[[T], float | None], index: Callable[[T], int]) -> list[T]:
-    """The half of one pair's samples (at least one) that votes under a meta judge: the highest meta scores, a
-    sample without one below every scored one, ties by sample index. The judge and `cai eval judge`'s k-scaling
-    table both keep these."""
+def better_half(
+    samples: list[T], meta: Callable[[T], float | None], index: Callable[[T], int], keep: int | None = None
+) -> list[T]:
+    """The samples of one pair that vote under a meta judge: the `keep` (k_meta; default half, rounded up, at least
+    one) with the highest meta scores, a sample without one below every scored one, ties by sample index. The
+    judge, the GRM signal and `cai eval judge`'s k-scaling table all keep these."""
     ranked = sorted(samples, key=lambda s: (-(m if (m := meta(s)) is not None else -1.0), index(s)))
-    return ranked[: max(1, math.ceil(len(samples) / 2))]
-
-
-def _top_half(good: list[Judgement]) -> set[int]:
-    """Per pair, the better half of the parseable samples (ids)."""
-    by_pair: dict[int, list[Judgement]] = {}
-    for s in good:
-        by_pair.setdefault(s.pair, []).append(s)
-    return {id(s) for group in by_pair.values() for s in better_half(group, lambda s: s.meta, lambda s: s.k)}
+    return ranked[: keep or max(1, math.ceil(len(samples) / 2))]

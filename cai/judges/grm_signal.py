@@ -1,5 +1,9 @@
-"""The GRM signal: a DeepSeek-GRM judgement of a prompt's answers shown together (the model writes principles and a
-critique), each answer's 1-9 score read from the score token's probabilities (their expectation, as G-Eval)."""
+"""The GRM signal: DeepSeek-GRM judgements of a prompt's answers shown together (the model writes principles and a
+critique), each answer's 1-9 score read from the score token's probabilities (their expectation, as G-Eval).
+
+As the paper scales it at inference time: k judgements (--grm-samples) vote, an answer's value is its mean score
+over the voting ones; with a meta judge (--grm-meta-rm, a meta reward model trained by `cai train-pm --kind
+meta`, or --grm-meta) only the k_meta it rates most likely correct vote (--grm-k-meta, default half)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from cai.core.inputs import Prompt, prompt_id
 from cai.core.records import Failure
-from cai.judges.grm import GROUP_TEMPLATES, GrmJudge
+from cai.judges.grm import GROUP_TEMPLATES, GrmJudge, GrmOptions
 from cai.settings import setting
 from cai.signals.base import Item, Score, Signal, by_prompt
 
@@ -34,7 +38,7 @@ class GrmSignal(Signal):
 
     name = "grm"
     label = "GRM judgement"
-    settings = (GrmSignalOptions,)
+    settings = (GrmSignalOptions, GrmOptions)
     switch = "sample_grm"
     uses_engine = True
     order = 40
@@ -43,7 +47,17 @@ class GrmSignal(Signal):
         return self.config.options(GrmSignalOptions).sample_grm
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
-        return GROUP_TEMPLATES
+        return GROUP_TEMPLATES + (GrmJudge.templates if self.config.options(GrmOptions).grm_meta else ())
+
+    def check(self, ctx: RunContext) -> None:
+        GrmJudge(ctx.config).check(ctx)  # the meta judge and k_meta, as the judge checks them
+
+    def warm(self) -> None:
+        meta_rm = self.config.options(GrmOptions).grm_meta_rm
+        if meta_rm:
+            from cai.signals.rewardmodels import META, load
+
+            load(meta_rm, META)
 
     def score(self, ctx: RunContext, items: list[Item], result: ChunkResult) -> list[Score | Failure]:
         """One judgement per prompt of all its answers among the items (a GRPO group, a prompt's N samples)."""
@@ -53,11 +67,21 @@ class GrmSignal(Signal):
             first = items[group[0]]
             messages = tuple(first.prompt)
             shown.append((Prompt(prompt_id(list(messages)), messages, first.reference), [items[i].text for i in group]))
-        judged = GrmJudge(ctx.config).sampled_group(ctx, shown, result, 1, "sample-grm", "sample grm judgements")
+        judge = GrmJudge(ctx.config)
+        k = judge.o.grm_samples
+        judged = judge.sampled_group(ctx, shown, result, k, "sample-grm", f"sample grm judgements (k={k})")
+        voters = judge.voters(ctx, [j for j in judged if j.soft is not None], result)
         out: list[Score | Failure] = [Failure("not judged")] * len(items)
-        for group, j in zip(groups, judged, strict=True):
+        for g, group in enumerate(groups):
+            mine = [j for j in judged if j.pair == g]
+            votes = [j.soft for j in mine if id(j) in voters and j.soft is not None]
+            if not votes:
+                why = "; ".join(sorted({j.error or "no scores" for j in mine}))
+                for i in group:
+                    out[i] = Failure(f"no GRM judgement scored ({why})")
+                continue
             for n, i in enumerate(group):
-                out[i] = Failure(j.error or "no scores") if j.soft is None else Score(j.soft[n])
+                out[i] = Score(sum(v[n] for v in votes) / len(votes))
         return out
 
     def unit(self, value: float) -> float:
