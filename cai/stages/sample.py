@@ -137,6 +137,7 @@ class SamplesRow:
     p_true_mean: float | None  # the mean P(True) of the answered samples
     best: int | None  # the sample with the highest combined score
     model: str
+    subset: str | None  # the prompt record's `subset`: P(IK)'s out-of-distribution figure holds subsets out
 
 
 class SampleStage(Stage):
@@ -327,6 +328,7 @@ class SampleStage(Stage):
             p_true_mean=sum(p_true) / len(p_true) if p_true else None,
             best=best[0] if best else None,
             model=ctx.config.run.model,
+            subset=p.subset,
         )
 
 
