@@ -46,7 +46,7 @@ def settings() -> list[Setting]:
             if s.name in out:
                 first = out[s.name]
                 # a kind whose default differs (P(IK)'s backbone) says so in the one flag's help
-                extra = f" With --kind {kind}: {s.help} [default: {s.default}]" if s.default != first.default else ""
+                extra = f" With --kind {kind}: {s.help}" if s.default != first.default else ""
                 out[s.name] = dataclasses.replace(first, owner=f"{first.owner}, {kind}", help=first.help + extra)
             else:
                 out[s.name] = s

@@ -35,8 +35,9 @@ class PIKConfig(TrainOptions):
 
     backbone: str = setting(
         POLICY,
-        "policy: a value head on the model that answered (the samples' `model`, else the embedded smollm2-135m), "
-        "as Kadavath et al.; all-minilm-l6-v2 (a separate encoder: a difficulty predictor), a folder or a Hub id.",
+        "policy (its default): a value head on the model that answered (the samples' `model`, else the embedded "
+        "smollm2-135m), as Kadavath et al.; all-minilm-l6-v2 (a separate encoder: a difficulty predictor), a folder "
+        "or a Hub id.",
     )
     train_subsets: str | None = setting(
         None,
