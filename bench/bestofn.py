@@ -43,10 +43,10 @@ def main():
 
     from cai import backends
     from cai.config import RunConfig
-    from cai.evaluation import bestofn
+    from cai.commands.evaluation import bestofn
     from cai.generate import generate
-    from cai.pm import train
-    from cai.sampling import stable_unit
+    from cai.train import train
+    from cai.core.sampling import stable_unit
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp)

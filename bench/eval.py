@@ -43,7 +43,7 @@ def main():
 
     from cai.backends.vllm import VLLMBackend, on_gpu
     from cai.config import RunConfig
-    from cai.evaluation.judge import evaluate
+    from cai.commands.evaluation.judge import evaluate
 
     def pct(x):
         return "  n/a" if x is None else f"{100 * x:5.1f}"

@@ -29,8 +29,8 @@ def main():
     from cai.backends.scripted import ScriptedBackend
     from cai.config import RunConfig
     from cai.generate import generate
-    from cai.review import query
-    from cai.store import RunStore
+    from cai.commands.review import query
+    from cai.core.store import RunStore
 
     tmp = Path(tempfile.mkdtemp(prefix="cai-bench-review-"))
     prompts = tmp / "prompts.jsonl"

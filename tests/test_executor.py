@@ -9,8 +9,8 @@ from cai import backends
 from cai.backends import load as load_mod
 from cai.errors import CaiError
 from cai.generate import generate
-from cai.inputs import load
-from cai.store import RunStore
+from cai.core.inputs import load
+from cai.core.store import RunStore
 
 
 def config(tmp_path, **kw):

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from cai.errors import CaiError
-from cai.evaluation import pik as eval_pik
-from cai.evaluation.report import pik_lines
-from cai.pm import pik, train
+from cai.commands.evaluation import pik as eval_pik
+from cai.commands.evaluation.report import pik_lines
+from cai.train import pik, train
 from tests.conftest import ROOT, write
 
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
@@ -47,7 +47,7 @@ def _samples_run(tmp_path):
 def test_the_samples_split_carries_the_prompts_subset_and_the_head_is_tested_out_of_distribution(
     tmp_path, tiny_backbone, cli
 ):
-    from cai.store import RunStore
+    from cai.core.store import RunStore
 
     run = _samples_run(tmp_path)
     rows = RunStore(run).read("samples")

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cai.errors import CaiError
-from cai.prompts import Templates
+from cai.core.prompts import Templates
 
 PRINCIPLE = {"id": "p", "critique": "Find harm.", "revision": "Remove it.", "compare": "Which is safer?"}
 

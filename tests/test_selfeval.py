@@ -7,13 +7,13 @@ import math
 import pytest
 from conftest import RED_TEAM, write
 
-from cai import reads, selfeval
+from cai.signals import reads, p_true as selfeval
 from cai.backends.scripted import ScriptedBackend
 from cai.config import RunConfig
 from cai.errors import CaiError
-from cai.evaluation.metrics import calibration
+from cai.commands.evaluation.metrics import calibration
 from cai.generate import generate
-from cai.store import RunStore
+from cai.core.store import RunStore
 
 
 def test_both_option_orders_are_averaged():
@@ -96,7 +96,7 @@ def test_brainstormed_samples_are_shown_before_the_answer(tmp_path):
 
 def test_p_true_asks_whether_the_answer_is_true_and_nothing_else(tmp_path):
     """Kadavath et al.'s question, both orders; no principle of the constitution is in it (that is the judges')."""
-    from cai.constitution import load
+    from cai.core.constitution import load
 
     seen = []
     engine = ScriptedBackend(judge=lambda chat, options: seen.append(chat) or {o: -0.7 for o in options})

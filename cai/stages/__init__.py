@@ -8,7 +8,7 @@ from cai import plugins
 from cai.errors import CaiError
 from cai.stages.base import Stage
 from cai.stages.report import Report
-from cai.views import View
+from cai.core.views import View
 
 __all__ = ["Report", "Stage", "for_split", "get", "names", "ordered", "reading"]
 
