@@ -42,11 +42,11 @@ def main():
         args.n, args.max_tokens = 4, 128
 
     from cai import backends
-    from cai.config import RunConfig
     from cai.commands.evaluation import bestofn
+    from cai.config import RunConfig
+    from cai.core.sampling import stable_unit
     from cai.generate import generate
     from cai.train import train
-    from cai.core.sampling import stable_unit
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp)

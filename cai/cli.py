@@ -508,8 +508,8 @@ def review(run, port, host, no_open, queue):
     import time
     import webbrowser
 
-    from cai.core.decisions import counts
     from cai.commands.review.server import queue_split, start
+    from cai.core.decisions import counts
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
@@ -550,8 +550,8 @@ def constitution():
 def constitution_check(file):
     """Validate FILE (a path, or a shipped name: harmless, helpful) and print a one-screen summary (exit 2 with
     the error otherwise)."""
-    from cai.core.constitution import load
     from cai.commands.constitution_text import summary
+    from cai.core.constitution import load
 
     click.echo("\n".join(summary(load(file))))
 
@@ -560,8 +560,8 @@ def constitution_check(file):
 @click.argument("file")
 def constitution_show(file):
     """Print FILE's principles as a table."""
-    from cai.core.constitution import load
     from cai.commands.constitution_text import table
+    from cai.core.constitution import load
 
     click.echo("\n".join(table(load(file))))
 
@@ -586,8 +586,8 @@ def constitution_new(name, out):
 @click.argument("b")
 def constitution_diff(a, b):
     """Principles added, removed and changed from A to B (exit 1 if they differ)."""
-    from cai.core.constitution import load
     from cai.commands.constitution_text import differences
+    from cai.core.constitution import load
 
     changes = differences(load(a), load(b))
     click.echo("\n".join(changes) if changes else "no differences in principles")

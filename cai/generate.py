@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cai import backends, stages
-
-from cai.core import inputs, rules
-from cai.core import constitution as constitution_mod
 from cai.config import RunConfig, catalogue
+from cai.core import constitution as constitution_mod
+from cai.core import inputs, rules
+from cai.core.context import RunContext
+from cai.core.prompts import Templates
+from cai.core.store import RunStore
 from cai.errors import CaiError
 from cai.run.lifecycle import Plan, Summary, execute
-from cai.core.prompts import Templates
-from cai.core.context import RunContext
 from cai.stages import Stage
-from cai.core.store import RunStore
 
 __all__ = ["Summary", "generate", "prepare", "selected"]
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from cai.core import answer
 from cai.core.constitution import Constitution, Principle, load
-from cai.errors import CaiError
 from cai.core.inputs import tests as tests_json
 from cai.core.rules import check_all, mean_score
+from cai.errors import CaiError
 
 RewardFunc = Callable[..., list[float | None]]
 

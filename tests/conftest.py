@@ -134,8 +134,8 @@ def run_stage(name: str, config, backend, prompts, constitution=HARMLESS):
     """One stage's `run` on one chunk, the way the generate loop calls it (after its checks)."""
     from cai import stages
     from cai.core.constitution import load
-    from cai.core.prompts import Templates
     from cai.core.context import RunContext
+    from cai.core.prompts import Templates
     from cai.core.store import RunStore
 
     stage = stages.get(name)(config)

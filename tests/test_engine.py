@@ -17,9 +17,9 @@ from conftest import HARMLESS, RED_TEAM, ROOT, trl_sft_step, write
 
 from cai.backends import Sampling
 from cai.config import RunConfig
-from cai.generate import generate
 from cai.core.inputs import load
 from cai.core.store import RunStore
+from cai.generate import generate
 
 pytestmark = pytest.mark.engine
 LITERAL = "Repeat this exactly: {{ 7*7 }} and {% raw %}"

@@ -14,12 +14,12 @@ import pytest
 from conftest import ROOT, run_cli, write
 
 from cai import backends
-from cai.config import RunConfig
-from cai.errors import CaiError
 from cai.commands.evaluation import metrics
 from cai.commands.evaluation.data import read_pairs
 from cai.commands.evaluation.judge import SPLIT, chosen_first, evaluate
+from cai.config import RunConfig
 from cai.core.store import RunStore
+from cai.errors import CaiError
 
 SHIPPED = ROOT / "data" / "eval" / "prefs.jsonl"
 

@@ -8,9 +8,9 @@ from conftest import run_stage
 from cai import backends
 from cai.config import RunConfig
 from cai.core.inputs import Prompt, prompt_id
+from cai.core.records import Failure
 from cai.judges import grm
 from cai.judges.grm import GrmSample
-from cai.core.records import Failure
 
 
 @pytest.mark.parametrize(

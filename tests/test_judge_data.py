@@ -11,10 +11,10 @@ import pytest
 from conftest import trl_sft_step, write
 
 from cai import backends
-from cai.config import RunConfig
-from cai.errors import CaiError
 from cai.commands.judge_data import build, lines
+from cai.config import RunConfig
 from cai.core.store import RunStore
+from cai.errors import CaiError
 
 PAIRS = [
     # the judge scores these by their text, wherever they are shown: every judgement is right ("too easy")
@@ -133,8 +133,8 @@ def test_bad_input_is_refused_before_the_engine_starts(tmp_path):
 
 def test_labelled_pairs_from_a_reviewed_run(tmp_path):
     """A run's pairs whose label is not the judge's: those a person kept or flipped, and those a rule decided."""
-    from cai.generate import generate
     from cai.commands.judge_data import labelled_pairs
+    from cai.generate import generate
 
     pairs = write(
         tmp_path / "pairs.jsonl",
@@ -160,8 +160,8 @@ def test_labelled_pairs_from_a_reviewed_run(tmp_path):
 
 def test_meta_rm_trains_on_the_judgements_and_filters_the_vote(tmp_path, tiny_backbone):
     from cai.commands.evaluation.report import judge_lines
-    from cai.train import train
     from cai.signals.rewardmodels import kind_of, meta_scores
+    from cai.train import train
 
     _build(tmp_path, k=4)
     m = train(str(tmp_path / "jd"), str(tmp_path / "meta"), kind="meta", backbone=tiny_backbone, epochs=1,

@@ -6,9 +6,9 @@ import pytest
 from conftest import HARMLESS, run_stage
 
 from cai import backends, stages
-from cai.core.columns import listed
-from cai.config import RunConfig
 from cai.commands.evaluation.metrics import consistent
+from cai.config import RunConfig
+from cai.core.columns import listed
 from cai.core.inputs import Prompt, prompt_id
 from cai.judges import Vote
 from cai.judges.pairwise import combine

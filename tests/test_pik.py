@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from cai.errors import CaiError
 from cai.commands.evaluation import pik as eval_pik
 from cai.commands.evaluation.report import pik_lines
+from cai.errors import CaiError
 from cai.train import pik, train
 from tests.conftest import ROOT, write
 

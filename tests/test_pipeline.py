@@ -13,9 +13,9 @@ import pytest
 from conftest import RED_TEAM, ROOT, scripted_config, write
 
 from cai import backends
+from cai.core.store import RunStore
 from cai.errors import CaiError
 from cai.generate import generate
-from cai.core.store import RunStore
 
 
 def config(tmp_path, **kw):

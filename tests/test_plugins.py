@@ -12,9 +12,9 @@ from conftest import HARMLESS, RED_TEAM, ROOT, write
 
 from cai import stages
 from cai.config import RunConfig
+from cai.core.store import RunStore
 from cai.errors import CaiError
 from cai.generate import generate
-from cai.core.store import RunStore
 
 
 @pytest.mark.parametrize(

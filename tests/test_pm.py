@@ -155,8 +155,8 @@ def _sl_and_rl_run(tmp_path, stage="all"):
 
 def test_instructgpt_normalisation_gives_the_demonstrations_mean_zero(tmp_path, tiny_backbone):
     """--reward-norm demonstrations: rewards shifted (not scaled) so the run's sft completions score 0 on average."""
-    from cai.train import demonstrations
     from cai.signals.rewardmodels import rewards
+    from cai.train import demonstrations
 
     run = _sl_and_rl_run(tmp_path)
     common = dict(log=lambda *_: None, backbone=tiny_backbone, epochs=1, max_length=64, lr=3e-3)

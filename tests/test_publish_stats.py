@@ -8,7 +8,6 @@ import pytest
 from conftest import HARMLESS, RED_TEAM
 
 from cai import backends
-
 from cai.commands import stats
 from cai.config import RunConfig
 from cai.generate import generate

@@ -7,15 +7,15 @@ import time
 import pytest
 from conftest import ROOT, write
 
-from cai.core import rules
 from cai.config import RunConfig
+from cai.core import rules
 from cai.core.constitution import load
+from cai.core.rules import RuleResult
+from cai.core.store import RunStore
 from cai.errors import CaiError
 from cai.generate import generate
 from cai.judges import Verdict, Vote
 from cai.judges.labels import blend, hard_winner, rule_votes
-from cai.core.rules import RuleResult
-from cai.core.store import RunStore
 
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
 R1_STYLE = "<think>48 rolls in bags of 6 is 48 / 6 = 8 bags.</think>\nShe fills \\boxed{8} bags."

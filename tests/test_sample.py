@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from cai.signals import ranking
 from cai.errors import CaiError
+from cai.signals import ranking
 from tests.conftest import ROOT, write
 
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
@@ -355,8 +355,8 @@ def test_a_killed_sampling_run_resumes_with_nothing_lost_or_doubled(tmp_path):
 def test_a_pairs_file_keeps_every_pair_of_a_prompt(tmp_path):
     from cai.backends.scripted import ScriptedBackend
     from cai.config import RunConfig
-    from cai.generate import generate
     from cai.core.store import RunStore
+    from cai.generate import generate
 
     q, other = "Which is the capital of France?", "Name a colour."
     records = [

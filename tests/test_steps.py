@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_stage, write
 
-from cai.signals import steps
 from cai.backends.scripted import ScriptedBackend
 from cai.config import RunConfig
 from cai.errors import CaiError
+from cai.signals import steps
 
 REASONING = ROOT / "constitution" / "reasoning.yaml"
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
@@ -48,10 +48,10 @@ def test_labels_first_error_and_solution_score_by_hand():
 def test_step_votes_from_reads_both_orders_and_principles():
     """P(A) with Yes first is P(Yes); with No first it is P(No). Two principles: the step's p is their mean."""
     from cai.core.inputs import Prompt
-    from cai.judges.step_logprob import StepQuestion, verdicts
-    from cai.signals.reads import TwoOrders, from_asks
     from cai.core.records import Failure
     from cai.judges.step import Solution, StepVerdict
+    from cai.judges.step_logprob import StepQuestion, verdicts
+    from cai.signals.reads import TwoOrders, from_asks
 
     sol = Solution(Prompt("p1", ({"role": "user", "content": "q"},)), 0, "file", ("s1", "s2"))
     asked = [StepQuestion(0, step, pr, TwoOrders([], [])) for step in (0, 1) for pr in ("a", "b")]
@@ -168,12 +168,12 @@ def test_step_reads_share_the_text_of_the_steps_before_them(tmp_path):
     """The read of step k starts with everything the read of step k+1 has up to its own step: the prefix the
     engine caches once per solution."""
     from cai.core.constitution import load
-    from cai.core.inputs import Prompt
-    from cai.judges.step_logprob import LogprobStepJudge
-    from cai.core.prompts import Templates
     from cai.core.context import RunContext
-    from cai.judges.step import Solution
+    from cai.core.inputs import Prompt
+    from cai.core.prompts import Templates
     from cai.core.store import RunStore
+    from cai.judges.step import Solution
+    from cai.judges.step_logprob import LogprobStepJudge
 
     config = RunConfig(constitution=str(REASONING), stage="steps", prompts="-", out=str(tmp_path))
     ctx = RunContext(config, load(REASONING), Templates(), RunStore(tmp_path))
@@ -228,8 +228,8 @@ def test_sampled_solutions_without_steps_are_on_record(tmp_path):
 
 def test_solutions_from_an_sl_run(tmp_path):
     from cai import backends
-    from cai.generate import generate
     from cai.core.store import RunStore
+    from cai.generate import generate
 
     out = tmp_path / "run"
     base = dict(constitution=str(REASONING), prompts=str(MATH), out=str(out), backend="scripted", limit=3)
@@ -391,9 +391,9 @@ print(trl.__version__, result.global_step, result.training_loss)
 
 def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_path):
     from cai.commands import stats
+    from cai.core.store import RunStore
     from cai.generate import generate
     from cai.train import train
-    from cai.core.store import RunStore
 
     out = tmp_path / "run"
     config = RunConfig(

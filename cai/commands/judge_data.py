@@ -29,23 +29,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cai import backends
-
-from cai.core import columns
-from cai.core.columns import Messages
-from cai.config import RunConfig
-from cai.errors import CaiError
 from cai.commands.evaluation.data import LabelledPair, fingerprint, read_pairs
 from cai.commands.evaluation.run import chunked
 from cai.commands.evaluation.run import evaluate as run_evaluation
+from cai.config import RunConfig
+from cai.core import columns
+from cai.core.columns import Messages
+from cai.core.context import RunContext
 from cai.core.inputs import Prompt
+from cai.core.prompts import TemplateSpec
+from cai.core.records import ChunkResult
+from cai.core.store import RunStore
+from cai.errors import CaiError
 from cai.judges.base import Pair
 from cai.judges.grm import GROUP_TEMPLATES, GrmJudge, Judgement
 from cai.judges.labels import LabelOptions
-from cai.core.prompts import TemplateSpec
-from cai.core.records import ChunkResult
-from cai.core.context import RunContext
 from cai.stages.base import Stage
-from cai.core.store import RunStore
 
 SPLIT = "judgements"
 SFT = "judge_sft"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from cai.errors import CaiError
 from cai.backends.retries import transient
 from cai.core.sampling import stable_unit
 from cai.core.store import RunStore
+from cai.errors import CaiError
 
 
 def _is_test(prompt_id: str, seed: int, fraction: float) -> bool:
@@ -32,8 +32,8 @@ def build(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from cai.core import constitution as constitution_mod
     from cai.commands import stats
+    from cai.core import constitution as constitution_mod
 
     store = RunStore(run)
     manifest = store.require()

@@ -16,9 +16,9 @@ def items(source: str, pm: str | None = None) -> tuple[list[dict], bool]:
     sides), else one of completions. Step data (a run with only a steps split, or records with `completions`)
     is refused by name: a pairwise model gives one reward per text, not per step."""
     from cai.core import inputs
-    from cai.train.data import preference_rows
     from cai.core.sources import open_rows
     from cai.core.store import RunStore
+    from cai.train.data import preference_rows
 
     run = RunStore(source) if RunStore.is_run(source) else None
     found = {}  # how a split is scored -> its stage, for the splits that hold rows
@@ -116,8 +116,8 @@ def score(
 
 def score_texts(data: str, out: str, pm: str | None, const, aggregate: str, batch_size: int, max_length: int) -> dict:
     """`cai score` of whole texts: a pairwise preference model's reward and/or the constitution's rules."""
-    from cai.signals.rewardmodels import rewards
     from cai.core.rules import check_all, mean_score
+    from cai.signals.rewardmodels import rewards
 
     found, is_pref = items(data, pm)
     lines = [{k: it[k] for k in ("id", "side", "prompt", "response")} for it in found]
@@ -146,9 +146,9 @@ def score_texts(data: str, out: str, pm: str | None, const, aggregate: str, batc
 def score_steps(data: str, out: str, pm: str | None, const, aggregate: str, batch_size: int, max_length: int) -> dict:
     """`cai score` with a process reward model: every step's P(good) and the solution's score; where the data
     has step labels, the step accuracy and first-error accuracy against them."""
+    from cai.core.rules import check_all
     from cai.signals import rewardmodels
     from cai.train import prm
-    from cai.core.rules import check_all
 
     assert pm is not None  # a PRM was given: that is how this scorer was chosen
     rows = prm.load_rows(data, need_labels=False)

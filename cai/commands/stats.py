@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cai.core.store import RunStore
 from cai.errors import CaiError
 from cai.stages import Stage
-from cai.core.store import RunStore
 
 
 def run_stages(store: RunStore) -> list[Stage]:

@@ -12,8 +12,8 @@ import yaml
 
 from cai.core import answer as answer_mod
 from cai.core import rules as rules_mod
-from cai.errors import CaiError
 from cai.core.rules import Rule
+from cai.errors import CaiError
 
 MAX_BYTES = 1 << 20  # a constitution is a page of text; anything bigger is a mistake (or an attack)
 # Letters and digits of any script (höflichkeit, вежливость), then also '_', '-' and '.'.

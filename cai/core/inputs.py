@@ -6,8 +6,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from cai.errors import CaiError
 from cai.core.sources import open_rows
+from cai.errors import CaiError
 
 ROLES = ("system", "user", "assistant")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cai.errors import CaiError
 from cai.core.store import RunStore
+from cai.errors import CaiError
 
 FILES = (".jsonl", ".json", ".parquet", ".txt", ".csv")  # a source named so is a file, never a dataset name
 

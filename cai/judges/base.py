@@ -12,10 +12,10 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from cai.config import RunConfig
+    from cai.core.context import RunContext
     from cai.core.inputs import Prompt
     from cai.core.prompts import TemplateSpec
     from cai.core.records import ChunkResult
-    from cai.core.context import RunContext
 
 
 @dataclass(frozen=True)

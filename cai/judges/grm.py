@@ -22,17 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from cai.core import answer
 from cai.backends import Sampling
 from cai.backends.base import option_probability
-from cai.errors import CaiError
+from cai.core import answer
+from cai.core.context import RunContext
 from cai.core.inputs import Prompt
-from cai.judges import reasoning
-from cai.judges.base import Description, FailedRead, Judge, Pair, Verdict
 from cai.core.prompts import SAMPLE_CONVERSATION, TemplateSpec
 from cai.core.records import ChunkResult, Failure, continued
-from cai.core.context import RunContext
 from cai.core.sampling import stable_int
+from cai.errors import CaiError
+from cai.judges import reasoning
+from cai.judges.base import Description, FailedRead, Judge, Pair, Verdict
 from cai.settings import setting
 
 if TYPE_CHECKING:

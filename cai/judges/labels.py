@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from cai import judges
 from cai.core.columns import listed
-from cai.errors import CaiError
-from cai.judges.base import FailedRead, Judge, Pair, Verdict, Vote, VoteRow
 from cai.core.records import ChunkResult, Failure
 from cai.core.rules import Rule, RuleResult, check_all
+from cai.errors import CaiError
+from cai.judges.base import FailedRead, Judge, Pair, Verdict, Vote, VoteRow
 from cai.settings import setting
 
 if TYPE_CHECKING:

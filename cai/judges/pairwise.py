@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cai.core import answer
+from cai.core.context import RunContext
+from cai.core.records import ChunkResult, Failure
+from cai.core.sampling import sample_principles
 from cai.errors import CaiError
 from cai.judges.base import FailedRead, Judge, Pair, Verdict, Vote
-from cai.signals.reads import TwoOrderRead
-from cai.core.records import ChunkResult, Failure
-from cai.core.context import RunContext
-from cai.core.sampling import sample_principles
 from cai.settings import setting
+from cai.signals.reads import TwoOrderRead
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cai.backends import Completion, Sampling
-from cai.core.records import ChunkResult
 from cai.core.context import RunContext
+from cai.core.records import ChunkResult
 from cai.core.sampling import request_seed
 from cai.settings import setting
 

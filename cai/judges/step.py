@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from cai import plugins
-from cai.signals import steps as steps_mod
 from cai.errors import CaiError
 from cai.settings import setting
+from cai.signals import steps as steps_mod
 
 if TYPE_CHECKING:
     from cai.config import RunConfig
+    from cai.core.context import RunContext
     from cai.core.inputs import Prompt
     from cai.core.prompts import TemplateSpec
     from cai.core.records import ChunkResult, Failure
-    from cai.core.context import RunContext
 
 
 @dataclass(frozen=True)

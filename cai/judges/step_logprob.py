@@ -14,15 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai.signals import reads
-from cai.signals import steps as steps_mod
-from cai.errors import CaiError
+from cai.core.context import RunContext
 from cai.core.prompts import SAMPLE_CONVERSATION, TemplateSpec
 from cai.core.records import ChunkResult, Failure, continued
-from cai.core.context import RunContext
 from cai.core.sampling import sample_principles
-from cai.settings import setting
+from cai.errors import CaiError
 from cai.judges.step import Solution, StepFailure, StepJudge, StepVerdict, StepVote
+from cai.settings import setting
+from cai.signals import reads
+from cai.signals import steps as steps_mod
 
 if TYPE_CHECKING:
     from cai.config import RunConfig

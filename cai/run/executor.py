@@ -28,8 +28,8 @@ from cai.core.records import ChunkResult
 if TYPE_CHECKING:
     from cai.backends.base import Backend
     from cai.backends.load import Load
-    from cai.core.inputs import Prompt
     from cai.core.context import RunContext
+    from cai.core.inputs import Prompt
     from cai.stages.base import Stage
 
 # Where finished work goes: (the stage's result for these prompts, their ids, the seconds it took). The run

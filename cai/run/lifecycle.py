@@ -15,17 +15,16 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from cai import backends
-
-from cai.run import executor
-from cai.core.records import ChunkResult, Skip
 from cai.core.context import RunContext
+from cai.core.records import ChunkResult, Skip
+from cai.run import executor
 
 if TYPE_CHECKING:
     from cai.backends.load import Load
     from cai.config import RunConfig
     from cai.core.inputs import Prompt
-    from cai.stages.base import Stage
     from cai.core.store import RunStore
+    from cai.stages.base import Stage
 
 
 @dataclass

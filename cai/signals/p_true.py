@@ -12,15 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cai.core import answer
-
-from cai.signals import reads
 from cai.backends import Sampling
+from cai.core import answer
+from cai.core.context import RunContext
 from cai.core.prompts import SAMPLE_CONVERSATION, TemplateSpec
 from cai.core.records import ChunkResult, continued, with_system
-from cai.core.context import RunContext
 from cai.core.sampling import request_seed
 from cai.settings import setting
+from cai.signals import reads
 
 TEMPLATES = (
     TemplateSpec(

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cai.errors import CaiError
 from cai.signals import steps as steps_mod
 from cai.signals.calibration import calibration
-from cai.errors import CaiError
 
 if TYPE_CHECKING:
     import torch

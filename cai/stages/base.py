@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from cai.core import columns
-from cai.stages.report import Report
 from cai.core.views import View
+from cai.stages.report import Report
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from cai.config import RunConfig
+    from cai.core.context import RunContext
     from cai.core.inputs import Prompt
     from cai.core.prompts import TemplateSpec
     from cai.core.records import ChunkResult
-    from cai.core.context import RunContext
 
 
 class Stage:

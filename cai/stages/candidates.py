@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from cai.core import inputs
 from cai.backends import Sampling
-from cai.errors import CaiError
-from cai.core.records import ChunkResult, Failure, with_system
+from cai.core import inputs
 from cai.core.context import RunContext
+from cai.core.records import ChunkResult, Failure, with_system
 from cai.core.sampling import request_seed
 from cai.core.sources import open_rows
 from cai.core.store import RunStore
+from cai.errors import CaiError
 
 T = TypeVar("T")
 SAMPLED, TRACE, FILE = "sampled", "trace", "file"  # from the model, from an SL run's traces, from a file

@@ -5,25 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai.stages import candidates
-
 from cai.core import columns
-from cai.stages.candidates import Candidate, Candidates
 from cai.core.columns import Messages
-from cai.errors import CaiError
+from cai.core.context import RunContext
 from cai.core.inputs import Prompt
-from cai.judges import Pair
-from cai.judges.base import FailedRead, VoteRow
-from cai.judges.labels import Judged, Labeller, LabelOptions
 from cai.core.prompts import TemplateSpec
 from cai.core.records import ChunkResult, Failure, assistant
 from cai.core.rules import RuleResult
-from cai.core.context import RunContext
+from cai.core.views import PairView
+from cai.errors import CaiError
+from cai.judges import Pair
+from cai.judges.base import FailedRead, VoteRow
+from cai.judges.labels import Judged, Labeller, LabelOptions
 from cai.settings import setting
+from cai.stages import candidates
 from cai.stages.base import Stage
+from cai.stages.candidates import Candidate, Candidates
 from cai.stages.rl_report import RLReport
 from cai.stages.sl import SLOptions
-from cai.core.views import PairView
 
 if TYPE_CHECKING:
     from cai.config import RunConfig

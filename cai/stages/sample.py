@@ -18,25 +18,24 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai.stages import candidates
-
 from cai.core import columns
-
-from cai.signals import ranking, p_true as selfeval
-from cai.signals import steps as steps_mod
-from cai.stages.candidates import Candidates
 from cai.core.columns import Messages
-from cai.errors import CaiError
+from cai.core.context import RunContext
 from cai.core.inputs import Prompt
-from cai.judges.grm import GROUP_TEMPLATES, GrmJudge
 from cai.core.prompts import TemplateSpec
 from cai.core.records import ChunkResult, Failure
 from cai.core.rules import RuleResult, check_all, mean_score
-from cai.core.context import RunContext
-from cai.settings import setting
-from cai.stages.base import Stage
-from cai.stages.sample_report import SampleReport
 from cai.core.views import View
+from cai.errors import CaiError
+from cai.judges.grm import GROUP_TEMPLATES, GrmJudge
+from cai.settings import setting
+from cai.signals import p_true as selfeval
+from cai.signals import ranking
+from cai.signals import steps as steps_mod
+from cai.stages import candidates
+from cai.stages.base import Stage
+from cai.stages.candidates import Candidates
+from cai.stages.sample_report import SampleReport
 
 if TYPE_CHECKING:
     from cai.config import RunConfig

@@ -18,17 +18,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from cai.core import columns
-
-from cai.signals import ranking
 from cai.core.columns import Messages
-from cai.errors import CaiError
+from cai.core.context import RunContext
 from cai.core.inputs import Prompt
 from cai.core.records import ChunkResult, assistant
-from cai.core.context import RunContext
+from cai.core.views import PairView, View
+from cai.errors import CaiError
 from cai.settings import setting
+from cai.signals import ranking
 from cai.stages.base import Stage
 from cai.stages.selection_report import RankReport, SelectReport
-from cai.core.views import PairView, View
 
 if TYPE_CHECKING:
     import polars as pl

@@ -5,24 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from cai.core import columns
-
-from cai.signals import p_true as selfeval
 from cai.backends import Sampling
+from cai.core import columns
 from cai.core.columns import Messages
 from cai.core.constitution import Constitution, Principle
-from cai.errors import CaiError
+from cai.core.context import RunContext
 from cai.core.inputs import Prompt
 from cai.core.prompts import SAMPLE_PRINCIPLE, Templates, TemplateSpec
 from cai.core.records import ChunkResult, assistant, with_system
 from cai.core.rules import Rule, RuleResult, check_all, total
-from cai.core.context import RunContext
 from cai.core.sampling import request_seed, sample_principles
-from cai.signals.p_true import SelfEvalRow, TrueRead
+from cai.core.views import TraceView
+from cai.errors import CaiError
 from cai.settings import setting
+from cai.signals import p_true as selfeval
+from cai.signals.p_true import SelfEvalRow, TrueRead
 from cai.stages.base import Stage
 from cai.stages.sl_report import SLReport
-from cai.core.views import TraceView
 
 if TYPE_CHECKING:
     from cai.config import RunConfig

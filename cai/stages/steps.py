@@ -7,25 +7,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai.stages import candidates
-
 from cai.core import columns
-
-from cai.judges import step as stepjudge
-from cai.signals import steps as steps_mod
-from cai.stages.candidates import Candidate, Candidates
 from cai.core.columns import Messages
-from cai.errors import CaiError
+from cai.core.context import RunContext
 from cai.core.inputs import Prompt
 from cai.core.prompts import TemplateSpec
 from cai.core.records import ChunkResult, Failure
 from cai.core.rules import RuleResult, check_all
-from cai.core.context import RunContext
-from cai.settings import setting
-from cai.stages.base import Stage
-from cai.stages.steps_report import StepsReport
-from cai.judges.step import Solution, StepFailure, StepJudgingOptions, StepVerdict, StepVote
 from cai.core.views import StepsView
+from cai.errors import CaiError
+from cai.judges import step as stepjudge
+from cai.judges.step import Solution, StepFailure, StepJudgingOptions, StepVerdict, StepVote
+from cai.settings import setting
+from cai.signals import steps as steps_mod
+from cai.stages import candidates
+from cai.stages.base import Stage
+from cai.stages.candidates import Candidate, Candidates
+from cai.stages.steps_report import StepsReport
 
 if TYPE_CHECKING:
     from cai.config import RunConfig

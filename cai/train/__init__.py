@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai.errors import CaiError
-from cai.train.training import TrainOptions
 from cai.settings import Setting, declared
+from cai.train.training import TrainOptions
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cai.errors import CaiError
 from cai.core.inputs import prompt_id
-from cai.signals.rewardmodels import Encoder
 from cai.core.sampling import stable_unit
 from cai.core.sources import open_rows
+from cai.errors import CaiError
+from cai.signals.rewardmodels import Encoder
 
 
 def read_rows(source: str, trainer: str, split: str | None = None) -> list[tuple[str, dict]]:

@@ -19,8 +19,8 @@ SPLIT = "sft"
 def load(source: str) -> list[tuple[list[dict], str]]:
     """(prompt messages, demonstration) of every SFT row of the run `source`, with its review decisions applied.
     Refused, naming why, where there are none: checked before any model loads."""
-    from cai.train.data import reviewed_split
     from cai.core.store import RunStore
+    from cai.train.data import reviewed_split
 
     flag = "--reward-norm demonstrations"
     if not RunStore.is_run(source):

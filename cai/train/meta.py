@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cai.signals.calibration import calibration
 from cai.errors import CaiError
+from cai.signals.calibration import calibration
 from cai.train import pointwise, training
 from cai.train.training import TrainOptions
 

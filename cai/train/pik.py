@@ -18,12 +18,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cai.signals.calibration import calibration
 from cai.errors import CaiError
+from cai.settings import setting
+from cai.signals.calibration import calibration
 from cai.train import pik_subsets, pointwise, training
 from cai.train.pointwise import Collator, predict
 from cai.train.training import TrainOptions
-from cai.settings import setting
 
 PIK = "pik"
 POLICY = "policy"

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cai.signals import steps as steps_mod
 from cai.errors import CaiError
+from cai.settings import setting
+from cai.signals import steps as steps_mod
+from cai.signals.rewardmodels import PRM, StepCollator, StepEncoder, StepRow, predict, step_features, step_metrics
 from cai.train import training
 from cai.train.training import TrainOptions
-from cai.signals.rewardmodels import PRM, StepCollator, StepEncoder, StepRow, predict, step_features, step_metrics
-from cai.settings import setting
 
 
 @dataclass
@@ -100,8 +100,8 @@ def split(rows: list[StepRow], eval_fraction: float, seed: int) -> tuple[list[St
 def trainer_class():
     from transformers import Trainer
 
-    from cai.train.loss import soft_bce
     from cai.signals.rewardmodels import rewards_of
+    from cai.train.loss import soft_bce
 
     class PRMTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

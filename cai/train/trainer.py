@@ -7,11 +7,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from cai.settings import setting
+from cai.signals.rewardmodels import PM, Collator, Encoder, rewards_of
 from cai.train import data as pmdata
 from cai.train import demonstrations, training
 from cai.train.training import TrainOptions
-from cai.signals.rewardmodels import PM, Collator, Encoder, rewards_of
-from cai.settings import setting
 
 
 @dataclass

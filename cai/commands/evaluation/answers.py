@@ -6,20 +6,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cai import backends
-
-from cai.core import columns
-
-from cai.signals import p_true as selfeval
-from cai.signals.calibration import calibration
-from cai.config import RunConfig
 from cai.commands.evaluation.data import Labelled, fingerprint, read_labelled
 from cai.commands.evaluation.run import chunked
 from cai.commands.evaluation.run import evaluate as run_evaluation
+from cai.config import RunConfig
+from cai.core import columns
+from cai.core.context import RunContext
 from cai.core.inputs import Prompt
 from cai.core.prompts import TemplateSpec
-from cai.signals.ranking import auroc
 from cai.core.records import ChunkResult
-from cai.core.context import RunContext
+from cai.signals import p_true as selfeval
+from cai.signals.calibration import calibration
+from cai.signals.ranking import auroc
 from cai.stages.base import Stage
 
 

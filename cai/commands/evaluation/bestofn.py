@@ -26,13 +26,11 @@ import time
 from collections.abc import Callable
 
 from cai import backends
-
-from cai.core import inputs, rules
-
-from cai.signals import ranking
-from cai.config import RunConfig
-from cai.errors import CaiError
 from cai.commands.evaluation.run import evaluate as run_evaluation
+from cai.config import RunConfig
+from cai.core import inputs, rules
+from cai.errors import CaiError
+from cai.signals import ranking
 from cai.stages.sample import SampleStage
 
 SELECTORS = ("rules", "p_true", "pm", "prm", "grm", "score", "majority")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cai.core import inputs
-from cai.errors import CaiError
 from cai.core.sources import open_rows
+from cai.errors import CaiError
 
 
 @dataclass(frozen=True)

@@ -16,22 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cai import backends
-
-from cai.core import columns
-from cai.core.columns import Messages
-from cai.config import RunConfig
 from cai.commands.evaluation.data import LabelledPair, fingerprint, read_pairs
 from cai.commands.evaluation.metrics import best_of_n, grm_scaling, judge_report
 from cai.commands.evaluation.run import chunked
 from cai.commands.evaluation.run import evaluate as run_evaluation
+from cai.config import RunConfig
+from cai.core import columns
+from cai.core.columns import Messages
+from cai.core.context import RunContext
 from cai.core.inputs import Prompt
+from cai.core.prompts import TemplateSpec
+from cai.core.records import ChunkResult
+from cai.core.sampling import stable_unit
 from cai.judges import Pair
 from cai.judges.base import FailedRead, VoteRow
 from cai.judges.labels import Judged, Labeller, LabelOptions
-from cai.core.prompts import TemplateSpec
-from cai.core.records import ChunkResult
-from cai.core.context import RunContext
-from cai.core.sampling import stable_unit
 from cai.stages.base import Stage
 
 SPLIT = "judged"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from cai.signals.calibration import calibration, share
 from cai.judges.grm import better_half
+from cai.signals.calibration import calibration, share
 
 # RewardBench v1's subsets, their sections and the example counts that weight a subset within its section
 # (math-prm is counted 984 rather than its 447 rows so that it weighs as much as the six code subsets).

@@ -12,12 +12,12 @@ from cai import backends
 from cai.config import RunConfig
 from cai.core.constitution import Constitution
 from cai.core.constitution import load as load_constitution
-from cai.core.inputs import Prompt
-from cai.run.lifecycle import Plan, execute
-from cai.core.prompts import Templates
 from cai.core.context import RunContext
-from cai.stages.base import Stage
+from cai.core.inputs import Prompt
+from cai.core.prompts import Templates
 from cai.core.store import RunStore
+from cai.run.lifecycle import Plan, execute
+from cai.stages.base import Stage
 
 
 @dataclass(frozen=True)

@@ -6,21 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cai import backends
-
-from cai.core import columns
-
-from cai.judges import step as stepjudge
-from cai.signals.calibration import calibration
-from cai.config import RunConfig
 from cai.commands.evaluation.data import LabelledSolution, fingerprint, read_steps
 from cai.commands.evaluation.run import chunked
 from cai.commands.evaluation.run import evaluate as run_evaluation
+from cai.config import RunConfig
+from cai.core import columns
+from cai.core.context import RunContext
 from cai.core.inputs import Prompt
 from cai.core.prompts import TemplateSpec
 from cai.core.records import ChunkResult, Failure
-from cai.core.context import RunContext
-from cai.stages.base import Stage
+from cai.judges import step as stepjudge
+from cai.signals.calibration import calibration
 from cai.signals.steps import prompt_text
+from cai.stages.base import Stage
 
 
 @dataclass(frozen=True)

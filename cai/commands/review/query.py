@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 
 from cai import stages
-from cai.errors import CaiError
 from cai.core.store import RunStore
 from cai.core.views import View
+from cai.errors import CaiError
 
 PAGE_MAX = 200
 REVIEW_FLAGS = ("reviewed", "unreviewed")  # every split's; the others come from the splits' views

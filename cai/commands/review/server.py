@@ -19,10 +19,10 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from cai.errors import CaiError
 from cai.commands.review import query
 from cai.core import decisions
 from cai.core.store import RunStore
+from cai.errors import CaiError
 
 STATIC = {
     "/": ("page.html", "text/html"),

@@ -43,10 +43,10 @@ def serve(
 ) -> None:
     import uvicorn
 
-    from cai.core.constitution import load
-    from cai.signals.rewardmodels import PM, PRM, check_pm
     from cai.commands.serve.app import create_app
     from cai.commands.serve.scorer import Scorer
+    from cai.core.constitution import load
+    from cai.signals.rewardmodels import PM, PRM, check_pm
 
     const = load(constitution)
     if pm:
@@ -81,10 +81,10 @@ def serve(
     scorer.warm()
     engine = None
     if config is not None:
-        from cai.run.lifecycle import start_engine
-        from cai.core.prompts import Templates
-        from cai.core.context import RunContext
         from cai.commands.serve.scorer import Judged
+        from cai.core.context import RunContext
+        from cai.core.prompts import Templates
+        from cai.run.lifecycle import start_engine
 
         engine = start_engine(config, log)
         engine.progress = False

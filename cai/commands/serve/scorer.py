@@ -13,13 +13,12 @@ import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
+from cai.commands.serve.batcher import Batcher
 from cai.core import answer
-
-from cai.signals import ranking
-from cai.signals import steps as steps_mod
 from cai.core.constitution import Constitution
 from cai.core.rules import Rule, check_all, mean_score
-from cai.commands.serve.batcher import Batcher
+from cai.signals import ranking
+from cai.signals import steps as steps_mod
 
 SIGNALS = ("rules", "pm", "prm", "p_true", "grm")
 
