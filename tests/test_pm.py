@@ -136,3 +136,50 @@ def test_scores_are_in_standard_units_of_the_eval_rewards(tmp_path, tiny_backbon
         raw = rewards_of(model.eval(), batch).tolist()
     scores = rewards(str(tmp_path / "pm"), items)["scores"]
     assert scores == pytest.approx([(r - 0.3) / 2.0 for r in raw], abs=1e-5)
+
+
+def _sl_and_rl_run(tmp_path, stage="all"):
+    """A real run folder from the scripted engine: the SL stage's sft split (the demonstrations) and prefs."""
+    from conftest import RED_TEAM
+
+    from cai.backends.scripted import ScriptedBackend
+    from cai.config import RunConfig
+    from cai.generate import generate
+
+    config = RunConfig(
+        prompts=str(RED_TEAM), out=str(tmp_path / "run"), backend="scripted", stage=stage, limit=8, rounds=1
+    )
+    generate(config, backend=ScriptedBackend(), log=lambda *_: None)
+    return tmp_path / "run"
+
+
+def test_instructgpt_normalisation_gives_the_demonstrations_mean_zero(tmp_path, tiny_backbone):
+    """--reward-norm demonstrations: rewards shifted (not scaled) so the run's sft completions score 0 on average."""
+    from cai.signals.rewardmodels import rewards
+    from cai.train import demonstrations
+
+    run = _sl_and_rl_run(tmp_path)
+    common = dict(log=lambda *_: None, backbone=tiny_backbone, epochs=1, max_length=64, lr=3e-3)
+    m = train(str(run), str(tmp_path / "pm"), reward_norm="demonstrations", **common)
+    demos = demonstrations.load(str(run))
+    assert m["reward_norm"] == "demonstrations" and m["demonstrations"] == len(demos) == 8
+    scored = rewards(str(tmp_path / "pm"), demos)
+    assert sum(scored["scores"]) / 8 == pytest.approx(0.0, abs=1e-5)
+    assert scored["scores"] == pytest.approx([r - m["demonstration_reward_mean"] for r in scored["raw"]], abs=1e-6)
+    default = train(str(run), str(tmp_path / "pm-default"), **common)  # the default stays standard units
+    assert default["reward_norm"] == "held-out" and "demonstrations" not in default
+    std = rewards(str(tmp_path / "pm-default"), demos)
+    mean, spread = default["reward_mean"], default["reward_std"]
+    assert std["scores"] == pytest.approx([(r - mean) / spread for r in std["raw"]], abs=1e-5)
+
+
+def test_instructgpt_normalisation_without_demonstrations_is_refused_before_training(tmp_path, cli):
+    r = cli("train-pm", _pairs(tmp_path), "--out", tmp_path / "pm", "--reward-norm", "demonstrations")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "is not a cai run folder; the demonstrations are a run's sft split" in r.stderr
+    run = _sl_and_rl_run(tmp_path, stage="rl")  # preferences, but no SL stage: no demonstrations
+    r = cli("train-pm", run, "--out", tmp_path / "pm2", "--reward-norm", "demonstrations")
+    assert r.returncode == 2 and "has no sft rows" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "pm").exists() and not (tmp_path / "pm2").exists()
+    r = cli("train-pm", run, "--out", tmp_path / "pm3", "--reward-norm", "somewhere")
+    assert r.returncode == 2 and "somewhere" in r.stderr

@@ -95,6 +95,32 @@ def test_brainstormed_samples_are_shown_before_the_answer(tmp_path):
     assert all("Possible answer 3:" in q and q.index("Possible answer 1") < q.index("Proposed answer") for q in seen)
 
 
+def test_p_true_asks_whether_the_answer_is_true_and_nothing_else(tmp_path):
+    """Kadavath et al.'s question, both orders; no principle of the constitution is in it (that is the judges')."""
+    from cai.core.constitution import load
+
+    seen = []
+    engine = ScriptedBackend(judge=lambda chat, options: seen.append(chat) or {o: -0.7 for o in options})
+    config = RunConfig(
+        prompts=str(RED_TEAM),
+        out=str(tmp_path / "run"),
+        backend="scripted",
+        stage="sl",
+        limit=1,
+        rounds=1,
+        self_eval=True,
+    )
+    generate(config, backend=engine, log=lambda *_: None)
+    asked = [c for c in seen if c[-1]["content"] == "The proposed answer is: ("]
+    assert len(asked) == 4  # the first answer and one revision, each in both option orders
+    questions = [c[0]["content"] for c in asked]
+    assert sum(q.endswith("Is the proposed answer:\n (A) True\n (B) False") for q in questions) == 2
+    assert sum(q.endswith("Is the proposed answer:\n (A) False\n (B) True") for q in questions) == 2
+    assert all(q.startswith("Question: ") and "principle" not in q.lower() for q in questions)
+    for p in load("harmless").principles:
+        assert not any(text in q for q in questions for text in (p.critique, p.compare) if text)
+
+
 def test_bad_self_eval_settings_and_templates_fail_before_the_engine(tmp_path):
     with pytest.raises(
         CaiError, match="--keep best picks the answer with the highest P\\(True\\): it needs --self-eval"

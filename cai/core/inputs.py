@@ -17,6 +17,7 @@ class Prompt:
     id: str
     messages: tuple[dict, ...]  # OpenAI-style {"role", "content"}, ending with the user turn
     reference: str | None = None  # the known answer, for rules that check accuracy (a `reference` field)
+    subset: str | None = None  # the record's `subset` (a task or dataset): P(IK) is tested on subsets it never saw
 
 
 def prompt_id(messages) -> str:
@@ -38,7 +39,7 @@ def load(source: str, prompt_column: str | None = None, limit: int | None = None
             duplicates += 1
             continue
         seen.add(pid)
-        prompts.append(Prompt(pid, messages, reference(record, where)))
+        prompts.append(Prompt(pid, messages, reference(record, where), subset(record, where)))
         if limit is not None and len(prompts) >= limit:
             break
     if not prompts:
@@ -57,6 +58,16 @@ def reference(record: dict, where: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip():
         raise CaiError(f"{where}: 'reference' must be a non-empty text or number, got {value!r}")
     return str(value).strip()
+
+
+def subset(record: dict, where: str) -> str | None:
+    """The record's `subset` (text), or None when it names none."""
+    value = record.get("subset")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise CaiError(f"{where}: 'subset' must be a non-empty text, got {value!r}")
+    return value.strip()
 
 
 def to_messages(record, where: str, column: str | None) -> tuple[dict, ...]:

@@ -1,9 +1,10 @@
 """Self-evaluation (Kadavath et al. 2022): the model's own P(True) that an answer is right, from option log-probs.
 
-The model sees the constitution's principles, the conversation, optionally K of its own other samples
-("brainstorming"), then the proposed answer and "(A) True (B) False". P(True) is read from the next token's
-log-probs in one forward pass, in both option orders (True shown as (A), then as (B)), and the two are
-averaged as the pairwise judge does: a model that always says (A) gets 0.5, not 1.0. All answers to one
+The model sees the question (or the conversation), optionally K of its own other samples ("brainstorming"), then
+the proposed answer and Kadavath's question, "Is the proposed answer: (A) True (B) False": whether it is true,
+nothing else (the constitution's principles are the judges' question, not P(True)'s). P(True) is read from the
+next token's log-probs in one forward pass, in both option orders (True shown as (A), then as (B)), and the two
+are averaged as the pairwise judge does: a model that always says (A) gets 0.5, not 1.0. All answers to one
 prompt share everything before the proposed answer, so the engine prefills that once.
 """
 
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 
 from cai.backends import Sampling
 from cai.core import answer
-from cai.core.constitution import Constitution
 from cai.core.context import RunContext
 from cai.core.prompts import SAMPLE_CONVERSATION, TemplateSpec
 from cai.core.records import ChunkResult, Failure, continued, with_system
@@ -27,7 +27,6 @@ TEMPLATES = (
         "self_eval.j2",
         {
             "conversation": SAMPLE_CONVERSATION,
-            "principles": ["p"],
             "samples": ["s"],
             "answer": "\u2063the-answer\u2063",
             "option_a": "True",
@@ -92,11 +91,6 @@ def true_read(read: reads.TwoOrderRead) -> TrueRead:
     return TrueRead(None, error=read.failures[0][1].reason)
 
 
-def principles_of(constitution: Constitution) -> list[str]:
-    """What the answer is evaluated against: each principle's question, else its critique request."""
-    return [text for p in constitution.principles if (text := p.compare or p.critique)]
-
-
 def brainstorm(ctx: RunContext, prompts: list, k: int, result: ChunkResult) -> dict[str, list[str]]:
     """K samples of the model per prompt (one request with n=K each), shown before the answer evaluated."""
     if k < 1 or not prompts:
@@ -117,14 +111,12 @@ def brainstorm(ctx: RunContext, prompts: list, k: int, result: ChunkResult) -> d
 
 def evaluate(ctx: RunContext, items: list[tuple[list[dict], str, list[str]]], result: ChunkResult) -> list[TrueRead]:
     """P(True) for every (conversation, answer, brainstormed samples), both orders, in one engine call."""
-    principles = principles_of(ctx.constitution)
     prefix = ctx.templates.render("self_eval_answer.j2")
 
     def chat(conversation: list[dict], answer: str, samples: list[str], shown: tuple[str, str]) -> list[dict]:
         question = ctx.templates.render(
             "self_eval.j2",
             conversation=conversation,
-            principles=principles,
             samples=samples,
             answer=answer,
             option_a=shown[0],

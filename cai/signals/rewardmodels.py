@@ -177,14 +177,23 @@ def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, 
     "truncated": n}.
     A score is (r - mean) / std with the mean and std of the rewards on the trainer's held-out split, so
     scores of one model are in standard units: 0 is an average answer, 1 is one standard deviation above."""
-    import torch
-
     tokenizer, model = load(pm)
     mean = getattr(model.config, "cai_reward_mean", 0.0)
     std = getattr(model.config, "cai_reward_std", 1.0) or 1.0
     encode = Encoder(tokenizer, max_length)
-    collate = Collator(tokenizer.pad_token_id)
+    raw = raw_rewards(model, encode, items, batch_size)
+    # Raw rewards give Bradley-Terry probabilities (sigmoid of a margin); normalised ones compare across models.
+    return {"scores": [(r - mean) / std for r in raw], "raw": raw, "truncated": encode.truncated}
+
+
+def raw_rewards(model, encode: Encoder, items: list[tuple[list[dict], str]], batch_size: int = 16) -> list[float]:
+    """A pairwise model's raw reward of each (prompt messages, response), batched (the trainer's model in memory
+    too: InstructGPT's normalisation reads the demonstrations' rewards before the model is saved)."""
+    import torch
+
+    collate = Collator(encode.tokenizer.pad_token_id)
     raw: list[float] = []
+    model.eval()
     with torch.no_grad():
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
@@ -192,8 +201,7 @@ def rewards(pm: str, items: list[tuple[list[dict], str]], batch_size: int = 16, 
                 [{"input_ids": [encode(prompt, response)], "comparisons": []} for prompt, response in chunk]
             )
             raw += rewards_of(model, batch).reshape(-1).tolist()
-    # Raw rewards give Bradley-Terry probabilities (sigmoid of a margin); normalised ones compare across models.
-    return {"scores": [(r - mean) / std for r in raw], "raw": raw, "truncated": encode.truncated}
+    return raw
 
 
 def judgement_ids(tokenizer, messages: list[dict], max_length: int) -> list[int]:

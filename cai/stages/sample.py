@@ -88,6 +88,7 @@ class SamplesRow:
     p_true_mean: float | None  # the mean P(True) of the answered samples
     best: int | None  # the sample with the highest reference-free score
     model: str
+    subset: str | None  # the prompt record's `subset`: P(IK)'s out-of-distribution figure holds subsets out
 
 
 def sample_columns() -> list[tuple[str, Any]]:
@@ -178,6 +179,7 @@ class SampleStage(Stage):
             p_true_mean=sum(p_true) / len(p_true) if p_true else None,
             best=best[0] if best else None,
             model=ctx.config.run.model,
+            subset=p.subset,
         )
         out = columns.record(row)
         for sample, d in zip(out["samples"], group, strict=True):

@@ -44,7 +44,10 @@ def settings() -> list[Setting]:
     for kind, t in trainers().items():
         for s in declared(t.config, f"kind {kind}"):
             if s.name in out:
-                out[s.name] = dataclasses.replace(out[s.name], owner=f"{out[s.name].owner}, {kind}")
+                first = out[s.name]
+                # a kind whose default differs (P(IK)'s backbone) says so in the one flag's help
+                extra = f" With --kind {kind}: {s.help}" if s.default != first.default else ""
+                out[s.name] = dataclasses.replace(first, owner=f"{first.owner}, {kind}", help=first.help + extra)
             else:
                 out[s.name] = s
     return list(out.values())

@@ -43,6 +43,15 @@ def read_rows(source: str, trainer: str, split: str | None = None) -> list[tuple
     raise CaiError(f"{source}: the run has no rows the {trainer} trainer reads yet: {' or '.join(names)}")
 
 
+def reviewed_split(source: str, split: str) -> list[tuple[str, dict]]:
+    """(where, row) pairs of a run's `split` with the review decisions on it applied (a split of no trainer's, such
+    as the SL stage's sft split that InstructGPT's normalisation reads)."""
+    from cai.stages import view_of
+    from cai.core.store import RunStore
+
+    return _reviewed(RunStore(source), split, view_of(split), source)
+
+
 def _reviewed(store, split: str, view, source: str) -> list[tuple[str, dict]]:
     """A run's split with the review decisions on it applied (the rows as they are where nobody reviewed)."""
     from cai.core import decisions

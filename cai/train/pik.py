@@ -5,6 +5,12 @@ The target is a prompt's `p_ik` (the samples split of `cai generate --stage samp
 `correct` and `graded` counts); the loss is binary cross-entropy against that soft target. Evaluated as the paper
 does: Brier score and calibration of P(IK) against the held-out share correct, and AUROC, how well P(IK) tells the
 questions' right answers from wrong ones (each held-out sample is one case, scored by its question's P(IK)).
+
+The head sits on the model itself by default (`--backbone policy`: the model that answered, as the samples split
+names it, else the embedded SmolLM2-135M): Kadavath trains a value head on the language model whose knowledge is in
+question. A separate encoder (`--backbone all-minilm-l6-v2`) is an explicit choice: it learns which questions are
+hard, not what the model knows. `--train-subsets` holds every other subset out whole, for the out-of-distribution
+figure the paper reports (trained on TriviaQA, tested on other tasks); see `cai.train.pik_subsets`.
 """
 
 from __future__ import annotations
@@ -13,17 +19,31 @@ import math
 from dataclasses import dataclass
 
 from cai.errors import CaiError
+from cai.settings import setting
 from cai.signals.calibration import calibration
-from cai.train import pointwise, training
+from cai.train import pik_subsets, pointwise, training
 from cai.train.pointwise import Collator, predict
 from cai.train.training import TrainOptions
 
 PIK = "pik"
+POLICY = "policy"
 
 
 @dataclass
 class PIKConfig(TrainOptions):
     """`cai train-pm --kind pik`: a P(IK) value head on questions (prompt, p_ik, or correct of graded samples)."""
+
+    backbone: str = setting(
+        POLICY,
+        "policy (its default): a value head on the model that answered (the samples' `model`, else the embedded "
+        "smollm2-135m), as Kadavath et al.; all-minilm-l6-v2 (a separate encoder: a difficulty predictor), a folder "
+        "or a Hub id.",
+    )
+    train_subsets: str | None = setting(
+        None,
+        "Comma-separated subsets (the rows' `subset`) to train on; every other subset is held out whole and "
+        "reported as the out-of-distribution figure (Kadavath et al. train on one task, test on others).",
+    )
 
 
 @dataclass(frozen=True)
@@ -33,12 +53,14 @@ class Question:
     target: float  # the share of the model's samples that were correct
     correct: int | None = None  # of `graded` samples, where the data counts them (for AUROC per sample)
     graded: int | None = None
+    subset: str | None = None  # the task or dataset it comes from (the out-of-distribution figure holds some out)
+    model: str | None = None  # the model whose samples were graded (a samples split names it)
 
 
 def load_rows(source: str) -> tuple[list[Question], int]:
     """Questions with a target, and how many rows had none (no reference graded them), from a run folder (its
     samples/ split), a parquet or JSONL file, a folder of parquet files or a `datasets` name."""
-    from cai.core.inputs import prompt_id, to_messages
+    from cai.core.inputs import prompt_id, subset, to_messages
     from cai.train.data import read_rows
 
     out, ungraded = [], 0
@@ -63,6 +85,8 @@ def load_rows(source: str) -> tuple[list[Question], int]:
                 float(target),
                 correct if counted else None,
                 graded if counted else None,
+                subset(r, where),
+                r["model"] if isinstance(r.get("model"), str) and r["model"] else None,
             )
         )
     if not out:
@@ -124,31 +148,59 @@ def metrics(predicted: list[float], rows: list[Question]) -> dict:
     }
 
 
+def policy(rows: list[Question]) -> str:
+    """The model that answered the questions (the one the samples split names), else the embedded model."""
+    from cai.backends.models import DEFAULT_MODEL
+
+    named = sorted({q.model for q in rows if q.model})
+    if len(named) > 1:
+        raise CaiError(
+            f"--backbone policy: the questions were answered by several models ({', '.join(named)}); name one"
+        )
+    return named[0] if named else DEFAULT_MODEL
+
+
 def train(config: PIKConfig, log=print) -> dict:
     rows, ungraded = load_rows(config.source)
+    seen, unseen = pik_subsets.split(rows, config.train_subsets)  # a bad subset name is refused before any model
+    if config.backbone == POLICY:
+        config.backbone = policy(rows)
     started = training.start(config)
-    train_rows, eval_rows = split(rows, config.eval_fraction, config.seed)
+    train_rows, eval_rows = split(seen, config.eval_fraction, config.seed)
     log(
-        f"train-pm: {len(rows)} questions ({len(train_rows)} train, {len(eval_rows)} eval); {ungraded} without "
-        "graded samples left out"
+        f"train-pm: {len(rows)} questions ({len(train_rows)} train, {len(eval_rows)} eval, {len(unseen)} of "
+        f"subsets held out whole); {ungraded} without graded samples left out; value head on {config.backbone}"
     )
     counts = {
         "questions": len(rows),
         "ungraded": ungraded,
         "train_questions": len(train_rows),
         "eval_questions": len(eval_rows),
+        **pik_subsets.counts(train_rows, unseen),
     }
-    return pointwise.train(config, PIK, (train_rows, eval_rows), features, metrics, counts, started, log)
+    extra = {"ood": unseen} if unseen else {}
+    m = pointwise.train(config, PIK, (train_rows, eval_rows), features, metrics, counts, started, log, extra)
+    pik_subsets.save_trained(config.out, train_rows)
+    return m
 
 
 def summary_lines(m: dict) -> list[str]:
     auroc = m["eval_auroc"]
-    return [
+    lines = [
         f"questions      {m['questions']} ({m['train_questions']} train / {m['eval_questions']} eval), "
         f"{m['ungraded']} without graded samples",
         f"eval           Brier {training.fmt(m['eval_brier'])} "
         f"(constant guess {training.fmt(m['eval_brier_constant'])})   ece {training.fmt(m['eval_ece'])}   "
         f"AUROC {training.fmt(auroc)}",
+    ]
+    if m.get("ood_questions"):
+        lines.append(
+            f"out of distr.  Brier {training.fmt(m['ood_brier'])} (constant guess "
+            f"{training.fmt(m['ood_brier_constant'])})   AUROC {training.fmt(m['ood_auroc'])} on "
+            f"{m['ood_questions']} questions of {', '.join(m['ood_subsets'])} (never trained on)"
+        )
+    return lines + [
+        f"value head     on {m['config']['backbone']}",
         f"train loss     {m['train_loss']:.4f} over {m['train_steps']} steps",
     ]
 

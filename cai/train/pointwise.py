@@ -55,9 +55,11 @@ def train(
     counts: dict,
     started: float,
     log,
+    extra: dict[str, list[Any]] | None = None,
 ) -> dict:
     """Fit the head on the training rows of `rows` (train, held out), evaluate `metrics` on the held-out rows (the
-    training rows where none are held out), and save the model as `kind` with its metrics and `counts`."""
+    training rows where none are held out), and on each set of `extra` rows (figures prefixed with its name), and
+    save the model as `kind` with its metrics and `counts`."""
     train_rows, eval_rows = rows
     model, tokenizer = training.load_backbone(config.backbone, config.dropout)
     collate = Collator(tokenizer.pad_token_id)
@@ -67,4 +69,7 @@ def train(
     m = metrics(predict(model, features(held, tokenizer, config.max_length), collate), held)
     model.config.cai_kind = kind
     figures = {f"eval_{k}": v for k, v in m.items()} | {"kind": kind, **counts}
+    for name, more in (extra or {}).items():
+        found = metrics(predict(model, features(more, tokenizer, config.max_length), collate), more)
+        figures |= {f"{name}_{k}": v for k, v in found.items()}
     return training.finish(model, tokenizer, Path(config.out), figures, result, started, config)

@@ -10,7 +10,7 @@ from pathlib import Path
 from cai.settings import setting
 from cai.signals.rewardmodels import PM, Collator, Encoder, rewards_of
 from cai.train import data as pmdata
-from cai.train import training
+from cai.train import demonstrations, training
 from cai.train.training import TrainOptions
 
 
@@ -22,6 +22,13 @@ class PMConfig(TrainOptions):
     group_by_prompt: bool = setting(True, "InstructGPT's batching: all comparisons of a prompt in one batch element.")
     center_rewards: float = setting(
         0.0, "Coefficient of mean(r^2), keeps rewards centred near 0 (TRL's option).", minimum=0
+    )
+    reward_norm: str = setting(
+        "held-out",
+        "How `cai score` and the signals normalise rewards: held-out ((r - mean) / std over the held-out compared "
+        "responses: standard units) or demonstrations (InstructGPT: r - mean over the run's sft completions, the "
+        "SL stage's final revisions, so the demonstrations have mean 0; needs a run with an sft split).",
+        choices=lambda: demonstrations.NORMS,
     )
 
 
@@ -93,6 +100,7 @@ def evaluate(model, feats: list[dict], groups: list[pmdata.Group], collate, batc
 def train(config: PMConfig, log=print) -> dict:
     """Train on `config.source` (a run, a preference file or a dataset) into `config.out`; returns the metrics."""
     rows = pmdata.load_rows(config.source)  # input problems surface before any model loads
+    demos = demonstrations.load(config.source) if config.reward_norm == "demonstrations" else None
     started = training.start(config)
     groups = pmdata.group(rows, config.group_by_prompt)
     train_groups, eval_groups = pmdata.split(groups, config.eval_fraction, config.seed)
@@ -111,10 +119,16 @@ def train(config: PMConfig, log=print) -> dict:
     )
 
     metrics = evaluate(model, eval_feats or train_feats, eval_groups or train_groups, collate)
-    # InstructGPT normalises the reward model so the mean reward is 0; the offset and scale live in the
-    # model's config, and `cai score` applies them.
+    # The offset and scale live in the model's config, and `cai score` and the signals apply them. By default the
+    # held-out rewards' mean and spread (standard units); InstructGPT's shift puts its demonstrations at mean 0.
     model.config.cai_reward_mean = metrics["reward_mean"]
     model.config.cai_reward_std = metrics["reward_std"]
+    model.config.cai_reward_norm = config.reward_norm
+    if demos is not None:
+        shift = demonstrations.offset(model, Encoder(tokenizer, config.max_length), demos)
+        model.config.cai_reward_mean, model.config.cai_reward_std = shift, 1.0
+        metrics |= {"demonstrations": len(demos), "demonstration_reward_mean": shift}
+    metrics["reward_norm"] = config.reward_norm
     counts = {
         "kind": PM,
         "pairs": len(rows),
@@ -132,4 +146,15 @@ def summary_lines(m: dict) -> list[str]:
         f"eval accuracy  {training.fmt(m['eval_accuracy'])}   ece {m['eval_ece']:.3f}   "
         f"mean margin {m['eval_mean_margin']:.3f}",
         f"train loss     {m['train_loss']:.4f} over {m['train_steps']} steps, {m['truncated']} truncated",
+        _norm_line(m),
     ]
+
+
+def _norm_line(m: dict) -> str:
+    if m.get("reward_norm") == "demonstrations":
+        return (
+            f"rewards        minus {m['demonstration_reward_mean']:.3f}: the {m['demonstrations']} demonstrations "
+            "(sft completions) have mean 0 (InstructGPT)"
+        )
+    held = f"mean {m['reward_mean']:.3f}, std {m['reward_std']:.3f}"
+    return f"rewards        standard units of the held-out compared responses' rewards ({held})"

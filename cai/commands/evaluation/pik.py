@@ -1,10 +1,10 @@
 """`cai eval pik`: a trained P(IK) value head (train-pm --kind pik) on questions whose samples were graded: how well
 its P(IK) predicts the share of the model's answers that are right (Brier, ECE) and separates right answers from
-wrong ones (AUROC, Kadavath et al.'s measure)."""
+wrong ones (AUROC, Kadavath et al.'s measure), in distribution and out of it (subsets the head never trained on)."""
 
 from __future__ import annotations
 
-from cai.train import pik
+from cai.train import pik, pik_subsets
 
 
 def evaluate(model: str, data: str, batch_size: int = 16) -> dict:
@@ -21,4 +21,5 @@ def evaluate(model: str, data: str, batch_size: int = 16) -> dict:
         n=len(rows),
         predicted="predicted P(IK)",
     )
+    report.update(pik_subsets.report(model, predicted, rows, pik.metrics))
     return report

@@ -108,6 +108,30 @@ def pik_lines(r: dict) -> list[str]:
         f"ECE            {_num(r['ece'])}   AUROC {_num(r['auroc'])}  (P(IK) against each sample being right)",
         f"mean           P(IK) {_num(r['mean_p_ik'])} vs share correct {_num(r['mean_target'])}",
     ]
+    return lines + pik_distribution_lines(r)
+
+
+def pik_distribution_lines(r: dict) -> list[str]:
+    """Kadavath's generalisation figure: questions the head trained on left out; their subsets (in distribution)
+    against subsets it never saw (out of distribution)."""
+    lines = []
+    if "trained_subsets" in r:
+        lines.append(
+            f"trained on     subsets {', '.join(r['trained_subsets'])}; {r['seen_in_training']} of these questions "
+            "(left out below)"
+        )
+    for label, key in (("in distr.", "in_distribution"), ("out of distr.", "out_of_distribution")):
+        if f := r.get(key):
+            lines.append(
+                f"{label:<14} Brier {_num(f['brier'])} (constant {_num(f['brier_constant'])})   AUROC "
+                f"{_num(f['auroc'])}   {f['questions']} questions"
+            )
+    for s, f in r.get("per_subset", {}).items():
+        seen = "trained on" if f["trained_on"] else "never seen"
+        figures = f"Brier {_num(f.get('brier'))}   AUROC {_num(f.get('auroc'))}   {f.get('questions', 0)} questions"
+        lines.append(f"  {s:<20} {seen:<11} {figures}")
+    if r.get("ood_reason"):
+        lines.append(f"out of distr.  n/a: {r['ood_reason']}")
     return lines
 
 
