@@ -236,6 +236,28 @@ def probabilities(model, seqs: list[list[int]], pad_id: int, batch_size: int = 1
     return out
 
 
+def question_text(tokenizer, prompt: list[dict]) -> str:
+    """The question as the model sees it before answering (its chat template, up to the assistant's turn)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+def question_ids(tokenizer, prompts: list[list[dict]], max_length: int) -> list[list[int]]:
+    """What a P(IK) head reads of each question, in training and inference alike: the question as the model sees
+    it, cut from the left when too long (the end of a long conversation is the question asked)."""
+    tokenizer.truncation_side = "left"
+    return [
+        tokenizer(question_text(tokenizer, p), truncation=True, max_length=max_length)["input_ids"] for p in prompts
+    ]
+
+
+def pik_scores(model_dir: str, prompts: list[list[dict]], batch_size: int = 16, max_length: int = 512) -> list[float]:
+    """P(IK) of each question from a value head trained by `cai train-pm --kind pik`."""
+    tokenizer, model = load(model_dir, PIK)
+    return probabilities(model, question_ids(tokenizer, prompts, max_length), tokenizer.pad_token_id, batch_size)
+
+
 @dataclass
 class StepRow:
     """One solution: its prompt (a plain string), its steps and their targets (P(step is good)), None when the

@@ -46,8 +46,8 @@ def read_rows(source: str, trainer: str, split: str | None = None) -> list[tuple
 def reviewed_split(source: str, split: str) -> list[tuple[str, dict]]:
     """(where, row) pairs of a run's `split` with the review decisions on it applied (a split of no trainer's, such
     as the SL stage's sft split that InstructGPT's normalisation reads)."""
-    from cai.stages import view_of
     from cai.core.store import RunStore
+    from cai.stages import view_of
 
     return _reviewed(RunStore(source), split, view_of(split), source)
 

@@ -15,14 +15,13 @@ figure the paper reports (trained on TriviaQA, tested on other tasks); see `cai.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from cai.errors import CaiError
 from cai.settings import setting
 from cai.signals.calibration import calibration
+from cai.signals.rewardmodels import question_ids
 from cai.train import pik_subsets, pointwise, training
-from cai.train.pointwise import Collator, predict
 from cai.train.training import TrainOptions
 
 PIK = "pik"
@@ -99,24 +98,10 @@ def split(rows: list[Question], eval_fraction: float, seed: int) -> tuple[list[Q
     return training.held_out(rows, lambda q: q.key, eval_fraction, seed)
 
 
-def question_text(tokenizer, prompt: list[dict]) -> str:
-    """The question as the model sees it before answering (its chat template, up to the assistant's turn)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
-
-
 def features(rows: list[Question], tokenizer, max_length: int) -> list[dict]:
-    tokenizer.truncation_side = "left"  # keep the end of a long conversation: the question asked
-    return [
-        {
-            "input_ids": tokenizer(question_text(tokenizer, q.prompt), truncation=True, max_length=max_length)[
-                "input_ids"
-            ],
-            "target": q.target,
-        }
-        for q in rows
-    ]
+    """What the head trains on: each question as P(IK) inference reads it (rewardmodels.question_ids)."""
+    ids = question_ids(tokenizer, [q.prompt for q in rows], max_length)
+    return [{"input_ids": x, "target": q.target} for x, q in zip(ids, rows, strict=True)]
 
 
 def metrics(predicted: list[float], rows: list[Question]) -> dict:
@@ -203,12 +188,3 @@ def summary_lines(m: dict) -> list[str]:
         f"value head     on {m['config']['backbone']}",
         f"train loss     {m['train_loss']:.4f} over {m['train_steps']} steps",
     ]
-
-
-def scores(model_dir: str, prompts: list[list[dict]], batch_size: int = 16, max_length: int = 512) -> list[float]:
-    """P(IK) of each question from a trained value head."""
-    from cai.signals.rewardmodels import load
-
-    tokenizer, model = load(model_dir, PIK)
-    feats = [dict(f, target=math.nan) for f in features([Question("", p, 0.0) for p in prompts], tokenizer, max_length)]
-    return predict(model, feats, Collator(tokenizer.pad_token_id), batch_size)

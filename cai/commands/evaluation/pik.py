@@ -4,6 +4,7 @@ wrong ones (AUROC, Kadavath et al.'s measure), in distribution and out of it (su
 
 from __future__ import annotations
 
+from cai.signals.rewardmodels import pik_scores
 from cai.train import pik, pik_subsets
 
 
@@ -12,7 +13,7 @@ def evaluate(model: str, data: str, batch_size: int = 16) -> dict:
 
     check_pm(model, "--pm", PIK)
     rows, ungraded = pik.load_rows(data)
-    predicted = pik.scores(model, [q.prompt for q in rows], batch_size)
+    predicted = pik_scores(model, [q.prompt for q in rows], batch_size)
     report = pik.metrics(predicted, rows)
     report.update(
         pm=model,
