@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 
 from cai.errors import CaiError
+from cai.sandbox import check_tests
 from cai.sources import open_rows
 
 ROLES = ("system", "user", "assistant")
@@ -110,4 +111,8 @@ def tests(value, where: str) -> str:
         raise CaiError(
             f"{where}: 'tests' must be a non-empty list of {{'input': text, 'output': text}} pairs or assert lines"
         )
+    try:  # an assert runs as a call compared outside the sandbox (cai.calls): any other shape is refused here
+        check_tests(value)
+    except ValueError as e:
+        raise CaiError(f"{where}: {e}") from None
     return json.dumps(value, ensure_ascii=False)
