@@ -22,7 +22,7 @@ from cai import answer
 from cai.constitution import Constitution, Principle, load
 from cai.errors import CaiError
 from cai.inputs import tests as tests_json
-from cai.rules import check_all, mean_score
+from cai.rules import check_all, mean_score, require_sandbox
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -88,6 +88,7 @@ def reward_funcs(
     one per principle with rules, then one for the preference model `pm` if given. `weights` scales a
     function's output by its name (a principle id, or "pm"); GRPOConfig's reward_weights works as well."""
     const = constitution if isinstance(constitution, Constitution) else load(constitution)
+    require_sandbox(const.rules)  # a code rule's sandbox works here, or the trainer does not start
     weights = dict(weights or {})
     ruled = [p for p in const.principles if p.rules]
     known = {p.id for p in ruled} | {"pm"}

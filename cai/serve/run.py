@@ -45,10 +45,12 @@ def serve(
 
     from cai.constitution import load
     from cai.rewardmodels import PM, PRM, check_pm
+    from cai.rules import require_sandbox
     from cai.serve.app import create_app
     from cai.serve.scorer import Scorer
 
     const = load(constitution)
+    require_sandbox(const.rules)
     if pm:
         check_pm(pm, "--pm", PM)
     if prm:
