@@ -235,8 +235,15 @@ def check(rule: Rule, text: str, reference: str | None = None) -> RuleResult | N
     could not finish gives an unknown result with the reason."""
     if rule.kind == "accuracy" and reference is None:
         return None
+    scoped = answer.scoped(text, rule.scope)
     try:
-        score = _score(rule, answer.scoped(text, rule.scope), reference)
+        try:
+            score = _score(rule, scoped, reference)
+        except TimeoutError:
+            # The deadlines are wall time: on a busy machine (the executor's threads, other work) a check that takes
+            # a fraction of its budget can miss it. Once more with a fresh budget, so a reward does not depend on
+            # the load; a check that misses both is slow on its own and unknown.
+            score = _score(rule, scoped, reference)
     except TimeoutError:
         seconds = MATH_SECONDS if rule.kind == "accuracy" else SECONDS
         return RuleResult(rule.id, False, 0.0, f"timed out after {seconds:g}s")
