@@ -318,3 +318,24 @@ def test_the_models_own_judgements_are_served_through_the_engine():
         assert httpx.get(s.url + "/health").json()["signals"] == ["rules", "p_true", "grm"]
     finally:
         assert s.stop() == 0
+
+
+def test_a_code_constitution_says_which_sandbox_runs_programs_and_a_flood_does_not_take_it_down():
+    """/health names the sandbox of `accuracy: code`; answers that print as fast as they can are scored 0 (their
+    output capped while it streams) and the server answers the next request."""
+    from cai import sandbox
+
+    s = Server("--constitution", "code")
+    try:
+        health = httpx.get(s.url + "/health").json()
+        assert health["code_sandbox"] == [f"code sandbox   {sandbox.describe('bubblewrap')}"]
+        tests = json.dumps([{"input": "3", "output": "9"}])
+        flood = "<think>x</think>\n```python\nwhile True:\n    print('9' * 100000)\n```"
+        right = "<think>x</think>\n```python\nprint(int(input()) ** 2)\n```"
+        items = [{"prompt": "q", "response": r, "reference": tests} for r in (flood, flood, flood, right)]
+        out = httpx.post(s.url + "/v1/rewards", json={"items": items}, headers=AUTH, timeout=120).json()["items"]
+        scores = [i["components"]["rules"] for i in out]
+        assert scores[:3] == [scores[0]] * 3 and scores[3] > scores[0]
+        assert httpx.get(s.url + "/health").status_code == 200
+    finally:
+        assert s.stop() == 0
