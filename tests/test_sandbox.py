@@ -41,7 +41,8 @@ def _outside(tmp_path):
             "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
             "timed out",
         ),
-        ("infinite loop", "while True:\n    pass", "killed by signal"),
+        # 2 s of CPU; on a loaded machine the 5 s wall deadline may come first
+        ("infinite loop", "while True:\n    pass", "killed by signal|timed out"),
         ("10 GB allocation", "x = bytearray(10 * 1024**3)\nprint(9)", "MemoryError"),
         ("environment secret", "import os\nprint(os.environ.get('CAI_TEST_SECRET', 'none'))", "wrong output"),
         ("a socket", "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)\nprint(9)", "Error"),
@@ -60,7 +61,7 @@ def test_hostile_programs_end_within_their_limits_and_score_zero(name, program, 
     t0 = time.monotonic()
     out = sandbox.run_tests(program, tests)
     assert time.monotonic() - t0 < sandbox.WALL_SECONDS + 5
-    assert out.score == 0 and out.reason and reason in out.reason, out
+    assert out.score == 0 and out.reason and any(r in out.reason for r in reason.split("|")), out
     if name == "a socket":
         assert "ConnectionRefused" in out.reason  # its own network namespace: only a loopback of its own
     if os.getuid() == 0:  # as root the program ran as a user id of its own: nothing of it is left running
