@@ -228,12 +228,21 @@ def _end_namespace(proc: subprocess.Popen, info_r: int) -> None:
     finally:
         os.close(info_r)
     child = info.get("child-pid")
-    if isinstance(child, int) and child > 1:
+    # Only while it is still our child (bubblewrap reaped it on a normal end, and its pid may be anyone's since)
+    if isinstance(child, int) and child > 1 and _parent(child) == os.getpid():
         try:
             os.kill(child, signal.SIGKILL)
             os.waitpid(child, 0)
         except (ProcessLookupError, ChildProcessError, PermissionError):
             pass  # already reaped: bubblewrap waited for it
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # -- rlimits only (named by the rule) -----------------------------------------------------------------------------
