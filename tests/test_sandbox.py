@@ -200,3 +200,27 @@ def test_the_sandbox_holds_for_an_ordinary_user(tmp_path):
     uid, missing, honest, host_file, network, call = json.loads(r.stdout)
     assert (uid, missing, honest) == (65534, None, 1.0), r.stderr
     assert "FileNotFoundError" in host_file and "Network is unreachable" in network and "exit status 1" in call
+
+
+def test_the_run_summary_and_the_dataset_card_say_which_sandbox_ran(tmp_path, cli):
+    from cai import backends
+    from cai.config import RunConfig
+    from cai.generate import generate
+
+    out = tmp_path / "run"
+    config = RunConfig(
+        constitution="code",
+        prompts=str(ROOT / "data" / "prompts" / "code.jsonl"),
+        out=str(out),
+        backend="scripted",
+        stage="sl",
+        rounds=1,
+        limit=2,
+    )
+    summary = generate(config, backend=backends.get("scripted")(), log=lambda *_: None)
+    line = f"code sandbox   {sandbox.describe('bubblewrap')}"
+    assert line in summary.lines
+    r = cli("publish", out, "--repo", "me/code-cai", "--dry-run", tmp_path / "hub")
+    assert r.returncode == 0, r.stderr
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert f"Code answers were scored in a sandbox: {sandbox.describe('bubblewrap')}." in card
