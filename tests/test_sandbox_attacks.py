@@ -96,6 +96,11 @@ ATTACKS = {
         NINE,
         "ConnectionRefusedError",
     ),
+    "the host's abstract unix socket": (
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('\\0' + 'ABSTRACT')\nprint(9)",
+        NINE,
+        "ConnectionRefusedError",
+    ),
     "reads the environment": ("import os\nprint(os.environ.get('CAI_ATTACK_SECRET', 'none'))", NINE, "wrong output"),
     # my own list
     "fork bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", NINE, ""),
@@ -164,12 +169,16 @@ def test_a_hostile_program_scores_zero_says_why_and_leaves_nothing(name, reward,
     prompts = write(tmp_path / "prompts.jsonl", json.dumps({"prompt": "q", "tests": tests}) + "\n")
     host = write(tmp_path / "host.txt", "9")
     listener = socket.create_server(("127.0.0.1", 0))
+    abstract = socket.socket(socket.AF_UNIX)  # a socket in the host's network namespace, no file on disk
+    abstract.bind("\0" + MARK)
+    abstract.listen()
     monkeypatch.setenv("CAI_ATTACK_SECRET", "9")
     program = (
         program.replace("PROMPTS", repr(str(prompts)))
         .replace("HOST_FILE", str(host))
         .replace("HOST_DIR", str(tmp_path))
         .replace("PORT", str(listener.getsockname()[1]))
+        .replace("ABSTRACT", MARK)
     )
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.monotonic()
@@ -178,6 +187,7 @@ def test_a_hostile_program_scores_zero_says_why_and_leaves_nothing(name, reward,
         out = sandbox.run_tests(program, tests)  # the same run, for the reason the reward leaves out
     finally:
         listener.close()
+        abstract.close()
     assert time.monotonic() - t0 < 2 * (sandbox.WALL_SECONDS + 2)
     assert out.score == 0 and out.reason and reason in out.reason, out
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB: output capped
