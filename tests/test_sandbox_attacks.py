@@ -198,9 +198,10 @@ def test_a_hostile_program_scores_zero_says_why_and_leaves_nothing(name, reward,
 
 
 def test_sleeping_tests_cost_one_answer_budget_not_one_deadline_each(reward):
-    """20 tests that each sleep just under the per-test deadline: one answer's budget in all, not 20 deadlines."""
+    """20 tests that each sleep just under the per-test deadline: one answer's budget in all, not 20 deadlines (97 s
+    before). The tests that finish within it pass (at most two rounds of 4); the rest are not run: failed."""
     t0 = time.monotonic()
-    assert reward("import time\ntime.sleep(4.9)\nprint(9)", NINE * 20) == 0.0
+    assert reward("import time\ntime.sleep(4.9)\nprint(9)", NINE * 20) <= 2 * sandbox.PARALLEL / 20
     assert time.monotonic() - t0 < sandbox.ANSWER_SECONDS + 5  # 10.0 s measured; the rest is room for a loaded machine
     assert not _sandboxes_running()
 
