@@ -224,3 +224,17 @@ def test_the_run_summary_and_the_dataset_card_say_which_sandbox_ran(tmp_path, cl
     assert r.returncode == 0, r.stderr
     card = (tmp_path / "hub" / "README.md").read_text()
     assert f"Code answers were scored in a sandbox: {sandbox.describe('bubblewrap')}." in card
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ("accuracy: code\n        sandbox: docker", "'sandbox' must be one of bubblewrap, rlimits, got 'docker'"),
+        ("accuracy: math\n        sandbox: rlimits", "'sandbox' is for 'accuracy: code' only"),
+        ("accuracy: code\n        all_tests: 1", "'all_tests' must be true or false"),
+    ],
+)
+def test_a_code_rule_names_a_known_sandbox(tmp_path, extra, message):
+    path = write(tmp_path / "c.yaml", f"name: c\nprinciples:\n  - id: p\n    rules:\n      - {extra}\n")
+    with pytest.raises(CaiError, match=message):
+        load(path)
