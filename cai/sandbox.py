@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from cai import calls, jail
+from cai import calls, capped, jail
 
 WALL_SECONDS = 5.0  # one test
 ANSWER_SECONDS = 10.0  # all of one answer's tests: a sleeping program costs at most this
@@ -77,7 +77,7 @@ def unavailable(sandbox: str = DEFAULT) -> str | None:
 def describe(sandbox: str = DEFAULT) -> str:
     """One line saying what `sandbox` isolates (the run summary, the dataset card and `cai serve`'s /health)."""
     limits = (
-        f"CPU {jail.CPU_SECONDS}s, memory {jail.MEMORY_BYTES >> 20} MiB, output {jail.OUTPUT_BYTES >> 20} MiB "
+        f"CPU {jail.CPU_SECONDS}s, memory {jail.MEMORY_BYTES >> 20} MiB, output {capped.OUTPUT_BYTES >> 20} MiB "
         f"per stream, {WALL_SECONDS:g}s per test, {ANSWER_SECONDS:g}s per answer"
     )
     if sandbox == "bubblewrap":
