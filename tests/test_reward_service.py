@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cai.rules import check_all, mean_score
+from cai.core.rules import check_all, mean_score
 from tests.conftest import ROOT, trl_grpo_steps, write
 
 TOKEN = "test-token-0123456789"
@@ -131,7 +131,7 @@ ANSWERS = [
 
 
 def local(response: str, reference: str | None) -> tuple[float | None, list]:
-    from cai.constitution import load
+    from cai.core.constitution import load
 
     const = load("reasoning")
     results = check_all(const.rules, response, reference)
@@ -167,7 +167,7 @@ def test_native_and_openrlhf_rewards_equal_the_local_rules(server):
     assert r.json()["rewards"] == pytest.approx(out["rewards"]) and r.json()["scores"] == r.json()["rewards"]
     assert r.json()["extra_logs"]["cai/rules"] == pytest.approx(out["rewards"])
     # verl's custom reward function signature, calling the server
-    from cai.serve.client import verl_compute_score
+    from cai.commands.serve.client import verl_compute_score
 
     q, a, ref = ANSWERS[0]
     got = verl_compute_score("math", a, ref, {"question": q}, url=server.url, token=TOKEN)
@@ -323,7 +323,7 @@ def test_the_models_own_judgements_are_served_through_the_engine():
 def test_a_code_constitution_says_which_sandbox_runs_programs_and_a_flood_does_not_take_it_down():
     """/health names the sandbox of `accuracy: code`; answers that print as fast as they can are scored 0 (their
     output capped while it streams) and the server answers the next request."""
-    from cai import sandbox
+    from cai.core import sandbox
 
     s = Server("--constitution", "code")
     try:

@@ -8,8 +8,8 @@ import time
 import pytest
 from conftest import ROOT, write
 
-from cai import jail, rules, sandbox
-from cai.constitution import load
+from cai.core import jail, rules, sandbox
+from cai.core.constitution import load
 from cai.errors import CaiError
 
 STDIO = [{"input": "3\n", "output": "9"}]
@@ -93,7 +93,7 @@ def test_the_code_rule_reads_the_program_after_the_reasoning(tmp_path):
 
 
 def test_code_problems_read_their_tests_and_bad_tests_are_one_line(tmp_path):
-    from cai.inputs import load as load_prompts
+    from cai.core.inputs import load as load_prompts
 
     prompts, _ = load_prompts(str(ROOT / "data" / "prompts" / "code.jsonl"))
     assert len(prompts) == 8 and all(sandbox.parse_tests(p.reference) for p in prompts)
@@ -125,7 +125,7 @@ def test_all_tests_stops_at_the_first_failure_and_scores_nothing():
 
 
 def test_an_assert_that_is_not_a_call_is_refused_when_the_prompts_are_read(tmp_path):
-    from cai.inputs import load as load_prompts
+    from cai.core.inputs import load as load_prompts
 
     ok = '{"prompt": "q", "tests": ["assert f(2) == 4", "assert set(g()) == set((1, 2))"]}\n'
     bad = '{"prompt": "q2", "tests": ["assert f(2) == 4", "assert f(2) < 5"]}\n'

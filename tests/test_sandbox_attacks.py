@@ -15,7 +15,7 @@ import uuid
 import pytest
 from conftest import write
 
-from cai import jail, sandbox
+from cai.core import jail, sandbox
 from cai.rewards import reward_funcs
 
 NINE = [{"input": "", "output": "9"}]
