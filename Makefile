@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 ENGINE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 DEMO_OUT ?= data/runs/demo
 
-.PHONY: setup browser demo lint docs test bench clean
+.PHONY: setup browser sandbox demo lint docs test bench clean
 
 setup: $(VENV)/.installed
 
@@ -47,14 +47,20 @@ browser:
 	@test -x $(CHROMIUM) || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
+# `accuracy: code` runs programs in bubblewrap (Debian's bubblewrap: namespaces without privilege); without it the
+# rule is refused. Installed once, as root or through sudo.
+sandbox:
+	@command -v bwrap >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q bubblewrap; }
+
 # The reference (docs/, MkDocs Material) as a site in build/site/; --strict makes a broken link an error.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
 
-test: lint docs browser
+test: lint docs browser sandbox
 	$(PY) -m pytest -q -ra
 
-bench: setup
+bench: setup sandbox
 	$(PY) bench/generate.py --quick
 	$(PY) bench/judge.py --quick
 	$(PY) bench/rules.py --quick

@@ -51,6 +51,7 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Plan:
             f"{o.prompts}: the constitution's accuracy rule {accuracy[0]} needs a 'reference' in "
             "the prompt records, and none has one"
         )
+    rules.require_sandbox(const.rules)
     store = RunStore(o.out)
     ctx = RunContext(config, const, templates, store, log=log)
     for stage in run:

@@ -26,7 +26,7 @@ from cai.core.context import RunContext
 from cai.core.inputs import tests as tests_json
 from cai.core.prompts import Templates
 from cai.core.records import ChunkResult, Failure
-from cai.core.rules import check_all, mean_score
+from cai.core.rules import check_all, mean_score, require_sandbox
 from cai.errors import CaiError
 from cai.signals import Item, Signal, SignalSet, score_with
 
@@ -123,6 +123,7 @@ def reward_funcs(
             )
         s.check(ctx)
         s.warm()
+    require_sandbox(const.rules)  # a code rule's sandbox works here, or the trainer does not start
     weights = dict(weights or {})
     ruled = [p for p in const.principles if p.rules]
     known = {p.id for p in ruled} | {s.name for s in others}

@@ -194,10 +194,10 @@ def test_a_bad_scope_is_one_line(tmp_path):
 
 
 def test_a_catastrophic_pattern_on_a_worker_thread_is_bounded():
-    """The regex module's timeout works off the main thread too: unknown after 0.5 s, not a hung worker."""
+    """The regex module's timeout works off the main thread too: unknown after two tries of 0.5 s, not a hung worker."""
     rule = rules.build("p", 0, {"must_match": "(a|aa)+$"})
     with ThreadPoolExecutor(1) as pool:
         t0 = time.monotonic()
         result = pool.submit(rules.check, rule, "a" * 5000 + "b").result()
-    assert time.monotonic() - t0 < 5 * rules.SECONDS
+    assert time.monotonic() - t0 < 10 * rules.SECONDS  # two tries (a missed deadline gets one more), each bounded
     assert result is not None and not result.known and result.error == f"timed out after {rules.SECONDS:g}s"

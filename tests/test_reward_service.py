@@ -328,3 +328,24 @@ def test_a_bare_cai_serve_names_the_missing_constitution(cli):
     assert "Missing option '--constitution'" in r.stderr and "Traceback" not in r.stderr
     bad = cli("serve", "--constitution", "no-such-constitution", "--port", str(free_port()), timeout=60)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "no-such-constitution" in bad.stderr
+
+
+def test_a_code_constitution_says_which_sandbox_runs_programs_and_a_flood_does_not_take_it_down():
+    """/health names the sandbox of `accuracy: code`; answers that print as fast as they can are scored 0 (their
+    output capped while it streams) and the server answers the next request."""
+    from cai.core import sandbox
+
+    s = Server("--constitution", "code")
+    try:
+        health = httpx.get(s.url + "/health").json()
+        assert health["code_sandbox"] == [f"code sandbox   {sandbox.describe('bubblewrap')}"]
+        tests = json.dumps([{"input": "3", "output": "9"}])
+        flood = "<think>x</think>\n```python\nwhile True:\n    print('9' * 100000)\n```"
+        right = "<think>x</think>\n```python\nprint(int(input()) ** 2)\n```"
+        items = [{"prompt": "q", "response": r, "reference": tests} for r in (flood, flood, flood, right)]
+        out = httpx.post(s.url + "/v1/rewards", json={"items": items}, headers=AUTH, timeout=120).json()["items"]
+        scores = [i["components"]["accuracy"] for i in out]  # accuracy: code is the accuracy signal
+        assert scores[:3] == [scores[0]] * 3 and scores[3] > scores[0]
+        assert httpx.get(s.url + "/health").status_code == 200
+    finally:
+        assert s.stop() == 0

@@ -94,7 +94,8 @@ def test_accuracy_does_not_apply_without_a_reference():
 def test_a_catastrophic_pattern_is_a_recorded_failure_not_a_hang():
     t0 = time.monotonic()
     result = rules.check(rule(must_match="(a|aa)+$"), "a" * 5000 + "b")
-    assert time.monotonic() - t0 < 5 * rules.SECONDS
+    # tried twice, each with a fresh budget (a deadline missed under load gets a second chance), then unknown
+    assert 2 * rules.SECONDS <= time.monotonic() - t0 < 10 * rules.SECONDS
     assert not result.passed and result.error == f"timed out after {rules.SECONDS:g}s"
 
 

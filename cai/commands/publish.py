@@ -34,6 +34,7 @@ def build(
 
     from cai.commands import stats
     from cai.core import constitution as constitution_mod
+    from cai.core import rules
 
     store = RunStore(run)
     manifest = store.require()
@@ -74,6 +75,8 @@ def build(
     if const_path is not None and const_path.is_file():
         shutil.copy(const_path, out / f"constitution-{const_path.name}")
         const = constitution_mod.load(const_path)
+        # which sandbox ran `accuracy: code` programs: the rule's own (a missing one is refused, never weakened)
+        notes += [f"Code answers were scored in a sandbox: {n.split(maxsplit=2)[2]}." for n in rules.notes(const.rules)]
     summary = stats.compute(run)
     if min_p_true is not None and not notes:
         raise CaiError(f"--min-p-true: {run} has no P(True) to select by (generate with --self-eval)")

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from cai.core.sandbox import check_tests
 from cai.core.sources import open_rows
 from cai.errors import CaiError
 
@@ -121,4 +122,8 @@ def tests(value, where: str) -> str:
         raise CaiError(
             f"{where}: 'tests' must be a non-empty list of {{'input': text, 'output': text}} pairs or assert lines"
         )
+    try:  # an assert runs as a call compared outside the sandbox (cai.core.calls): any other shape is refused here
+        check_tests(value)
+    except ValueError as e:
+        raise CaiError(f"{where}: {e}") from None
     return json.dumps(value, ensure_ascii=False)

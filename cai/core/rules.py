@@ -83,6 +83,8 @@ class Rule:
     threshold: float | None = None  # language: the share of the words that must be in the language
     among: tuple[str, ...] = ()  # language: the languages to tell apart (default COMMON_LANGUAGES)
     scope: str = "all"  # the part of the text it reads: answer, reasoning or all (cai.core.answer)
+    sandbox: str = "bubblewrap"  # accuracy code: where programs run (a weaker one only when named: cai.core.sandbox)
+    all_tests: bool = False  # accuracy code: 1 only when every test passes (the first failure stops the rest)
 
     def describe(self) -> str:
         extra = f" (share >= {self.threshold:g})" if self.threshold is not None else ""
@@ -118,6 +120,7 @@ def build(principle: str, index: int, spec: dict[str, Any]) -> Rule:
         "must_not_match": {"flags"},
         "format": {"flags"},
         "language": {"threshold", "among"},
+        "accuracy": {"sandbox", "all_tests"},
     }.get(kind, set())
     unknown = sorted(set(spec) - allowed)
     if unknown:
@@ -147,6 +150,8 @@ def build(principle: str, index: int, spec: dict[str, Any]) -> Rule:
         extra.get("threshold"),
         extra.get("among", ()),
         scope,
+        extra.get("sandbox", "bubblewrap"),
+        extra.get("all_tests", False),
     )
 
 
@@ -190,7 +195,16 @@ def _language_rule(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str
 def _accuracy(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
     if value not in ACCURACY:
         raise ValueError(f"rule 'accuracy': expected one of {', '.join(ACCURACY)}, got {value!r}")
-    return {}
+    code = {k: spec[k] for k in ("sandbox", "all_tests") if k in spec}
+    if code and value != "code":
+        raise ValueError(f"rule 'accuracy': {next(iter(code))!r} is for 'accuracy: code' only")
+    from cai.core.sandbox import SANDBOXES
+
+    if code.get("sandbox", "bubblewrap") not in SANDBOXES:
+        raise ValueError(f"rule 'accuracy': 'sandbox' must be one of {', '.join(SANDBOXES)}, got {code['sandbox']!r}")
+    if not isinstance(code.get("all_tests", False), bool):
+        raise ValueError(f"rule 'accuracy': 'all_tests' must be true or false, got {code['all_tests']!r}")
+    return code
 
 
 # Each kind's check of its value (and its own keys); returns what the Rule keeps beyond the common fields.
@@ -221,8 +235,15 @@ def check(rule: Rule, text: str, reference: str | None = None) -> RuleResult | N
     could not finish gives an unknown result with the reason."""
     if rule.kind == "accuracy" and reference is None:
         return None
+    scoped = answer.scoped(text, rule.scope)
     try:
-        score = _score(rule, answer.scoped(text, rule.scope), reference)
+        try:
+            score = _score(rule, scoped, reference)
+        except TimeoutError:
+            # The deadlines are wall time: on a busy machine (the executor's threads, other work) a check that takes
+            # a fraction of its budget can miss it. Once more with a fresh budget, so a reward does not depend on
+            # the load; a check that misses both is slow on its own and unknown.
+            score = _score(rule, scoped, reference)
     except TimeoutError:
         seconds = MATH_SECONDS if rule.kind == "accuracy" else SECONDS
         return RuleResult(rule.id, False, 0.0, f"timed out after {seconds:g}s")
@@ -270,7 +291,7 @@ def _score(rule: Rule, text: str, reference: str | None) -> float:
     if k == "accuracy":
         assert reference is not None
         if rule.value == "code":
-            return code_score(text, reference)
+            return code_score(text, reference, rule)
         return float(accurate(text, reference, rule.value))
     raise ValueError(f"unknown rule kind {k!r}")
 
@@ -352,28 +373,36 @@ def equivalent(given: str, reference: str, mode: str = "math") -> bool:
 
 
 def notes(rules: tuple[Rule, ...]) -> list[str]:
-    """What a run summary says of how its rules ran: where code rules run their programs, and whether the network
-    was cut there (it is not where the OS allows no network namespace)."""
-    if not any(r.kind == "accuracy" and r.value == "code" for r in rules):
-        return []
+    """What a run summary (and the dataset card) says of how its code rules ran: which sandbox, and what it cuts off."""
     from cai.core import sandbox
 
-    network = (
-        "cut (a network namespace of its own)"
-        if sandbox.network_isolated()
-        else "not cut: this machine allows no network namespace"
-    )
-    return [
-        f"code sandbox   a fresh process per test, with CPU, memory, file, process and time limits; network {network}"
-    ]
+    used = dict.fromkeys(r.sandbox for r in rules if r.kind == "accuracy" and r.value == "code")
+    return [f"code sandbox   {sandbox.describe(name)}" for name in used]
 
 
-def code_score(text: str, reference: str) -> float:
+def require_sandbox(rules: tuple[Rule, ...]) -> None:
+    """Refuse (CaiError, one line, before any engine starts) code rules whose sandbox cannot run here: never a
+    silently weaker one."""
+    from cai.core import sandbox
+    from cai.errors import CaiError
+
+    for r in rules:
+        if r.kind == "accuracy" and r.value == "code" and (why := sandbox.unavailable(r.sandbox)):
+            raise CaiError(
+                f"rule {r.id}: 'accuracy: code' runs programs in {r.sandbox}, and {why}; "
+                "to accept a weaker sandbox, name it on the rule (sandbox: rlimits)"
+            )
+
+
+def code_score(text: str, reference: str, rule: Rule | None = None) -> float:
     """The share of the prompt's tests (`reference`: their JSON, from the record's `tests`) that the answer's last
-    Python code block passes, each run in the sandbox (cai.core.sandbox); 0 without a code block."""
+    Python code block passes, each run in the rule's sandbox (cai.core.sandbox); 0 without a code block."""
     from cai.core import sandbox
 
     program = sandbox.code_of(text)
     if program is None:
         return 0.0
-    return sandbox.run_tests(program, sandbox.parse_tests(reference)).score
+    tests = sandbox.parse_tests(reference)
+    if rule is None:
+        return sandbox.run_tests(program, tests).score
+    return sandbox.run_tests(program, tests, rule.sandbox, rule.all_tests).score

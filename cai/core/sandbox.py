@@ -1,49 +1,36 @@
-"""Running a model's code against test cases, in a sandbox with limits (DeepSeek-R1's code reward).
+"""Running a model's code against test cases (DeepSeek-R1's code reward): what is run, for how long, how it is judged.
 
-Model output is untrusted: it runs only here, one fresh Python process per test case, each:
+Model output is untrusted, and a reward is what a policy is optimised against: it will try to read the expected
+output, forge the pass, stall the grader or take it down. So (the process isolation itself is cai.core.jail):
 
-- in a new, empty temporary directory, with no inherited environment (no secrets, no PATH tricks) and Python in
-  isolated mode (`-I`: no site-packages of the user, no PYTHON* variables, the script's folder not on the path);
-- under resource limits (`resource` rlimits): CPU seconds, address space, the size of any file it writes, open
-  files, and the number of processes. When cai runs as root (root is exempt from the process limit), the
-  program runs as an unprivileged user id of its own, unused by anyone else: it cannot write outside the
-  temporary directory it is given, its process limit is its own, and after the test every process of that user
-  id is killed, so a child that left the process group (a daemonised fork) goes too;
-- in a new network namespace with no interfaces up, where the OS allows it (Linux with the right to unshare;
-  `network_isolated()` says whether it does, and the run summary reports it); elsewhere the network is not cut;
-- in its own process group, killed whole at a wall-clock deadline (and when the test ends).
+- every test runs the program in a fresh sandbox: by default bubblewrap (nothing of the host visible, its own
+  namespaces); a weaker one only when the rule names it (`sandbox: rlimits`), and where bubblewrap does not work
+  here, `accuracy: code` is refused before anything starts (`require`), never silently weakened;
+- an answer's tests share one wall-clock budget (ANSWER_SECONDS), run PARALLEL at a time, each also bounded by
+  WALL_SECONDS; with `all_tests` the first failure stops the rest (the score could only be 0);
+- stdin/stdout tests: the program's stdout, trailing whitespace aside, must equal the output, compared here;
+- assert-style tests are calls (cai.core.calls): `assert f(2) == 4` runs `f(2)` after the program and compares the
+  value it printed with 4 here. The expected value never enters the sandbox, so the program cannot forge a pass.
 
-Tests come from the prompt record: stdin/stdout pairs (`{"input": "...", "output": "..."}`: the program's
-stdout, trailing whitespace aside, must equal the output; compared here, outside the sandbox, so the program
-cannot forge the result) or assert-style Python (`"assert f(2) == 4"`: run after the code; it passes when the
-process prints a random token that follows the asserts). The score is the share of tests passed.
-Assert-style results come from inside the process that ran the code, so code that reads the token out of its
-own process could forge them; prefer stdin/stdout tests for an RL reward.
+The score is the share of tests passed (or all or nothing).
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
-import os
 import re
-import secrets
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-CPU_SECONDS = 2
-WALL_SECONDS = 5.0
-MEMORY_BYTES = 512 * 1024 * 1024
-FILE_BYTES = 1024 * 1024
-PROCESSES = 16
-OPEN_FILES = 64
-SANDBOX_UIDS = (200_000, 299_999)  # user ids no account uses: each sandboxed run takes one of its own
-CLONE_NEWNET = 0x40000000
+from cai.core import calls, capped, jail
+
+WALL_SECONDS = 5.0  # one test
+ANSWER_SECONDS = 10.0  # all of one answer's tests: a sleeping program costs at most this
+PARALLEL = 4  # one answer's tests at once
+DEFAULT = "bubblewrap"
+SANDBOXES = jail.SANDBOXES
 _CODE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.S | re.I)
 
 
@@ -51,7 +38,7 @@ _CODE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.S | re.I)
 class Outcome:
     passed: int
     total: int
-    reason: str | None = None  # why a test failed (the first one): timeout, an error, wrong output
+    reason: str | None = None  # why a test failed (the first one in order): timeout, an error, wrong output
 
     @property
     def score(self) -> float:
@@ -72,188 +59,91 @@ def parse_tests(reference: str) -> list[dict | str]:
     return tests
 
 
-@functools.cache
-def network_isolated() -> bool:
-    """Whether a sandboxed process can be put in a network namespace of its own here."""
-    r = subprocess.run(
-        [interpreter(), "-I", "-c", "import socket; print(len(socket.if_nameindex()))"],
-        preexec_fn=functools.partial(_confine, _uid()),
-        capture_output=True,
-        text=True,
-        env={},
-        timeout=30,
-    )
-    return r.returncode == 0 and _net_unshared(r.stdout)
-
-
-def _net_unshared(stdout: str) -> bool:
-    return stdout.strip() == "1"  # only the loopback interface, down: a fresh namespace
-
-
-def _uid() -> int | None:
-    """A user id of its own for one sandboxed run, when cai may give one (as root, with an interpreter that user
-    can run); else None."""
-    if os.getuid() != 0 or not _for_anyone(interpreter()):
-        return None
-    return secrets.randbelow(SANDBOX_UIDS[1] - SANDBOX_UIDS[0]) + SANDBOX_UIDS[0]
-
-
-def _for_anyone(path: str) -> bool:
-    """Whether any user may run `path`: it and every folder above it are executable by others."""
-    import stat
-
-    p = os.path.realpath(path)
-    while True:
-        if not os.stat(p).st_mode & stat.S_IXOTH:
-            return False
-        if p == os.path.dirname(p):
-            return True
-        p = os.path.dirname(p)
-
-
-@functools.cache
-def interpreter() -> str:
-    """The Python that runs sandboxed code: this one, or where it sits in a folder others cannot enter (a venv
-    under /root), the system's; the code gets the standard library only (-I -S) either way."""
-    for candidate in (sys.executable, shutil.which("python3") or "", "/usr/bin/python3"):
-        if candidate and os.path.exists(candidate) and (os.getuid() != 0 or _for_anyone(candidate)):
-            return candidate
-    return sys.executable
-
-
-def _confine(uid: int | None) -> None:
-    """In the child, before exec: its own process group, the network cut where allowed, rlimits, and no root."""
-    import resource
-
-    os.setsid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.unshare(CLONE_NEWNET)  # fails without the right to: then the network stays, as documented
-    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if uid is not None:  # root ignores the process limit: run as a user of its own
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    resource.setrlimit(resource.RLIMIT_NPROC, (PROCESSES, PROCESSES))
-
-
-def _run(program: str, stdin: str, folder: str) -> tuple[int | None, str, str]:
-    """(exit status or None on timeout, stdout, stderr) of `program` in the sandbox."""
-    path = os.path.join(folder, "main.py")
-    with open(path, "w") as f:
-        f.write(program)
-    uid = _uid()
-    _adopt_orphans()
-    proc = subprocess.Popen(
-        [interpreter(), "-I", "-S", path],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=folder,
-        env={},
-        preexec_fn=functools.partial(_confine, uid),
-        text=True,
-        errors="replace",
-    )
-    try:
-        out, err = proc.communicate(stdin, timeout=WALL_SECONDS)
-        status: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
-        status, out, err = None, "", ""
-    finally:
-        _end(proc, uid)
-    return status, out[-100_000:], err[-2_000:]
-
-
-@functools.cache
-def _adopt_orphans() -> None:
-    """Make this process the subreaper of its descendants (Linux): a sandboxed program's daemonised child, orphaned
-    when the program exits, becomes ours, so `_end` can reap it after killing it instead of leaving a zombie."""
-    PR_SET_CHILD_SUBREAPER = 36
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def _end(proc: subprocess.Popen, uid: int | None) -> None:
-    """Kill the program's process group and, where it ran as a user of its own, every process of that user."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for _ in range(50):  # a fork racing the sweep is caught by the next pass (the process limit bounds them)
-        left = [pid for pid in _pids_of(uid) if pid != proc.pid] if uid is not None else []
-        for pid in left:
+def check_tests(tests: list) -> None:
+    """ValueError naming the first assert-style test that cannot be turned into a call (cai.core.calls)."""
+    for i, test in enumerate(tests, 1):
+        if isinstance(test, str):
             try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)  # ours through _adopt_orphans: reaped, not left as a zombie
-            except (ProcessLookupError, ChildProcessError):
-                pass
-        if not left:
-            break
-    try:
-        proc.communicate(timeout=5)  # the pipes close once every writer is gone
-    except subprocess.TimeoutExpired:
-        pass
-    proc.wait()
+                calls.parse(test)
+            except ValueError as e:
+                raise ValueError(f"test {i} ({test.strip()[:80]!r}): {e}") from None
 
 
-def _pids_of(uid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/status") as f:
-                    line = next(x for x in f if x.startswith("Uid:"))
-            except (OSError, StopIteration):
-                continue
-            if int(line.split()[1]) == uid:
-                out.append(int(entry))
-    return out
+def unavailable(sandbox: str = DEFAULT) -> str | None:
+    """Why `sandbox` cannot run here (one line), or None when it can."""
+    return jail.available(sandbox)
 
 
-def run_tests(code: str, tests: list[dict | str]) -> Outcome:
-    """Run `code` against `tests` (stdin/stdout pairs or assert lines), one sandboxed process per test."""
-    passed, reason = 0, None
-    for test in tests:
-        folder = tempfile.mkdtemp(prefix="cai-sandbox-")
-        os.chmod(folder, 0o777)  # writable by the unprivileged user the program runs as
-        try:
-            ok, why = _one(code, test, folder)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        passed += ok
-        reason = reason or why
-    return Outcome(passed, len(tests), reason)
+def describe(sandbox: str = DEFAULT) -> str:
+    """One line saying what `sandbox` isolates (the run summary, the dataset card and `cai serve`'s /health)."""
+    limits = (
+        f"CPU {jail.CPU_SECONDS}s, memory {jail.MEMORY_BYTES >> 20} MiB, output {capped.OUTPUT_BYTES >> 20} MiB "
+        f"per stream, {WALL_SECONDS:g}s per test, {ANSWER_SECONDS:g}s per answer"
+    )
+    if sandbox == "bubblewrap":
+        return (
+            "bubblewrap: no host files (read-only standard library only), own user/PID/network/IPC/mount "
+            f"namespaces, no environment; {limits}"
+        )
+    return f"rlimits only (named by the rule): the host's files are visible, the network may be open; {limits}"
 
 
-def _one(code: str, test: dict | str, folder: str) -> tuple[bool, str | None]:
+def run_tests(code: str, tests: list[dict | str], sandbox: str = DEFAULT, all_tests: bool = False) -> Outcome:
+    """Run `code` against `tests` (stdin/stdout pairs or assert lines), one sandbox per test, within one budget."""
+    deadline = time.monotonic() + ANSWER_SECONDS
+    stop = threading.Event()
+
+    def one(test: dict | str) -> str | None:
+        left = min(WALL_SECONDS, deadline - time.monotonic())
+        if stop.is_set():
+            return "not run: another test of this answer failed"
+        if left <= 0:
+            return f"not run: the answer's {ANSWER_SECONDS:g}s budget was spent"
+        why = _one(code, test, sandbox, left, stop)
+        if why is not None and all_tests:
+            stop.set()
+        return why
+
+    with ThreadPoolExecutor(min(PARALLEL, len(tests)) or 1, thread_name_prefix="cai-sandbox") as pool:
+        reasons = list(pool.map(one, tests))
+    failed = [r for r in reasons if r is not None]
+    first = next((r for r in failed if not r.startswith(("not run", "stopped"))), failed[0] if failed else None)
+    passed = len(tests) - len(failed)
+    if all_tests and failed:
+        passed = 0
+    return Outcome(passed, len(tests), first)
+
+
+def _one(code: str, test: dict | str, sandbox: str, seconds: float, stop: threading.Event) -> str | None:
+    """None when `code` passes `test`, else why not."""
     if isinstance(test, dict):
-        status, out, err = _run(code, str(test.get("input", "")), folder)
-        if status is None:
-            return False, f"timed out after {WALL_SECONDS:g}s"
-        if status != 0:
-            return False, _failed(status, err)
-        if out.rstrip() != str(test.get("output", "")).rstrip():
-            return False, "wrong output"
-        return True, None
-    token = secrets.token_hex(16)
-    program = f"{code}\n\n{test}\nprint({token!r})\n"
-    status, out, err = _run(program, "", folder)
-    if status is None:
-        return False, f"timed out after {WALL_SECONDS:g}s"
-    if status != 0 or out.rstrip().rsplit("\n", 1)[-1] != token:
-        return False, _failed(status, err) if status else "the test did not run to its end"
-    return True, None
+        r = jail.run(sandbox, code, None, str(test.get("input", "")).encode(), seconds, stop)
+        if r.killed or r.status != 0:
+            return _failed(r, sandbox)
+        given = r.stdout.decode("utf-8", errors="replace")
+        return None if given.rstrip() == str(test.get("output", "")).rstrip() else "wrong output"
+    try:
+        call = calls.parse(test)
+    except ValueError as e:  # refused when the prompts are read; a reference built by hand can still carry one
+        return f"the test cannot be run as a call: {e}"
+    r = jail.run(sandbox, code, call.expression, b"", seconds, stop, encoder=calls.ENCODER)
+    if r.killed or r.status != 0:
+        return _failed(r, sandbox)
+    try:
+        value = calls.decode(r.stdout.decode("utf-8", errors="replace"))
+    except ValueError as e:
+        return f"no readable result for {call.expression}: {e}"
+    return None if call.passes(value) else f"wrong result for {call.expression}"
 
 
-def _failed(status: int, stderr: str) -> str:
-    if status < 0:  # killed by a signal: the CPU limit's SIGKILL / SIGXCPU, or the memory limit
-        return f"killed by signal {-status} (over the {CPU_SECONDS}s CPU or {MEMORY_BYTES >> 20} MiB memory limit)"
-    return f"exit status {status}: {_last(stderr)}"
-
-
-def _last(stderr: str) -> str:
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "no error message"
+def _failed(r: jail.Run, sandbox: str) -> str:
+    if r.killed:
+        return r.killed
+    status = r.status or 0
+    # bubblewrap reports a program ended by a signal as 128 + the signal; the rlimits mode as a negative status
+    signal = -status if status < 0 else status - 128 if sandbox == "bubblewrap" and status > 128 else 0
+    if signal:  # the CPU limit's SIGXCPU / SIGKILL, or the memory limit
+        limits = f"{jail.CPU_SECONDS}s CPU or {jail.MEMORY_BYTES >> 20} MiB memory"
+        return f"killed by signal {signal} (over the {limits} limit)"
+    lines = [x for x in r.stderr.decode("utf-8", errors="replace").strip().splitlines() if x.strip()]
+    return f"exit status {status}: {lines[-1][:200] if lines else 'no error message'}"

@@ -27,6 +27,7 @@ from fastapi import Request  # at import: FastAPI reads the handlers' annotation
 
 from cai.commands.serve.scorer import Item, Scorer
 from cai.core.columns import text_of
+from cai.core.rules import notes
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 
@@ -244,7 +245,8 @@ def create_app(
 
     async def health(request: Request) -> dict:
         guard(request, need_token=False)
-        return {"status": "ok", "signals": scorer.signals, "in_flight": state["in_flight"]}
+        sandbox = notes(scorer.ctx.constitution.rules)  # which sandbox runs `accuracy: code` programs, if any
+        return {"status": "ok", "signals": scorer.signals, "in_flight": state["in_flight"], "code_sandbox": sandbox}
 
     app.add_api_route("/get_reward", answer("get_reward", openrlhf), methods=["POST"])
     app.add_api_route("/v1/rewards", answer("rewards", native), methods=["POST"])

@@ -52,12 +52,14 @@ def serve(config: RunConfig, o: ServeOptions, log: Callable[[str], None] = print
     from cai.core.constitution import load
     from cai.core.context import RunContext
     from cai.core.prompts import Templates
+    from cai.core.rules import require_sandbox
 
     if o.max_items > o.queue:
         raise CaiError(
             f"--max-items {o.max_items} is more than --queue {o.queue}: such a request could never be served"
         )
     const = load(config.run.constitution)
+    require_sandbox(const.rules)  # a code rule's sandbox works here, or the server does not start
     templates = Templates(config.run.templates)
     ctx = RunContext(config, const, templates, None, log=log)
     scorer = Scorer(ctx, max_batch=o.max_batch, deadline=o.batch_ms / 1000)  # checks every signal's settings
