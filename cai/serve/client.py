@@ -91,8 +91,9 @@ class Servers:
         return min(2.0, 0.05 * 2**attempt)
 
     def _aclient(self) -> Any:
-        """This event loop's kept-open client: an httpx.AsyncClient is bound to the loop it first ran on, and a
-        new client per request (with a thread and a loop of its own) cost about 70 ms a call against 2.7 ms for the request itself."""
+        """This event loop's kept-open client: an httpx.AsyncClient is bound to the loop it first ran on, and a new
+        client per request (with a thread and a loop of its own) cost about 70 ms a call against 2.7 ms for the
+        request itself."""
         import httpx
 
         loop = asyncio.get_running_loop()
