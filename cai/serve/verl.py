@@ -47,9 +47,7 @@ class Coalescer:
     ):
         self.servers, self.window, self.max_items, self.max_chars = servers, window, max_items, max_chars
         self._open: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = weakref.WeakKeyDictionary()
-        self._signals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._signals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
         self._sending: set[asyncio.Task] = set()  # held so a send in flight is not collected
         self.requests = 0  # requests sent and samples in them: how well the calls were merged
         self.samples = 0
