@@ -4,6 +4,7 @@ builds (tests/verl_loop.py runs there)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -59,7 +60,8 @@ def verl_loop(runs: list[dict], tmp_path: Path) -> list[dict]:
 
 def batched(server: Server, samples: list) -> list[dict]:
     items = [{"prompt": p, "response": r, "reference": ref} for p, r, ref in samples]
-    got = httpx.post(server.url + "/v1/rewards", json={"items": items}, headers={"Authorization": f"Bearer {TOKEN}"})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    got = httpx.post(server.url + "/v1/rewards", json={"items": items}, headers=auth, timeout=300)
     assert got.status_code == 200, got.text
     return got.json()["items"]
 
@@ -143,3 +145,29 @@ def test_a_failed_signal_or_a_refused_sample_never_raises_inside_verl(verl_runs)
         assert scores[-1] == 0.0 and extra["errors"][-1] == 1.0  # the refused one
         assert extra["rules"][-1] is None and extra["pm"][-1] is None and extra["prm"][-1] is None
         assert extra["errors"][:4] == [0.0] * 4
+
+
+def test_calls_that_arrive_together_go_as_one_request():
+    """verl's way of calling, without verl: concurrent per-sample calls of the async function on one loop become
+    few requests (one per 5 ms window, at most 256 samples each); the sync one answers the same on a kept-open
+    connection; both give the batched rewards."""
+    from cai.serve.client import Servers, verl_item
+    from cai.serve.verl import Coalescer, compute_score_sync
+
+    server = Server("--constitution", "reasoning")
+    try:
+        samples = [*RIGHT_WRONG, EMPTY] * 40  # 280 samples: two batches at least (the cap is 256)
+        expected = [it["reward"] for it in batched(server, samples)]
+        coalescer = Coalescer(Servers(server.url, TOKEN))
+
+        async def verl_like() -> list[dict]:
+            return await asyncio.gather(*(coalescer.score(verl_item(r, ref, {"question": p})) for p, r, ref in samples))
+
+        got = asyncio.run(verl_like())
+        assert [g["score"] for g in got] == pytest.approx(expected)
+        assert coalescer.samples == len(samples) and 2 <= coalescer.requests <= 4, coalescer.requests
+        p, r, ref = samples[0]
+        one = compute_score_sync("cai/math", r, ref, {"question": p}, url=server.url, token=TOKEN)
+        assert one == {"score": expected[0], "reward": expected[0], "rules": expected[0], "errors": 0.0}
+    finally:
+        assert server.stop() == 0
