@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_reward_service import TOKEN, Server
+from tests.test_reward_service import TOKEN, Server, free_port
 
 # the venv `make verl` builds beside the main one; CAI_VERL_VENV names another (a checkout sharing a venv)
 VERL = Path(os.environ.get("CAI_VERL_VENV") or Path(sys.prefix) / "verl")
@@ -171,3 +171,19 @@ def test_calls_that_arrive_together_go_as_one_request():
         assert one == {"score": expected[0], "reward": expected[0], "rules": expected[0], "errors": 0.0}
     finally:
         assert server.stop() == 0
+
+
+def test_servers_that_do_not_answer_fail_every_waiting_call_with_the_reason():
+    """No made-up reward: when no server answers after the retries, each of verl's calls raises, none hangs."""
+    from cai.errors import CaiError
+    from cai.serve.client import Servers, verl_item
+    from cai.serve.verl import Coalescer
+
+    coalescer = Coalescer(Servers(f"http://127.0.0.1:{free_port()}", TOKEN, attempts=2))
+
+    async def calls() -> list:
+        calls = (coalescer.score(verl_item("1", "1", None)) for _ in range(3))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    got = asyncio.run(asyncio.wait_for(calls(), 30))
+    assert all(isinstance(g, CaiError) and "no reward server answered after 2 attempts" in str(g) for g in got), got

@@ -21,6 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from cai.errors import CaiError
 from cai.serve.client import Refused, Servers, servers_for, verl_compute_score, verl_item, verl_result
 
 WINDOW = 0.005  # seconds a batch waits for more calls after its first: verl's tasks arrive within microseconds
@@ -54,9 +55,11 @@ class Coalescer:
 
     async def score(self, item: dict) -> dict[str, float]:
         loop = asyncio.get_running_loop()
-        if loop not in self._signals:  # one /health per loop, however many calls wait for it
-            self._signals[loop] = loop.create_task(self.servers.asignals())
-        signals = await self._signals[loop]
+        asked = self._signals.get(loop)
+        if asked is None or (asked.done() and (asked.cancelled() or asked.exception() is not None)):
+            # one /health per loop, however many calls wait for it; asked again after servers that did not answer
+            asked = self._signals[loop] = loop.create_task(self.servers.asignals())
+        signals = await asked
         size = len(item["response"]) + len(item["prompt"]) + len(item["reference"] or "")
         batch = self._open.get(loop)
         if batch is not None and batch.chars + size > self.max_chars:
@@ -85,7 +88,9 @@ class Coalescer:
     async def _send(self, batch: _Batch) -> None:
         try:
             got = await self._post(batch.items)
-        except BaseException as e:  # no server answered: every waiting call gets the reason
+            if len(got) != len(batch.items):
+                raise CaiError(f"the reward server answered {len(got)} items for {len(batch.items)}")
+        except BaseException as e:  # no server answered (or answered nonsense): every waiting call gets the reason
             for future in batch.futures:
                 if not future.done():
                     future.set_exception(e)
