@@ -77,6 +77,7 @@ bench: setup verl
 	$(PY) bench/steps.py --quick
 	$(PY) bench/sample.py --quick
 	$(PY) bench/serve.py --quick
+	$(PY) bench/verl_rewards.py --quick
 	$(PY) bench/bestofn.py --quick
 
 clean:
