@@ -105,7 +105,7 @@ def main() -> None:
             )
             if child.returncode != 0:
                 raise SystemExit(child.stderr[-3000:])
-            out = json.loads(child.stdout.strip().splitlines()[-1])
+            out = json.loads(child.stdout.strip().splitlines()[-1])["runs"]
             print(f"verl's loop, all runs: {time.perf_counter() - t0:.1f} s (imports, Ray and its workers included)")
             print("N      batched  worker  manager  local_worker  local_manager  worker/batched  manager/batched")
             for k, n in enumerate(sizes):

@@ -10,7 +10,8 @@ left-padded, responses tokenized with an EOS and right-padded (an empty response
 that stopped at once). Scored by verl's RewardLoopWorker in this process (its naive reward manager, per-sample
 tasks on one loop) and, with "ray", by RewardLoopManager.compute_rm_score over Ray workers, as the PPO trainer
 scores a step. Prints per run and path the per-sample scores (the rm_scores row sums), the extra-info columns
-and the seconds of each repeat. Used by tests/test_verl.py and bench/verl.py; the token is CAI_SERVE_TOKEN.
+and the seconds of each repeat, and whether verl reads the legacy top-level reward key. Used by
+tests/test_verl.py and bench/verl_rewards.py; the token is CAI_SERVE_TOKEN.
 """
 
 from __future__ import annotations
@@ -21,6 +22,24 @@ import os
 import sys
 import time
 from pathlib import Path
+
+
+def legacy_key_read(spec: dict, run: dict) -> bool:
+    """Whether verl's PPO path reads the top-level `custom_reward_function` key of verl before 0.9 (docs/serve.md
+    warns that it does not: only the fully-async entry point copies it under `reward.`)."""
+    import verl
+    from hydra import compose, initialize_config_dir
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    folder = Path(verl.__file__).parent / "trainer" / "config"
+    legacy = [
+        f"custom_reward_function.path={run['reward_file']}",
+        "custom_reward_function.name=compute_score",
+        f"actor_rollout_ref.model.path={spec['tokenizer']}",
+    ]
+    with initialize_config_dir(config_dir=str(folder), version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=legacy)
+    return get_custom_reward_fn(cfg) is not None
 
 
 def config(spec: dict, run: dict):
@@ -144,7 +163,7 @@ def main() -> None:
                         ray.kill(actor)
         finally:
             ray.shutdown()
-    print(json.dumps(out))
+    print(json.dumps({"runs": out, "legacy_key_read": legacy_key_read(spec, spec["runs"][0])}))
 
 
 if __name__ == "__main__":
