@@ -2,7 +2,8 @@
 
 Requests are spread over the given servers in turn; a server that does not answer, answers 5xx or 429 (its queue
 is full) is skipped for the next, up to `attempts` tries with a short growing pause, so a replica that dies loses
-no request while another answers. A 4xx other than 429 is the request's own fault and is raised at once.
+no request while another answers. A 4xx other than 429 is the request's own fault and is raised at once (Refused).
+Connections are kept open: one pool per event loop for the async clients, one for the process for the sync one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ RETRY = {429, 500, 502, 503, 504}
 
 
 def _limits() -> Any:
+    """As many kept-open connections as requests a trainer's loop is likely to have in flight at once."""
     import httpx
 
     return httpx.Limits(max_connections=64, max_keepalive_connections=64)
