@@ -5,7 +5,7 @@
 Starts `cai serve --constitution reasoning` (rules only) on 127.0.0.1 and makes N R1-style samples (an arithmetic
 question, reasoning of 60-400 words inside <think> or 3-8 with --short, a boxed answer, right or wrong; seeded).
 For each N it times: one `/v1/rewards` request of the N items on a kept-open connection (`batched`); verl's reward
-loop with `cai.serve.verl.compute_score` as the custom reward function, in verl's RewardLoopWorker in one process
+loop with `cai.commands.serve.verl.compute_score` as the custom reward function, in verl's RewardLoopWorker in one process
 (`worker`) and through RewardLoopManager.compute_rm_score over `--workers` Ray workers as the PPO trainer calls it
 (`manager`); and the same two with a trivial local function (`local_*`: a substring test, verl's loop alone).
 Each time is the best of `--repeat` after one warm-up run. Prints one row per N and `manager / batched`, the
@@ -77,7 +77,7 @@ def main() -> None:
     python = Path(os.environ.get("CAI_VERL_VENV") or Path(sys.prefix) / "verl") / "bin" / "python"
     if not python.is_file():
         raise SystemExit(f"{python}: verl 0.9.1's venv is missing: run `make verl`")
-    from cai.models import resolve
+    from cai.backends.models import resolve
 
     token = "bench-" + os.urandom(8).hex()
     limits = ["--max-items", str(max(sizes)), "--max-body", str(256 << 20)]
@@ -85,7 +85,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cai, local = Path(tmp) / "cai_reward.py", Path(tmp) / "local_reward.py"
-            cai.write_text("from cai.serve.verl import compute_score  # noqa: F401\n")
+            cai.write_text("from cai.commands.serve.verl import compute_score  # noqa: F401\n")
             local.write_text(LOCAL)
             runs = []
             for n in sizes:

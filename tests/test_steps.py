@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_stage, write
 
-from cai import steps
 from cai.backends.scripted import ScriptedBackend
 from cai.config import RunConfig
 from cai.errors import CaiError
+from cai.signals import steps
 
 REASONING = ROOT / "constitution" / "reasoning.yaml"
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
@@ -47,11 +47,11 @@ def test_labels_first_error_and_solution_score_by_hand():
 
 def test_step_votes_from_reads_both_orders_and_principles():
     """P(A) with Yes first is P(Yes); with No first it is P(No). Two principles: the step's p is their mean."""
-    from cai.inputs import Prompt
+    from cai.core.inputs import Prompt
+    from cai.core.records import Failure
+    from cai.judges.step import Solution, StepVerdict
     from cai.judges.step_logprob import StepQuestion, verdicts
-    from cai.reads import TwoOrders, from_asks
-    from cai.records import Failure
-    from cai.stepjudge import Solution, StepVerdict
+    from cai.signals.reads import TwoOrders, from_asks
 
     sol = Solution(Prompt("p1", ({"role": "user", "content": "q"},)), 0, "file", ("s1", "s2"))
     asked = [StepQuestion(0, step, pr, TwoOrders([], [])) for step in (0, 1) for pr in ("a", "b")]
@@ -76,7 +76,7 @@ def test_step_votes_from_reads_both_orders_and_principles():
 def test_soft_bce_against_hand_values_and_keeps_soft_labels():
     import torch
 
-    from cai.pm.loss import soft_bce
+    from cai.train.loss import soft_bce
 
     logits = torch.tensor([[0.0, 5.0, 2.0]])
     targets = torch.tensor([[0.7, -1.0, 0.2]])
@@ -92,7 +92,7 @@ def test_soft_bce_against_hand_values_and_keeps_soft_labels():
 
 
 def test_prm_metrics_by_hand():
-    from cai.rewardmodels import step_metrics as metrics
+    from cai.signals.rewardmodels import step_metrics as metrics
 
     m = metrics([[0.9, 0.2], [0.6]], [[1.0, 0.0], [0.4]])
     assert m["step_accuracy"] == pytest.approx(2 / 3)
@@ -104,8 +104,8 @@ def test_prm_metrics_by_hand():
 def test_step_encoder_puts_each_label_on_the_steps_last_token_and_counts_cuts():
     from transformers import AutoTokenizer
 
-    from cai.models import resolve_backbone
-    from cai.rewardmodels import StepEncoder
+    from cai.backends.models import resolve_backbone
+    from cai.signals.rewardmodels import StepEncoder
 
     tok = AutoTokenizer.from_pretrained(resolve_backbone("all-minilm-l6-v2"))
     enc = StepEncoder(tok, "\n", 512)
@@ -143,7 +143,7 @@ def test_stage_reads_every_step_in_one_call(tmp_path):
         ],
     )
     engine = ScriptedBackend()
-    from cai.inputs import load
+    from cai.core.inputs import load
 
     prompts, _ = load(str(data))
     result = run_stage("steps", _config(tmp_path, data, step_principles=2), engine, prompts, REASONING)
@@ -167,13 +167,13 @@ def test_stage_reads_every_step_in_one_call(tmp_path):
 def test_step_reads_share_the_text_of_the_steps_before_them(tmp_path):
     """The read of step k starts with everything the read of step k+1 has up to its own step: the prefix the
     engine caches once per solution."""
-    from cai.constitution import load
-    from cai.inputs import Prompt
+    from cai.core.constitution import load
+    from cai.core.context import RunContext
+    from cai.core.inputs import Prompt
+    from cai.core.prompts import Templates
+    from cai.core.store import RunStore
+    from cai.judges.step import Solution
     from cai.judges.step_logprob import LogprobStepJudge
-    from cai.prompts import Templates
-    from cai.run import RunContext
-    from cai.stepjudge import Solution
-    from cai.store import RunStore
 
     config = RunConfig(constitution=str(REASONING), stage="steps", prompts="-", out=str(tmp_path))
     ctx = RunContext(config, load(REASONING), Templates(), RunStore(tmp_path))
@@ -194,7 +194,7 @@ def test_a_failed_or_too_long_step_loses_only_its_solution_with_the_reason(tmp_p
             {"prompt": "Second?", "solution": "word " * 400},
         ],
     )
-    from cai.inputs import load
+    from cai.core.inputs import load
 
     prompts, _ = load(str(data))
     engine = ScriptedBackend(fail_on="BROKEN", max_model_len=300)
@@ -210,7 +210,7 @@ def test_sampled_solutions_without_steps_are_on_record(tmp_path):
     def reply(chat, sampling, seed, index):
         return "   " if index == 1 else "Step one.\nStep two."
 
-    from cai.inputs import load
+    from cai.core.inputs import load
 
     prompts, _ = load(str(MATH), limit=2)
     config = RunConfig(
@@ -228,8 +228,8 @@ def test_sampled_solutions_without_steps_are_on_record(tmp_path):
 
 def test_solutions_from_an_sl_run(tmp_path):
     from cai import backends
+    from cai.core.store import RunStore
     from cai.generate import generate
-    from cai.store import RunStore
 
     out = tmp_path / "run"
     base = dict(constitution=str(REASONING), prompts=str(MATH), out=str(out), backend="scripted", limit=3)
@@ -294,7 +294,7 @@ def steps_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_prm(steps_file, tmp_path_factory):
-    from cai.pm import train
+    from cai.train import train
 
     out = tmp_path_factory.mktemp("prm") / "prm"
     metrics = train(str(steps_file), str(out), log=lambda *_: None, kind="prm", epochs=3, lr=1e-4, batch_size=4)
@@ -373,7 +373,7 @@ import trl
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 from trl.experimental.prm import PRMConfig, PRMTrainer
 
-from cai.models import resolve_backbone
+from cai.backends.models import resolve_backbone
 
 path = resolve_backbone("all-minilm-l6-v2")
 ds = datasets.load_dataset("parquet", data_files=sys.argv[2:], split="train")
@@ -390,10 +390,10 @@ print(trl.__version__, result.global_step, result.training_loss)
 
 
 def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_path):
-    from cai import stats
+    from cai.commands import stats
+    from cai.core.store import RunStore
     from cai.generate import generate
-    from cai.pm import train
-    from cai.store import RunStore
+    from cai.train import train
 
     out = tmp_path / "run"
     config = RunConfig(
@@ -439,7 +439,7 @@ def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_pat
 
 
 def test_prm_data_errors_name_the_run(tmp_path):
-    from cai.pm.prm import load_rows
+    from cai.train.prm import load_rows
 
     with pytest.raises(CaiError, match="missing.jsonl: file not found"):
         load_rows(str(tmp_path / "missing.jsonl"))
@@ -447,9 +447,9 @@ def test_prm_data_errors_name_the_run(tmp_path):
 
 # -- cai eval steps -----------------------------------------------------------------------------------------------
 def test_eval_steps_figures_by_hand():
-    from cai.evaluation.data import LabelledSolution
-    from cai.evaluation.steps import report
-    from cai.inputs import Prompt
+    from cai.commands.evaluation.data import LabelledSolution
+    from cai.commands.evaluation.steps import report
+    from cai.core.inputs import Prompt
 
     def sol(i, labels, subset):
         return LabelledSolution(
@@ -488,7 +488,7 @@ def test_eval_steps_bad_data_is_one_line(tmp_path, cli):
 
 
 def test_eval_steps_judge_on_the_real_engine(engine, tmp_path):
-    from cai.evaluation.steps import evaluate
+    from cai.commands.evaluation.steps import evaluate
 
     lines = (ROOT / "data" / "eval" / "steps.jsonl").read_text().splitlines()[:4]
     path = write(tmp_path / "four.jsonl", "\n".join(lines) + "\n")
@@ -529,8 +529,8 @@ def test_stats_review_and_card_cover_the_steps_split(tmp_path, cli):
     assert "token-classification" in card.data.task_categories and "process supervision" in card.text
     assert "PRMTrainer" in card.text
 
-    from cai.review.query import Filters, page, row
-    from cai.store import RunStore
+    from cai.commands.review.query import Filters, page, row
+    from cai.core.store import RunStore
 
     got = page(RunStore(out), Filters("steps", limit=5))
     assert got["total"] == 12 and len(got["rows"]) == 5 and len({r["id"] for r in got["rows"]}) == 5

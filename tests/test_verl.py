@@ -20,7 +20,7 @@ from tests.test_reward_service import TOKEN, Server, free_port
 
 # the venv `make verl` builds beside the main one; CAI_VERL_VENV names another (a checkout sharing a venv)
 VERL = Path(os.environ.get("CAI_VERL_VENV") or Path(sys.prefix) / "verl")
-REWARD_FILE = "from cai.serve.verl import compute_score  # noqa: F401\n"  # the reward file docs/serve.md gives
+REWARD_FILE = "from cai.commands.serve.verl import compute_score  # noqa: F401\n"  # the reward file docs/serve.md gives
 RIGHT_WRONG = [
     ("What is 6 times 7?", "<think>6 * 7 = 42.</think> The answer is \\boxed{42}.", "42"),
     ("What is 6 times 7?", "<think>6 * 7 = 48.</think> The answer is \\boxed{48}.", "42"),
@@ -36,7 +36,7 @@ def verl_loop(runs: list[dict], tmp_path: Path) -> list[dict]:
     """verl's reward loop on each run's samples, in one process (one import of verl, one Ray session: each costs
     seconds). The first run finds its server as docs/serve.md says, in CAI_SERVE_URL; the others through verl's
     reward_kwargs (`url`)."""
-    from cai.models import resolve
+    from cai.backends.models import resolve
 
     python = VERL / "bin" / "python"
     assert python.is_file(), f"{python}: verl 0.9.1's venv is missing: run `make verl`"
@@ -76,7 +76,7 @@ def tiny_prm(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
 
-    from cai.models import resolve_backbone
+    from cai.backends.models import resolve_backbone
 
     folder = tmp_path_factory.mktemp("tiny-prm")
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("all-minilm-l6-v2"))
@@ -155,8 +155,8 @@ def test_calls_that_arrive_together_go_as_one_request():
     """verl's way of calling, without verl: concurrent per-sample calls of the async function on one loop become
     few requests (one per 5 ms window, at most 256 samples each); the sync one answers the same on a kept-open
     connection; both give the batched rewards."""
-    from cai.serve.client import Servers, verl_item
-    from cai.serve.verl import Coalescer, compute_score_sync
+    from cai.commands.serve.client import Servers, verl_item
+    from cai.commands.serve.verl import Coalescer, compute_score_sync
 
     server = Server("--constitution", "reasoning")
     try:
@@ -179,9 +179,9 @@ def test_calls_that_arrive_together_go_as_one_request():
 
 def test_servers_that_do_not_answer_fail_every_waiting_call_with_the_reason():
     """No made-up reward: when no server answers after the retries, each of verl's calls raises, none hangs."""
+    from cai.commands.serve.client import Servers, verl_item
+    from cai.commands.serve.verl import Coalescer
     from cai.errors import CaiError
-    from cai.serve.client import Servers, verl_item
-    from cai.serve.verl import Coalescer
 
     coalescer = Coalescer(Servers(f"http://127.0.0.1:{free_port()}", TOKEN, attempts=2))
 
