@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 ENGINE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 DEMO_OUT ?= data/runs/demo
 
-.PHONY: setup browser sandbox demo lint docs test bench clean
+.PHONY: setup verl browser sandbox demo lint docs test bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# OpenRLHF's own reward client calls `cai serve` in a test: the package and the one pure-Python module its
 	# utils import that is not here (pylatexenc), in a folder of their own that only that test puts on its path.
 	$(PIP) install -q --no-deps --upgrade --target $(VENV)/openrlhf openrlhf==0.11.2 pylatexenc==2.10
+	touch $@
+
+# verl 0.9.1's own reward loop calls `cai serve` in a test (tests/test_verl.py). verl pins a transformers older than
+# ours, so it gets a venv of its own that also sees this venv's packages (site.addsitedir in a .pth: torch and
+# the rest are reused, not installed twice): about a minute and 0.6 GB.
+VERL := $(VENV)/verl
+verl: $(VERL)/.installed
+
+$(VERL)/.installed: $(VENV)/.installed
+	test -x $(VERL)/bin/python || $(PY) -m venv $(VERL)
+	$(PY) -c "import sysconfig; print('import site; site.addsitedir(%r)' % sysconfig.get_paths()['purelib'])" \
+		> "$$($(VERL)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/cai-main-venv.pth"
+	$(VERL)/bin/python -m pip install -q verl==0.9.1
 	touch $@
 
 demo: setup
@@ -57,10 +70,10 @@ sandbox:
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
 
-test: lint docs browser sandbox
+test: lint docs browser sandbox verl
 	$(PY) -m pytest -q -ra
 
-bench: setup sandbox
+bench: setup sandbox verl
 	$(PY) bench/generate.py --quick
 	$(PY) bench/judge.py --quick
 	$(PY) bench/rules.py --quick
@@ -70,6 +83,7 @@ bench: setup sandbox
 	$(PY) bench/steps.py --quick
 	$(PY) bench/sample.py --quick
 	$(PY) bench/serve.py --quick
+	$(PY) bench/verl_rewards.py --quick
 	$(PY) bench/bestofn.py --quick
 
 clean:

@@ -148,9 +148,12 @@ def remote_reward_funcs(urls: str | Sequence[str] | None = None, token: str | No
     return remote(urls, token, weights)
 
 
-def verl_compute_score(*args: Any, **kwargs: Any) -> Any:
-    """verl's custom reward function backed by `cai serve` (cai.commands.serve.client.verl_compute_score): point
-    verl's `reward.custom_reward_function.path` at a file that imports it."""
-    from cai.commands.serve.client import verl_compute_score as score
+async def verl_compute_score(
+    data_source: Any, solution_str: str, ground_truth: Any, extra_info: dict | None = None, **kwargs: Any
+) -> dict[str, float]:
+    """verl's custom reward function backed by `cai serve`: a coroutine function verl awaits, the calls that arrive
+    together sent as one batched request (cai.commands.serve.verl; docs/serve.md has the two Hydra overrides). A
+    reward file of one line: `from cai.rewards import verl_compute_score as compute_score`."""
+    from cai.commands.serve.verl import compute_score
 
-    return score(*args, **kwargs)
+    return await compute_score(data_source, solution_str, ground_truth, extra_info, **kwargs)

@@ -172,7 +172,7 @@ def test_native_and_openrlhf_rewards_equal_the_local_rules(server):
     q, a, ref = ANSWERS[0]
     got = verl_compute_score("math", a, ref, {"question": q}, url=server.url, token=TOKEN)
     reward = pytest.approx(out["rewards"][0])
-    assert got == {"score": reward, "reward": reward, "rules": reward}
+    assert got == {"score": reward, "reward": reward, "rules": reward, "errors": 0.0}
     metrics = httpx.get(server.url + "/metrics", headers=AUTH).text
     assert 'cai_serve_requests_total{code="200",endpoint="rewards"}' in metrics
     assert "cai_serve_request_seconds_bucket" in metrics and "cai_serve_queue_items 0.0" in metrics

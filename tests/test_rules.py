@@ -91,6 +91,17 @@ def test_accuracy_does_not_apply_without_a_reference():
     assert rules.check_all((rule(accuracy="exact"), rule(max_words=100)), R1_STYLE, None)[0].rule == "p.max_words"
 
 
+@pytest.mark.parametrize("empty", ["", "  \n\t"])
+def test_an_empty_answer_earns_nothing_from_any_rule(empty):
+    """An empty rollout (EOS at once) has no other language, no long words, no loops: it must still earn 0."""
+    const = load("reasoning")
+    results = rules.check_all(const.rules, empty, "42")
+    assert results and all(not r.passed and r.score == 0.0 and r.known for r in results)
+    assert rules.mean_score(results, {r.id: r for r in const.rules}) == 0.0
+    lang = rule(language="en", threshold=0.9)
+    assert rules.check(lang, empty) == RuleResult(lang.id, False, 0.0)
+
+
 def test_a_catastrophic_pattern_is_a_recorded_failure_not_a_hang():
     t0 = time.monotonic()
     result = rules.check(rule(must_match="(a|aa)+$"), "a" * 5000 + "b")

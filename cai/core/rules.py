@@ -235,6 +235,8 @@ def check(rule: Rule, text: str, reference: str | None = None) -> RuleResult | N
     could not finish gives an unknown result with the reason."""
     if rule.kind == "accuracy" and reference is None:
         return None
+    if not text.strip():  # an empty answer earns nothing: "no long words, no other language" must not pay for it
+        return RuleResult(rule.id, False, 0.0)
     scoped = answer.scoped(text, rule.scope)
     try:
         try:
