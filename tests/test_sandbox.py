@@ -175,7 +175,7 @@ def test_the_sandbox_holds_for_an_ordinary_user(tmp_path):
     if os.getuid() != 0:
         pytest.skip("the suite already runs as an ordinary user")
     script = (
-        "import json, os\nfrom cai import sandbox, jail\nnine = [{'input': '', 'output': '9'}]\n"
+        "import json, os\nfrom cai.core import sandbox, jail\nnine = [{'input': '', 'output': '9'}]\n"
         "print(json.dumps([os.getuid(), jail.available(),\n"
         "  sandbox.run_tests('print(int(input()) ** 2)', [{'input': '3', 'output': '9'}]).score,\n"
         "  sandbox.run_tests(\"print(open('/etc/hostname').read())\", nine).reason,\n"
