@@ -54,33 +54,9 @@ def _references(n: int, reference: Sequence[Any] | None, tests: Sequence[Any] | 
     return [None if r is None else str(r) for r in refs]
 
 
-def principle_reward(principle: Principle, weight: float = 1.0) -> RewardFunc:
-    """The reward of one principle's rules: the weighted mean of their scores on each completion (the rules signal,
-    one principle at a time, so TRL logs each principle's reward)."""
-
-    rules = {r.id: r for r in principle.rules}
-
-    def reward(
-        prompts: Sequence[Any],
-        completions: Sequence[Any],
-        reference: Sequence[Any] | None = None,
-        tests: Sequence[Any] | None = None,
-        **_: Any,
-    ) -> list[float | None]:
-        out: list[float | None] = []
-        for completion, ref in zip(completions, _references(len(completions), reference, tests), strict=True):
-            results = check_all(principle.rules, _text(completion), ref)
-            score = mean_score(results, rules)  # the known results' weighted mean; None if none applied or finished
-            out.append(None if score is None else weight * score)
-        return out
-
-    reward.__name__ = principle.id.replace("-", "_").replace(".", "_")  # TRL logs rewards by function name
-    reward.__qualname__ = reward.__name__
-    return reward
-
-
-def signal_reward(signal: Signal, ctx: RunContext, weight: float = 1.0) -> RewardFunc:
-    """A signal (cai.signals) as a TRL reward function: its value for each completion, None where it failed."""
+def _reward(name: str, score: Callable[[list[Item]], list[float | None]]) -> RewardFunc:
+    """A TRL reward function (TRL logs it by `name`) of `score`, a batch of items' values: dataset columns reach it
+    as keyword arguments, a `reference` column (or a code problem's `tests`) as each item's reference."""
 
     def reward(
         prompts: Sequence[Any],
@@ -90,12 +66,32 @@ def signal_reward(signal: Signal, ctx: RunContext, weight: float = 1.0) -> Rewar
         **_: Any,
     ) -> list[float | None]:
         refs = _references(len(completions), reference, tests)
-        items = [Item(_messages(p), _text(c), r) for p, c, r in zip(prompts, completions, refs, strict=True)]
+        return score([Item(_messages(p), _text(c), r) for p, c, r in zip(prompts, completions, refs, strict=True)])
+
+    reward.__name__ = reward.__qualname__ = name
+    return reward
+
+
+def principle_reward(principle: Principle, weight: float = 1.0) -> RewardFunc:
+    """The reward of one principle's rules: the weighted mean of their scores on each completion (the rules signal,
+    one principle at a time, so TRL logs each principle's reward); None where none applies or finishes."""
+    rules = {r.id: r for r in principle.rules}
+
+    def score(items: list[Item]) -> list[float | None]:
+        means = [mean_score(check_all(principle.rules, i.text, i.reference), rules) for i in items]
+        return [None if m is None else weight * m for m in means]
+
+    return _reward(principle.id.replace("-", "_").replace(".", "_"), score)
+
+
+def signal_reward(signal: Signal, ctx: RunContext, weight: float = 1.0) -> RewardFunc:
+    """A signal (cai.signals) as a TRL reward function: its value for each completion, None where it failed."""
+
+    def score(items: list[Item]) -> list[float | None]:
         got = score_with(signal, ctx, items, ChunkResult())
         return [None if isinstance(g, Failure) or g.value is None else weight * g.value for g in got]
 
-    reward.__name__ = reward.__qualname__ = signal.reward_name or signal.name
-    return reward
+    return _reward(signal.reward_name or signal.name, score)
 
 
 def reward_funcs(

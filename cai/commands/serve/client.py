@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from cai.core.columns import text_of
 from cai.errors import CaiError
 
 RETRY = {429, 500, 502, 503, 504}
@@ -157,7 +158,10 @@ class Servers:
 
 
 def _text(completion: Any) -> str:
-    return completion if isinstance(completion, str) else str(completion[-1]["content"])
+    text = text_of(completion)
+    if text is None:
+        raise CaiError(f"a completion must be text or chat messages, got {type(completion).__name__}")
+    return text
 
 
 def _prompt(prompt: Any) -> Any:
