@@ -143,9 +143,16 @@ def _rb2(r: dict) -> list[str]:
         return []
     cells = ", ".join(f"{k} {100 * g['accuracy']:.1f} ({g['n']})" for k, g in rb["subsets"].items())
     lines = [
-        f"best-of-N      {_pct(rb['accuracy'])} of {rb['records']} records: the chosen answer beats every rejected one",
-        f"RewardBench 2  {_num(100 * rb['score'] if rb['score'] is not None else None, 1)} (mean of subsets: {cells})",
+        f"best-of-N      {_pct(rb['accuracy'])} of {rb['records']} records: the chosen answer beats every rejected one"
     ]
+    if rb["score"] is not None:
+        lines.append(f"RewardBench 2  {100 * rb['score']:.1f} (mean of its six subsets: {cells})")
+    else:  # RB2's overall is the mean of all six: a mean over fewer is named for what it is
+        mean = _num(100 * rb["subsets_mean"] if rb["subsets_mean"] is not None else None, 1)
+        lines.append(
+            f"RB2 subsets    {mean} (mean of the {len(rb['subsets'])} subsets present: {cells}; not RewardBench 2's "
+            f"overall, which needs all six: missing {', '.join(rb['missing'])})"
+        )
     if rb.get("unrated"):
         lines.append(f"  not rated    {rb['unrated']}")
     return lines
