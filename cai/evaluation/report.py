@@ -115,11 +115,18 @@ def steps_lines(r: dict) -> list[str]:
     lines = [
         f"solutions      {r['solutions']} ({r['failed']} could not be read), {r['steps']} steps, {who}",
         f"step accuracy  {_pct(r['accuracy'])}  (P(good) >= 0.5 agrees with the label)",
-        f"first error    {_pct(r['first_error_accuracy'])}  of solutions with the first bad step found exactly "
-        "(or none when none is bad)",
+        f"first error    {_pct(r['first_error_accuracy'])}  of solutions with the first bad step found exactly as the "
+        "first one read negative (or none when none is bad)",
         f"separation     mean P(good) {_num(r['mean_p_good'])} on good steps vs {_num(r['mean_p_bad'])} on bad ones",
         f"calibration    ECE {_num(r['ece'])}  Brier {_num(r['brier'])}",
     ]
+    if r.get("classes"):
+        low, high = r["neutral_band"]
+        lines.append(f"per class      read below {low:g} negative, above {high:g} positive, else neutral:")
+        lines += [
+            f"  {c:<12}{g['steps']:>5} steps {_pct(g['share'])} of them, {_pct(g['good'])} labelled good by people"
+            for c, g in r["classes"].items()
+        ]
     lines += _subsets(r, ("accuracy", "first_error_accuracy"), ("step acc", "1st error"), "solutions")
     if r.get("failure_reasons"):
         lines.append("why solutions failed: " + "; ".join(r["failure_reasons"]))
