@@ -626,6 +626,10 @@ def test_eval_steps_bad_data_is_one_line(tmp_path, cli):
     r = cli("eval", "steps", "--data", data, "--constitution", "reasoning")
     assert r.returncode == 2 and "s.jsonl:1: 2 steps but 1 labels" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    good = ROOT / "data" / "eval" / "steps.jsonl"
+    band = cli("eval", "steps", "--data", good, "--constitution", "reasoning", "--neutral-band", "0.2,1.5")
+    assert band.returncode == 2 and "--neutral-band '0.2,1.5': both ends must lie in [0, 1]" in band.stderr
+    assert len(band.stderr.strip().splitlines()) == 1
 
 
 def test_eval_steps_judge_on_the_real_engine(engine, tmp_path):
