@@ -42,11 +42,11 @@ def main():
         args.n, args.max_tokens = 4, 128
 
     from cai import backends
+    from cai.commands.evaluation import bestofn
     from cai.config import RunConfig
-    from cai.evaluation import bestofn
+    from cai.core.sampling import stable_unit
     from cai.generate import generate
-    from cai.pm import train
-    from cai.sampling import stable_unit
+    from cai.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp)

@@ -42,8 +42,8 @@ def main():
         data = str(tmp)
 
     from cai.backends.vllm import VLLMBackend, on_gpu
+    from cai.commands.evaluation.judge import evaluate
     from cai.config import RunConfig
-    from cai.evaluation.judge import evaluate
 
     def pct(x):
         return "  n/a" if x is None else f"{100 * x:5.1f}"

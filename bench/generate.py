@@ -114,7 +114,7 @@ def replay(engine, calls):
 
 
 def rows(out: Path) -> dict:
-    from cai.store import RunStore
+    from cai.core.store import RunStore
 
     return {r["id"]: (r["initial"], [x["revision"] for x in r["revisions"]]) for r in RunStore(out).read("sft")}
 
@@ -196,7 +196,7 @@ START = """
 import os, sys, time
 if __name__ == "__main__":
     import vllm  # both import vLLM before the clock, as a script that uses it does
-    from cai.models import resolve
+    from cai.backends.models import resolve
     path = resolve(sys.argv[2])
     t0 = time.perf_counter()
     if sys.argv[1] == "cai":
@@ -235,8 +235,8 @@ def wording_tokens(engine) -> int:
     """Tokens of the fixed instructions in critique.j2 and revision.j2 (beyond the principle's own request) that
     one critique-revision round sends to the engine: the critique request's line in the critique and in the
     revision request, the revision request's line in the revision request."""
-    from cai.constitution import load
-    from cai.prompts import Templates
+    from cai.core.constitution import load
+    from cai.core.prompts import Templates
 
     t, p = Templates(), load("harmless").principles[0]
 

@@ -37,13 +37,13 @@ def main():
 
     from cai.backends.vllm import VLLMBackend, on_gpu
     from cai.config import RunConfig
-    from cai.constitution import load as load_constitution
-    from cai.inputs import load as load_prompts
-    from cai.prompts import Templates
-    from cai.records import ChunkResult
-    from cai.run import RunContext
+    from cai.core.constitution import load as load_constitution
+    from cai.core.context import RunContext
+    from cai.core.inputs import load as load_prompts
+    from cai.core.prompts import Templates
+    from cai.core.records import ChunkResult
+    from cai.core.store import RunStore
     from cai.stages.rl import RLStage
-    from cai.store import RunStore
 
     const = load_constitution(ROOT / "constitution" / "harmless.yaml")
     templates = Templates()

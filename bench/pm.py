@@ -74,7 +74,7 @@ def _child(which: str, data: str, out: str, batch: int, steps: int, max_length: 
     epochs = steps * batch / len(rows)
     t0 = time.perf_counter()
     if which == "cai":
-        from cai.pm import train
+        from cai.train import train
 
         train(
             data,
@@ -92,7 +92,7 @@ def _child(which: str, data: str, out: str, batch: int, steps: int, max_length: 
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from trl import RewardConfig, RewardTrainer
 
-        from cai.models import resolve_backbone
+        from cai.backends.models import resolve_backbone
 
         path = resolve_backbone("all-minilm-l6-v2")
         tokenizer = AutoTokenizer.from_pretrained(path)

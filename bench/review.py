@@ -27,10 +27,10 @@ def main():
     import pyarrow.parquet as pq
 
     from cai.backends.scripted import ScriptedBackend
+    from cai.commands.review import query
     from cai.config import RunConfig
+    from cai.core.store import RunStore
     from cai.generate import generate
-    from cai.review import query
-    from cai.store import RunStore
 
     tmp = Path(tempfile.mkdtemp(prefix="cai-bench-review-"))
     prompts = tmp / "prompts.jsonl"

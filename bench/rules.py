@@ -7,7 +7,7 @@ first step, realistic lengths: EOS is honoured), then every rule of that constit
 answer. Prints the rule-checking time per 1,000 answers (on these answers, and on long answers of
 `--long-words` words), the one-off cost of loading the language models, and `rules_share_of_generation`:
 rule time / generation time for the same answers. Then the cost of bounding math-verify: the accuracy check per
-1,000 answers with math-verify in a worker process killed at a deadline (cai.bounded, what the rules do, on any
+1,000 answers with math-verify in a worker process killed at a deadline (cai.core.bounded, what the rules do, on any
 thread) against math-verify called in this process (the earlier way, bounded only on the main thread), and the
 code sandbox's cost per test on the shipped code problems' right answers.
 """
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def ms_per_thousand(rules, texts, references) -> float:
     """Milliseconds to check every rule on 1,000 such texts (measured on `texts`, one by one)."""
-    from cai.rules import check_all
+    from cai.core.rules import check_all
 
     t0 = time.perf_counter()
     for text, ref in zip(texts, references, strict=True):
@@ -45,10 +45,10 @@ def main():
 
     from cai.backends import Sampling
     from cai.backends.vllm import VLLMBackend, on_gpu
-    from cai.constitution import load as load_constitution
-    from cai.inputs import load as load_prompts
-    from cai.records import with_system
-    from cai.rules import check_all
+    from cai.core.constitution import load as load_constitution
+    from cai.core.inputs import load as load_prompts
+    from cai.core.records import with_system
+    from cai.core.rules import check_all
 
     const = load_constitution("reasoning")
     prompts, _ = load_prompts(str(ROOT / "data" / "prompts" / "math.jsonl"), limit=args.prompts)
@@ -98,7 +98,7 @@ def main():
 
 def bounded_cost(answers, refs) -> None:
     """math-verify through the worker pool vs in this process, on the answers' final answers (same comparisons)."""
-    from cai import answer, bounded
+    from cai.core import answer, bounded
 
     pairs = [
         (a, r) for text, r in zip(answers, refs, strict=True) if (a := answer.final(answer.scoped(text, "answer")))
@@ -124,7 +124,7 @@ def sandbox_cost() -> None:
     """One sandboxed run per test: the shipped code problems with right programs."""
     import json
 
-    from cai import sandbox
+    from cai.core import sandbox
 
     programs = {
         0: "n = int(input())\nprint(n * n)",

@@ -45,14 +45,14 @@ def main():
     from cai.backends import Sampling
     from cai.backends.vllm import VLLMBackend, on_gpu
     from cai.config import RunConfig
-    from cai.constitution import load as load_constitution
-    from cai.inputs import load as load_prompts
-    from cai.pm import train
-    from cai.prompts import Templates
-    from cai.records import ChunkResult, with_system
-    from cai.rules import check_all
-    from cai.run import RunContext
+    from cai.core.constitution import load as load_constitution
+    from cai.core.context import RunContext
+    from cai.core.inputs import load as load_prompts
+    from cai.core.prompts import Templates
+    from cai.core.records import ChunkResult, with_system
+    from cai.core.rules import check_all
     from cai.stages.sample import Draft, SampleStage
+    from cai.train import train
 
     const = load_constitution("reasoning")
     prompts, _ = load_prompts(str(ROOT / "data" / "prompts" / "math.jsonl"), limit=args.prompts)

@@ -44,16 +44,16 @@ def main():
     if args.quick:
         args.prompts, args.max_tokens = 16, 64
 
-    from cai import selfeval
     from cai.backends.vllm import VLLMBackend, on_gpu
     from cai.config import RunConfig
-    from cai.constitution import load as load_constitution
-    from cai.inputs import load as load_prompts
-    from cai.prompts import Templates
-    from cai.records import ChunkResult
-    from cai.run import RunContext
+    from cai.core.constitution import load as load_constitution
+    from cai.core.context import RunContext
+    from cai.core.inputs import load as load_prompts
+    from cai.core.prompts import Templates
+    from cai.core.records import ChunkResult
+    from cai.core.store import RunStore
+    from cai.signals import p_true as selfeval
     from cai.stages.sl import SLStage
-    from cai.store import RunStore
 
     const = load_constitution("harmless")
     prompts, _ = load_prompts(str(ROOT / "data" / "prompts" / "red_team.jsonl"), limit=args.prompts)

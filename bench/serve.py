@@ -138,7 +138,7 @@ def main() -> None:
         f"{args.seconds:g} s per level"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        from cai.pm import train
+        from cai.train import train
 
         train(
             str(ROOT / "data" / "eval" / "prefs.jsonl"), f"{tmp}/pm", log=lambda *_: None, epochs=1, eval_fraction=0.0

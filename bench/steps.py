@@ -40,17 +40,18 @@ def main():
     if args.quick:
         args.problems, args.solutions, args.max_tokens = 8, 2, 128
 
-    from cai import reads, stepjudge
     from cai.backends.vllm import VLLMBackend, on_gpu
     from cai.config import RunConfig
-    from cai.constitution import load as load_constitution
-    from cai.inputs import load as load_prompts
+    from cai.core.constitution import load as load_constitution
+    from cai.core.context import RunContext
+    from cai.core.inputs import load as load_prompts
+    from cai.core.prompts import Templates
+    from cai.core.records import ChunkResult
+    from cai.core.store import RunStore
+    from cai.judges import step as stepjudge
     from cai.judges.step_logprob import LogprobStepJudge, verdicts
-    from cai.prompts import Templates
-    from cai.records import ChunkResult
-    from cai.run import RunContext
+    from cai.signals import reads
     from cai.stages.steps import StepsStage
-    from cai.store import RunStore
 
     const = load_constitution("reasoning")
     prompts, _ = load_prompts(str(ROOT / "data" / "prompts" / "math.jsonl"), limit=args.problems)

@@ -42,7 +42,7 @@ def _run_options(func=None, *, exclude: tuple[str, ...] = ()):
 
 
 def _train_options(func):
-    from cai.pm import settings, trainers
+    from cai.train import settings, trainers
 
     func = _options([s for s in settings() if s.name not in ("source", "out")], func)
     kinds = trainers()
@@ -87,7 +87,7 @@ def _eval_output(report: dict, lines: list[str], as_json: bool, plot: str | None
     import json
 
     if plot:
-        from cai.evaluation.report import plot as draw
+        from cai.commands.evaluation.report import plot as draw
 
         draw(report, plot, title)
     click.echo(json.dumps(report, indent=2, default=str) if as_json else "\n".join(lines))
@@ -113,8 +113,8 @@ def eval_judge(data, as_json, plot, config_file, **flags):
       cai eval judge --data data/eval/prefs.jsonl --principles-per-pair 2 --out data/runs/eval-judge
     """
     from cai import config as config_mod
-    from cai.evaluation.judge import evaluate
-    from cai.evaluation.report import judge_lines
+    from cai.commands.evaluation.judge import evaluate
+    from cai.commands.evaluation.report import judge_lines
 
     config = config_mod.load(config_file, **flags)
     r = evaluate(config, data, log=lambda m: click.echo(m, err=True))
@@ -147,7 +147,7 @@ def judge_data(data, pointwise, keep_easy, as_json, config_file, **flags):
     import json
 
     from cai import config as config_mod
-    from cai.judge_data import build, lines
+    from cai.commands.judge_data import build, lines
 
     flags["judge"] = flags.get("judge") or "grm"
     config = config_mod.load(config_file, **flags)
@@ -166,8 +166,8 @@ def judge_data(data, pointwise, keep_easy, as_json, config_file, **flags):
 def eval_pm(pm, data, as_json, plot, out, seed, batch_size):
     """A trained preference model on pairs people labelled: accuracy (preferred answer's reward strictly
     higher), mean margin, calibration of the Bradley-Terry probability, per subset."""
-    from cai.evaluation.pm import evaluate
-    from cai.evaluation.report import pm_lines
+    from cai.commands.evaluation.pm import evaluate
+    from cai.commands.evaluation.report import pm_lines
 
     r = evaluate(pm, data, seed=seed, batch_size=batch_size, out=out)
     _eval_output(r, pm_lines(r), as_json, plot, "preference model")
@@ -183,8 +183,8 @@ def eval_self(data, as_json, plot, config_file, **flags):
     """Calibration of self-evaluation: P(True) of each labelled answer (read as `generate --self-eval` reads
     it), its accuracy against the labels, expected calibration error and Brier score."""
     from cai import config as config_mod
-    from cai.evaluation.answers import self_eval
-    from cai.evaluation.report import self_lines
+    from cai.commands.evaluation.answers import self_eval
+    from cai.commands.evaluation.report import self_lines
 
     # --self-eval-samples is a setting of --self-eval: the evaluation is self-evaluation
     config = config_mod.load(config_file, **{**flags, "self_eval": True})
@@ -214,7 +214,7 @@ def eval_bestofn(data, as_json, plot, config_file, **flags):
     import json
 
     from cai import config as config_mod
-    from cai.evaluation import bestofn
+    from cai.commands.evaluation import bestofn
 
     config = config_mod.load(config_file, **flags)
     r = bestofn.evaluate(config, data, log=lambda m: click.echo(m, err=True))
@@ -243,8 +243,8 @@ def eval_pik(pm, data, as_json, plot, batch_size):
     Example:
       cai eval pik --pm data/models/pik --data data/runs/math-samples
     """
-    from cai.evaluation.pik import evaluate
-    from cai.evaluation.report import pik_lines
+    from cai.commands.evaluation.pik import evaluate
+    from cai.commands.evaluation.report import pik_lines
 
     r = evaluate(pm, data, batch_size)
     _eval_output(r, pik_lines(r), as_json, plot, "P(IK)")
@@ -267,8 +267,8 @@ def eval_steps(data, pm, as_json, plot, config_file, **flags):
       cai eval steps --data data/eval/steps.jsonl --constitution reasoning
     """
     from cai import config as config_mod
-    from cai.evaluation.report import steps_lines
-    from cai.evaluation.steps import evaluate
+    from cai.commands.evaluation.report import steps_lines
+    from cai.commands.evaluation.steps import evaluate
 
     config = config_mod.load(config_file, **flags)
     r = evaluate(config, data, pm=pm, log=lambda m: click.echo(m, err=True))
@@ -311,7 +311,7 @@ def serve(
     Example:
       CAI_SERVE_TOKEN=secret cai serve --constitution reasoning --port 8000
     """
-    from cai.serve.run import serve as run
+    from cai.commands.serve.run import serve as run
 
     for name, value in (
         ("--max-body", max_body),
@@ -380,7 +380,7 @@ def train_pm(source, out, **settings):
     sampled questions; with --kind meta a meta reward model on cai judge-data's judgements (is this judgement's
     verdict correct?). A run folder is read with its review decisions applied. Rerun the same command to resume
     from the last checkpoint."""
-    from cai.pm import train, trainers
+    from cai.train import train, trainers
 
     kind = settings.pop("kind") or "pm"
     given = {k: v for k, v in settings.items() if v is not None}
@@ -412,8 +412,8 @@ def score(pm, rules, data, out, batch_size, aggregate):
     """Score responses with a trained preference model and/or a constitution's rules (on preference data:
     both sides, and how often chosen scores higher). With a process reward model (train-pm --kind prm), score
     every step of each solution (a steps/ split, or records with prompt and completions or a solution text)."""
-    from cai.scoring import lines
-    from cai.scoring import score as run
+    from cai.commands.score import lines
+    from cai.commands.score import score as run
 
     report = run(data, out, pm=pm, rules=rules, batch_size=batch_size, aggregate=aggregate)
     for line in lines(report):
@@ -430,7 +430,7 @@ def score(pm, rules, data, out, batch_size, aggregate):
 )
 def stats(run, as_json, plot):
     """Summarise RUN: rows, skips, principle usage, lengths, label distribution, position consistency."""
-    from cai import stats as stats_mod
+    from cai.commands import stats as stats_mod
 
     s = stats_mod.compute(run)
     click.echo(stats_mod.to_json(s) if as_json else stats_mod.render(s))
@@ -458,7 +458,7 @@ def publish(run, repo, private, dry_run, test_fraction, seed, license_, attempts
     constitution and a dataset card. Token from HF_TOKEN or `hf auth login`."""
     import tempfile
 
-    from cai import publish as publish_mod
+    from cai.commands import publish as publish_mod
 
     if "/" not in repo or repo.count("/") != 1:
         raise CaiError(f"--repo {repo!r}: expected OWNER/NAME")
@@ -508,8 +508,8 @@ def review(run, port, host, no_open, queue):
     import time
     import webbrowser
 
-    from cai.review.decisions import counts
-    from cai.review.server import queue_split, start
+    from cai.commands.review.server import queue_split, start
+    from cai.core.decisions import counts
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
@@ -519,8 +519,8 @@ def review(run, port, host, no_open, queue):
     server = start(run, host, port)
     url = server.url + (f"?split={split}&queue={queue}" if queue else "")
     if queue:
-        from cai.review.query import Filters, page
-        from cai.store import RunStore
+        from cai.commands.review.query import Filters, page
+        from cai.core.store import RunStore
 
         n = page(RunStore(run), Filters(split or "", queue=queue, limit=1))["total"]
         click.echo(f"queue {queue}: {n} {split} rows")
@@ -534,7 +534,7 @@ def review(run, port, host, no_open, queue):
         pass
     finally:
         server.stop()
-        from cai.store import RunStore
+        from cai.core.store import RunStore
 
         c = counts(RunStore(run))
         click.echo(f"\nreviewed {c['reviewed']} rows, changed {c['changed']} (decisions in {run}/review.jsonl)")
@@ -550,8 +550,8 @@ def constitution():
 def constitution_check(file):
     """Validate FILE (a path, or a shipped name: harmless, helpful) and print a one-screen summary (exit 2 with
     the error otherwise)."""
-    from cai.constitution import load
-    from cai.constitution_text import summary
+    from cai.commands.constitution_text import summary
+    from cai.core.constitution import load
 
     click.echo("\n".join(summary(load(file))))
 
@@ -560,8 +560,8 @@ def constitution_check(file):
 @click.argument("file")
 def constitution_show(file):
     """Print FILE's principles as a table."""
-    from cai.constitution import load
-    from cai.constitution_text import table
+    from cai.commands.constitution_text import table
+    from cai.core.constitution import load
 
     click.echo("\n".join(table(load(file))))
 
@@ -571,7 +571,7 @@ def constitution_show(file):
 @click.option("--out", type=click.Path(), help="File to write [default: constitution/NAME.yaml].")
 def constitution_new(name, out):
     """Write a commented starter constitution."""
-    from cai.constitution_text import STARTER
+    from cai.commands.constitution_text import STARTER
 
     path = Path(out or f"constitution/{name}.yaml")
     if path.exists():
@@ -586,8 +586,8 @@ def constitution_new(name, out):
 @click.argument("b")
 def constitution_diff(a, b):
     """Principles added, removed and changed from A to B (exit 1 if they differ)."""
-    from cai.constitution import load
-    from cai.constitution_text import differences
+    from cai.commands.constitution_text import differences
+    from cai.core.constitution import load
 
     changes = differences(load(a), load(b))
     click.echo("\n".join(changes) if changes else "no differences in principles")

@@ -75,7 +75,7 @@ class SamplingOptions:
 
 @dataclass(frozen=True)
 class ExecutorOptions:
-    """How a stage's prompts go through the engine (cai.executor)."""
+    """How a stage's prompts go through the engine (cai.run.executor)."""
 
     executor: str = setting(
         "stream",

@@ -1,18 +1,19 @@
-"""`cai generate` as a library call: check everything, then run the stages on one engine (cai.lifecycle)."""
+"""`cai generate` as a library call: check everything, then run the stages on one engine (cai.run.lifecycle)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from cai import backends, inputs, rules, stages
-from cai import constitution as constitution_mod
+from cai import backends, stages
 from cai.config import RunConfig, catalogue
+from cai.core import constitution as constitution_mod
+from cai.core import inputs, rules
+from cai.core.context import RunContext
+from cai.core.prompts import Templates
+from cai.core.store import RunStore
 from cai.errors import CaiError
-from cai.lifecycle import Plan, Summary, execute
-from cai.prompts import Templates
-from cai.run import RunContext
+from cai.run.lifecycle import Plan, Summary, execute
 from cai.stages import Stage
-from cai.store import RunStore
 
 __all__ = ["Summary", "generate", "prepare", "selected"]
 

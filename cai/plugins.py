@@ -12,7 +12,7 @@ from typing import Any
 
 from cai.errors import CaiError
 
-# kind -> entry-point group. A step judge labels the steps of a solution (cai.stepjudge); a judge, pairs.
+# kind -> entry-point group. A step judge labels the steps of a solution (cai.judges.step); a judge, pairs.
 GROUPS = {"stage": "cai.stages", "judge": "cai.judges", "step_judge": "cai.step_judges", "backend": "cai.backends"}
 
 

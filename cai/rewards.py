@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cai import answer
-from cai.constitution import Constitution, Principle, load
+from cai.core import answer
+from cai.core.constitution import Constitution, Principle, load
+from cai.core.inputs import tests as tests_json
+from cai.core.rules import check_all, mean_score
 from cai.errors import CaiError
-from cai.inputs import tests as tests_json
-from cai.rules import check_all, mean_score
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -69,7 +69,7 @@ def pm_reward(pm: str, weight: float = 1.0, batch_size: int = 16, scope: str = "
     """The reward of a preference model from `cai train-pm`: (r - mean) / std of its held-out rewards, on the part
     of each completion `scope` names (the constitution's `scope: answer` grades the answer only, as R1's
     helpfulness reward looks at the final summary only)."""
-    from cai.rewardmodels import check_pm, rewards
+    from cai.signals.rewardmodels import check_pm, rewards
 
     check_pm(pm, "pm")
 
@@ -107,7 +107,7 @@ def reward_funcs(
 
 def remote_reward_funcs(urls: str | Sequence[str] | None = None, token: str | None = None, weights=None) -> list:
     """The same constitution served by `cai serve` on other machines, as TRL reward functions (async: TRL awaits
-    them concurrently), spread over `urls` with failover (cai.serve.client)."""
-    from cai.serve.client import remote_reward_funcs as remote
+    them concurrently), spread over `urls` with failover (cai.commands.serve.client)."""
+    from cai.commands.serve.client import remote_reward_funcs as remote
 
     return remote(urls, token, weights)

@@ -48,7 +48,7 @@ def tiny_backbone(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cai.models import resolve_backbone
+    from cai.backends.models import resolve_backbone
 
     folder = tmp_path_factory.mktemp("tiny")
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("all-minilm-l6-v2"))
@@ -72,7 +72,7 @@ def trl_sft_step(shards: list[Path], out: Path, max_length: int):
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    from cai.models import resolve
+    from cai.backends.models import resolve
 
     dataset = datasets.load_dataset("parquet", data_files=[str(p) for p in shards], split="train")
     args = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no")
@@ -89,7 +89,7 @@ def trl_grpo_steps(reward_funcs, questions: list[tuple[str, str]], out: Path):
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
-    from cai.models import resolve
+    from cai.backends.models import resolve
 
     dataset = datasets.Dataset.from_list(
         [{"prompt": [{"role": "user", "content": q}], "reference": ref} for q, ref in questions] * 2
@@ -133,10 +133,10 @@ def scripted_config(tmp_path, **kw):
 def run_stage(name: str, config, backend, prompts, constitution=HARMLESS):
     """One stage's `run` on one chunk, the way the generate loop calls it (after its checks)."""
     from cai import stages
-    from cai.constitution import load
-    from cai.prompts import Templates
-    from cai.run import RunContext
-    from cai.store import RunStore
+    from cai.core.constitution import load
+    from cai.core.context import RunContext
+    from cai.core.prompts import Templates
+    from cai.core.store import RunStore
 
     stage = stages.get(name)(config)
     ctx = RunContext(

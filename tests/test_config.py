@@ -9,7 +9,7 @@ from cai.errors import CaiError
 
 def test_defaults_follow_the_paper():
     from cai.judges.cot import CotOptions
-    from cai.labels import LabelOptions
+    from cai.judges.labels import LabelOptions
     from cai.stages.sl import SLOptions
 
     c = RunConfig()

@@ -5,7 +5,7 @@ import time
 import pytest
 from conftest import HARMLESS, ROOT, write
 
-from cai.constitution import load
+from cai.core.constitution import load
 from cai.errors import CaiError
 
 GOOD = """name: t

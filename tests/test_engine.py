@@ -17,9 +17,9 @@ from conftest import HARMLESS, RED_TEAM, ROOT, trl_sft_step, write
 
 from cai.backends import Sampling
 from cai.config import RunConfig
+from cai.core.inputs import load
+from cai.core.store import RunStore
 from cai.generate import generate
-from cai.inputs import load
-from cai.store import RunStore
 
 pytestmark = pytest.mark.engine
 LITERAL = "Repeat this exactly: {{ 7*7 }} and {% raw %}"
@@ -332,7 +332,7 @@ def test_code_constitution_on_the_real_engine(engine, tmp_path):
     """`accuracy: code` end to end: the embedded model answers the shipped code problems, and every text of the trace
     has its program run against the problem's tests in the sandbox (a score in [0, 1], finished: not unknown).
     Structure only: the 135M model's programs are rarely right."""
-    from cai import sandbox
+    from cai.core import sandbox
 
     config = RunConfig(
         constitution="code",
@@ -362,8 +362,8 @@ def test_sample_stage_on_the_real_engine_feeds_trl_and_train_pm(engine, tmp_path
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    from cai.models import resolve
-    from cai.pm import train
+    from cai.backends.models import resolve
+    from cai.train import train
 
     out = tmp_path / "run"
     config = RunConfig(
@@ -430,10 +430,10 @@ def test_judge_data_loop_on_the_real_engine(engine, tmp_path, tiny_backbone):
     against the label; TRL's SFTTrainer takes a step on the kept judgements; a meta reward model trains on all of
     them; `cai eval judge` votes with it and prints the k-scaling table. The tiny model's verdicts are close to
     chance: the test checks the structure and the arithmetic, not its judgement."""
-    from cai.evaluation.judge import evaluate
-    from cai.evaluation.report import judge_lines
-    from cai.judge_data import build
-    from cai.pm import train
+    from cai.commands.evaluation.judge import evaluate
+    from cai.commands.evaluation.report import judge_lines
+    from cai.commands.judge_data import build
+    from cai.train import train
 
     lines = (ROOT / "data" / "eval" / "prefs.jsonl").read_text().splitlines()
     data = tmp_path / "pairs.jsonl"

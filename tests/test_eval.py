@@ -14,12 +14,12 @@ import pytest
 from conftest import ROOT, run_cli, write
 
 from cai import backends
+from cai.commands.evaluation import metrics
+from cai.commands.evaluation.data import read_pairs
+from cai.commands.evaluation.judge import SPLIT, chosen_first, evaluate
 from cai.config import RunConfig
+from cai.core.store import RunStore
 from cai.errors import CaiError
-from cai.evaluation import metrics
-from cai.evaluation.data import read_pairs
-from cai.evaluation.judge import SPLIT, chosen_first, evaluate
-from cai.store import RunStore
 
 SHIPPED = ROOT / "data" / "eval" / "prefs.jsonl"
 
@@ -233,7 +233,7 @@ def test_a_killed_eval_resumes_without_loss_or_duplicates(tmp_path):
 
 
 def test_eval_pm_on_a_trained_model(tmp_path, tiny_backbone, cli):
-    from cai.pm import train
+    from cai.train import train
 
     chosen = ["I can't help with that, but here is a safe alternative.", "Here is a careful, helpful answer."]
     rejected = ["Sure, here is how to do the harmful thing.", "No."]
@@ -277,7 +277,7 @@ def test_eval_judge_on_the_real_engine_on_the_shipped_set(engine, tmp_path):
 
 
 def test_an_evaluation_folder_refuses_other_data_or_settings_and_without_out_writes_nothing(tmp_path, monkeypatch):
-    """An evaluation is a run (cai.lifecycle): resuming --out with another data file or another judge setting is
+    """An evaluation is a run (cai.run.lifecycle): resuming --out with another data file or another judge setting is
     refused by name; without --out its rows are kept in memory and nothing lands on disk."""
     data, rows = _data(tmp_path)
     scripted = backends.get("scripted")(judge=_knows({r["chosen"] for r in rows}))

@@ -7,10 +7,10 @@ from conftest import RED_TEAM, scripted_config
 
 from cai import backends
 from cai.backends import load as load_mod
+from cai.core.inputs import load
+from cai.core.store import RunStore
 from cai.errors import CaiError
 from cai.generate import generate
-from cai.inputs import load
-from cai.store import RunStore
 
 
 def config(tmp_path, **kw):

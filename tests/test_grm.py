@@ -7,10 +7,10 @@ from conftest import run_stage
 
 from cai import backends
 from cai.config import RunConfig
-from cai.inputs import Prompt, prompt_id
+from cai.core.inputs import Prompt, prompt_id
+from cai.core.records import Failure
 from cai.judges import grm
 from cai.judges.grm import GrmSample
-from cai.records import Failure
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import RED_TEAM, write
 
+from cai.core.inputs import load, prompt_id
 from cai.errors import CaiError
-from cai.inputs import load, prompt_id
 
 
 def test_shipped_prompt_sets():

@@ -11,10 +11,10 @@ import pytest
 from conftest import trl_sft_step, write
 
 from cai import backends
+from cai.commands.judge_data import build, lines
 from cai.config import RunConfig
+from cai.core.store import RunStore
 from cai.errors import CaiError
-from cai.judge_data import build, lines
-from cai.store import RunStore
 
 PAIRS = [
     # the judge scores these by their text, wherever they are shown: every judgement is right ("too easy")
@@ -87,7 +87,7 @@ def test_judgements_are_checked_against_the_label_and_too_easy_pairs_left_out(tm
     report = _build(tmp_path, k=4, keep_easy=True, backend=again)
     assert again.calls == [] and len(store.read("judgements")) == 12
     assert report["accepted"] == len(sft) + 4 and len(store.read("judge_sft")) == len(sft) + 4
-    from cai import stats
+    from cai.commands import stats
 
     shown = stats.render(stats.compute(tmp_path / "jd"))
     assert "judgements rows             12" in shown and "easy (pairwise)" in shown
@@ -133,8 +133,8 @@ def test_bad_input_is_refused_before_the_engine_starts(tmp_path):
 
 def test_labelled_pairs_from_a_reviewed_run(tmp_path):
     """A run's pairs whose label is not the judge's: those a person kept or flipped, and those a rule decided."""
+    from cai.commands.judge_data import labelled_pairs
     from cai.generate import generate
-    from cai.judge_data import labelled_pairs
 
     pairs = write(
         tmp_path / "pairs.jsonl",
@@ -159,9 +159,9 @@ def test_labelled_pairs_from_a_reviewed_run(tmp_path):
 
 
 def test_meta_rm_trains_on_the_judgements_and_filters_the_vote(tmp_path, tiny_backbone):
-    from cai.evaluation.report import judge_lines
-    from cai.pm import train
-    from cai.rewardmodels import kind_of, meta_scores
+    from cai.commands.evaluation.report import judge_lines
+    from cai.signals.rewardmodels import kind_of, meta_scores
+    from cai.train import train
 
     _build(tmp_path, k=4)
     m = train(str(tmp_path / "jd"), str(tmp_path / "meta"), kind="meta", backbone=tiny_backbone, epochs=1,
@@ -175,7 +175,7 @@ def test_meta_rm_trains_on_the_judgements_and_filters_the_vote(tmp_path, tiny_ba
     # the better half of each pair's k votes
     out = tmp_path / "eval"
     config = RunConfig(judge="grm", grm_samples=4, grm_meta_rm=str(tmp_path / "meta"), out=str(out))
-    from cai.evaluation.judge import evaluate
+    from cai.commands.evaluation.judge import evaluate
 
     data = write(tmp_path / "pairs.jsonl", "".join(json.dumps(p) + "\n" for p in PAIRS))
     report = evaluate(config, str(data), backend=engine(), log=lambda *_: None)
@@ -206,7 +206,7 @@ def test_meta_rm_trains_on_the_judgements_and_filters_the_vote(tmp_path, tiny_ba
 
 
 def test_meta_rm_is_checked_before_the_engine_starts(tmp_path, tiny_backbone):
-    from cai.evaluation.judge import evaluate
+    from cai.commands.evaluation.judge import evaluate
 
     data = write(tmp_path / "pairs.jsonl", json.dumps(PAIRS[0]) + "\n")
     for folder, message in (
@@ -220,7 +220,7 @@ def test_meta_rm_is_checked_before_the_engine_starts(tmp_path, tiny_backbone):
 
 
 def test_grm_scaling_table_from_one_set_of_samples():
-    from cai.evaluation.metrics import grm_scaling
+    from cai.commands.evaluation.metrics import grm_scaling
 
     def g(k, c, r, meta):
         return {"sample": k, "score_chosen": c, "score_rejected": r, "soft_chosen": None, "soft_rejected": None,

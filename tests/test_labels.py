@@ -6,10 +6,10 @@ import pytest
 from conftest import HARMLESS, run_stage
 
 from cai import backends, stages
-from cai.columns import listed
+from cai.commands.evaluation.metrics import consistent
 from cai.config import RunConfig
-from cai.evaluation.metrics import consistent
-from cai.inputs import Prompt, prompt_id
+from cai.core.columns import listed
+from cai.core.inputs import Prompt, prompt_id
 from cai.judges import Vote
 from cai.judges.pairwise import combine
 
@@ -118,7 +118,7 @@ def test_cot_mode_clamps_and_records_unfinished_reasoning(tmp_path):
     scripted = backends.get("scripted")(reply=reply, judge=_judge_from_table({"good": 0.99, "bad": 0.01}))
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "q1", "chosen": "good", "rejected": "bad"}\n')
-    from cai.constitution import load
+    from cai.core.constitution import load
 
     const = load(HARMLESS)
     config = RunConfig(

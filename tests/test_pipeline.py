@@ -13,9 +13,9 @@ import pytest
 from conftest import RED_TEAM, ROOT, scripted_config, write
 
 from cai import backends
+from cai.core.store import RunStore
 from cai.errors import CaiError
 from cai.generate import generate
-from cai.store import RunStore
 
 
 def config(tmp_path, **kw):
@@ -247,7 +247,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         proc.wait()
     done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    from cai.inputs import load
+    from cai.core.inputs import load
 
     _check_exactly_once(out, {p.id for p in load(str(RED_TEAM), limit=24)[0]})
     assert not list(out.glob("**/.*.tmp"))

@@ -12,9 +12,9 @@ from conftest import HARMLESS, RED_TEAM, ROOT, write
 
 from cai import stages
 from cai.config import RunConfig
+from cai.core.store import RunStore
 from cai.errors import CaiError
 from cai.generate import generate
-from cai.store import RunStore
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_stage_all_follows_the_declared_inputs():
 
 
 def test_skip_log_is_appended_while_the_run_writes(tmp_path):
-    from cai.records import Skip
+    from cai.core.records import Skip
 
     store = RunStore(tmp_path / "run")
     store.open({"k": 1}, {}, splits={"sl": "sft"})
@@ -225,7 +225,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run(
-        [str(py), "-c", "import cai, cai.prompts; print(cai.__file__); print(cai.prompts.SHIPPED)"],
+        [str(py), "-c", "import cai, cai.core.prompts; print(cai.__file__); print(cai.core.prompts.SHIPPED)"],
         capture_output=True,
         text=True,
         cwd=elsewhere,

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from cai.pm import data as pmdata
-from cai.pm import train
-from cai.pm.loss import grouped, soft_bt
+from cai.train import data as pmdata
+from cai.train import train
+from cai.train.loss import grouped, soft_bt
 
 CHOSEN = [
     "I can help with that safely: here are the steps.",
@@ -122,7 +122,7 @@ def test_scores_are_in_standard_units_of_the_eval_rewards(tmp_path, tiny_backbon
     """`cai_reward_mean` and `cai_reward_std` (stored by the trainer) are both applied: (r - mean) / std."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from cai.rewardmodels import Collator, Encoder, rewards, rewards_of
+    from cai.signals.rewardmodels import Collator, Encoder, rewards, rewards_of
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_backbone)
     model.config.cai_reward_mean, model.config.cai_reward_std = 0.3, 2.0

@@ -5,8 +5,8 @@ from conftest import write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cai.core.prompts import Templates
 from cai.errors import CaiError
-from cai.prompts import Templates
 
 PRINCIPLE = {"id": "p", "critique": "Find harm.", "revision": "Remove it.", "compare": "Which is safer?"}
 

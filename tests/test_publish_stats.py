@@ -7,7 +7,8 @@ import threading
 import pytest
 from conftest import HARMLESS, RED_TEAM
 
-from cai import backends, stats
+from cai import backends
+from cai.commands import stats
 from cai.config import RunConfig
 from cai.generate import generate
 
@@ -29,7 +30,7 @@ def run(tmp_path_factory):
 
 
 def test_stats_numbers_match_the_data(run):
-    from cai.store import RunStore
+    from cai.core.store import RunStore
 
     s = stats.compute(run)
     prefs = RunStore(run).read("prefs")
@@ -38,7 +39,7 @@ def test_stats_numbers_match_the_data(run):
     assert sum(r["len"] for r in s["p_chosen_histogram"]) == 40
     assert sum(r["len"] for r in s["principles_per_round"]) == 80  # 40 prompts x 2 rounds
     votes = [v for r in prefs for v in r["votes"]]
-    from cai.evaluation.metrics import consistent as is_consistent
+    from cai.commands.evaluation.metrics import consistent as is_consistent
 
     consistent = sum(map(is_consistent, votes)) / len(votes)
     assert s["position_consistent"] == pytest.approx(consistent)
@@ -115,7 +116,7 @@ def test_upload_retries_are_bounded(run, tmp_path, cli):
 def test_transient_classification():
     import requests
 
-    from cai.retries import transient
+    from cai.backends.retries import transient
 
     response = requests.Response()
     response.status_code = 404

@@ -13,12 +13,13 @@ import pytest
 from conftest import write
 
 from cai.backends.scripted import ScriptedBackend
+from cai.commands.review import query
+from cai.commands.review.server import start
 from cai.config import RunConfig
+from cai.core import decisions
+from cai.core.store import RunStore
+from cai.core.views import PairView, StepsView
 from cai.generate import generate
-from cai.review import decisions, query
-from cai.review.server import start
-from cai.store import RunStore
-from cai.views import PairView, StepsView
 
 XSS = "<img src=x onerror=alert(1)>"
 SCRIPT = "<script>window.pwned=1</script>"
@@ -316,8 +317,8 @@ def test_convincing_wrong_queue_and_first_wrong_step_reach_publish_and_the_prm(b
     page, and `cai publish` and `cai train-pm --kind prm` learn the person's labels, not the labeller's."""
     from conftest import ROOT
 
-    from cai.pm import prm
-    from cai.publish import build
+    from cai.commands.publish import build
+    from cai.train import prm
 
     out = tmp_path / "steps"
     config = RunConfig(

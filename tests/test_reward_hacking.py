@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cai import answer, bounded, rules
-from cai.constitution import load
-from cai.labels import blend, hard_winner, rule_votes
+from cai.core import answer, bounded, rules
+from cai.core.constitution import load
+from cai.judges.labels import blend, hard_winner, rule_votes
 from cai.rewards import reward_funcs
 
 REASONING = load("reasoning")
@@ -134,7 +134,7 @@ def test_every_shipped_reference_boxed_passes_every_rule_and_a_wrong_one_fails_a
     passes every rule (fractions too); a wrong answer fails accuracy."""
     from conftest import ROOT
 
-    from cai.inputs import load as load_prompts
+    from cai.core.inputs import load as load_prompts
 
     prompts, _ = load_prompts(str(ROOT / "data" / "prompts" / "math.jsonl"))
     assert len(prompts) == 24 and any("frac" in (p.reference or "") or "/" in (p.reference or "") for p in prompts)

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cai.rules import check_all, mean_score
+from cai.core.rules import check_all, mean_score
 from tests.conftest import ROOT, trl_grpo_steps, write
 
 TOKEN = "test-token-0123456789"
@@ -131,7 +131,7 @@ ANSWERS = [
 
 
 def local(response: str, reference: str | None) -> tuple[float | None, list]:
-    from cai.constitution import load
+    from cai.core.constitution import load
 
     const = load("reasoning")
     results = check_all(const.rules, response, reference)
@@ -167,7 +167,7 @@ def test_native_and_openrlhf_rewards_equal_the_local_rules(server):
     assert r.json()["rewards"] == pytest.approx(out["rewards"]) and r.json()["scores"] == r.json()["rewards"]
     assert r.json()["extra_logs"]["cai/rules"] == pytest.approx(out["rewards"])
     # verl's custom reward function signature, calling the server
-    from cai.serve.client import verl_compute_score
+    from cai.commands.serve.client import verl_compute_score
 
     q, a, ref = ANSWERS[0]
     got = verl_compute_score("math", a, ref, {"question": q}, url=server.url, token=TOKEN)

@@ -65,7 +65,7 @@ def test_cli_score_with_rules(tmp_path, cli):
 def test_grpo_trainer_runs_on_the_constitution_and_a_preference_model(tmp_path, tiny_backbone):
     """Two GRPO steps on CPU with the embedded model: TRL calls our reward functions with its own
     arguments (and the dataset's `reference` column) and logs each by name."""
-    from cai.pm import train
+    from cai.train import train
 
     pairs = write(
         tmp_path / "pairs.jsonl",

@@ -7,15 +7,15 @@ import time
 import pytest
 from conftest import ROOT, write
 
-from cai import rules
 from cai.config import RunConfig
-from cai.constitution import load
+from cai.core import rules
+from cai.core.constitution import load
+from cai.core.rules import RuleResult
+from cai.core.store import RunStore
 from cai.errors import CaiError
 from cai.generate import generate
 from cai.judges import Verdict, Vote
-from cai.labels import blend, hard_winner, rule_votes
-from cai.rules import RuleResult
-from cai.store import RunStore
+from cai.judges.labels import blend, hard_winner, rule_votes
 
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
 R1_STYLE = "<think>48 rolls in bags of 6 is 48 / 6 = 8 bags.</think>\nShe fills \\boxed{8} bags."
@@ -80,7 +80,7 @@ def test_language_share_on_single_and_mixed_language_answers():
         ("\\boxed{\\frac{2}{4}}", "0.5", True),
         ("Expanding, \\boxed{x^2 + 2x}", "x(x+2)", True),
         ("\\boxed{{1, 2}}", "{1, 2}", True),  # nested braces: the whole box is the answer
-        # two different boxes are a hedge, not an answer (cai.answer): a correction belongs in the reasoning
+        # two different boxes are a hedge, not an answer (cai.core.answer): a correction belongs in the reasoning
         ("First \\boxed{7}, then corrected: \\boxed{8}", "8", False),
         ("<think>First 7, then corrected.</think> \\boxed{8}", "8", True),
         ("We add them.\nAnswer: 19", "19", True),

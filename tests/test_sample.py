@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from cai import ranking
 from cai.errors import CaiError
+from cai.signals import ranking
 from tests.conftest import ROOT, write
 
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
@@ -70,7 +70,7 @@ def test_auroc_and_majority_by_hand():
     assert ranking.auroc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
     assert ranking.auroc([0.5, 0.5], [True, False]) == 0.5  # a tie counts one half
     assert ranking.auroc([0.5], [True]) is None
-    from cai.rules import equivalent
+    from cai.core.rules import equivalent
 
     # math-verify equivalence: 1/2 and 0.5 vote together and outnumber the two 3s... not: 2 vs 2, first class wins
     assert ranking.majority(["3", "1/2", "0.5", "3", None], equivalent) == 0
@@ -79,7 +79,7 @@ def test_auroc_and_majority_by_hand():
 
 
 def test_rewardbench2_credit_and_ties_rating_by_hand():
-    from cai.evaluation.metrics import best_of_n
+    from cai.commands.evaluation.metrics import best_of_n
 
     def pair(group, subset, c, r, adv, raw_c=0.0, raw_r=0.0):
         return {
@@ -112,7 +112,7 @@ def test_rewardbench2_credit_and_ties_rating_by_hand():
     assert "Ties" not in judged["subsets"] and "Ties (2 records)" in judged["unrated"]
     assert judged["score"] is None and "Ties" in judged["missing"]
 
-    from cai.evaluation.report import pm_lines
+    from cai.commands.evaluation.report import pm_lines
 
     def rb2_line(rb):
         base = dict(pairs=0, pm="pm", truncated=0, accuracy=None, ties=0, mean_margin=None, ece=None, brier=None)
@@ -129,7 +129,7 @@ def test_rewardbench2_credit_and_ties_rating_by_hand():
 
 
 def test_bestofn_selectors_by_hand():
-    from cai.evaluation.bestofn import selectors
+    from cai.commands.evaluation.bestofn import selectors
 
     def sample(text, correct, p_true, style):
         return {
@@ -172,7 +172,7 @@ def test_bestofn_selectors_by_hand():
 # -- the stage on the scripted engine ---------------------------------------------------------------------------
 @functools.cache
 def _references() -> dict[str, str | None]:
-    from cai.inputs import load
+    from cai.core.inputs import load
 
     return {p.messages[-1]["content"]: p.reference for p in load(str(MATH))[0]}
 
@@ -201,7 +201,7 @@ def _run(tmp_path, **kw):
 
 
 def test_sample_stage_scores_selects_and_ranks(tmp_path):
-    from cai.store import RunStore
+    from cai.core.store import RunStore
 
     summary, _ = _run(tmp_path, self_eval=True, sample_grm=True, require="correct-answer.accuracy", select="best")
     store = RunStore(tmp_path / "run")
@@ -243,8 +243,8 @@ def test_sample_stage_scores_selects_and_ranks(tmp_path):
 
 
 def test_train_pm_groups_ranked_pairs_and_pik_learns_from_samples(tmp_path, tiny_backbone):
-    from cai.pm import data as pmdata
-    from cai.pm import train
+    from cai.train import data as pmdata
+    from cai.train import train
 
     _run(tmp_path, self_eval=True, select="passing")
     run = str(tmp_path / "run")
@@ -270,7 +270,7 @@ def test_train_pm_groups_ranked_pairs_and_pik_learns_from_samples(tmp_path, tiny
     r = run_cli("eval", "pik", "--pm", tmp_path / "pik", "--data", run, "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    from cai.store import RunStore
+    from cai.core.store import RunStore
 
     targets = [r["p_ik"] for r in RunStore(run).read("samples")]
     mean = sum(targets) / 8
@@ -356,8 +356,8 @@ def test_a_killed_sampling_run_resumes_with_nothing_lost_or_doubled(tmp_path):
         proc.wait()
     done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    from cai.inputs import load
-    from cai.store import RunStore
+    from cai.core.inputs import load
+    from cai.core.store import RunStore
 
     store = RunStore(out)
     ids = [p.id for p in load(str(MATH))[0]]
@@ -373,8 +373,8 @@ def test_a_killed_sampling_run_resumes_with_nothing_lost_or_doubled(tmp_path):
 def test_a_pairs_file_keeps_every_pair_of_a_prompt(tmp_path):
     from cai.backends.scripted import ScriptedBackend
     from cai.config import RunConfig
+    from cai.core.store import RunStore
     from cai.generate import generate
-    from cai.store import RunStore
 
     q, other = "Which is the capital of France?", "Name a colour."
     records = [
@@ -406,14 +406,14 @@ def test_a_pairs_file_keeps_every_pair_of_a_prompt(tmp_path):
         ]
     }
     # train-pm's InstructGPT grouping: one batch element per prompt, holding all its comparisons
-    from cai.pm import data as pmdata
+    from cai.train import data as pmdata
 
     groups = pmdata.group(pmdata.load_rows(str(tmp_path / "run")), by_prompt=True)
     assert sorted(len(g.comparisons) for g in groups) == [3, 3]
 
 
 def test_a_ranked_group_file_trains_as_one_batch_element(tmp_path):
-    from cai.pm import data as pmdata
+    from cai.train import data as pmdata
 
     data = write(
         tmp_path / "ranked.jsonl",
@@ -434,7 +434,7 @@ def test_a_ranked_group_file_trains_as_one_batch_element(tmp_path):
 
 # -- RewardBench 2's format -------------------------------------------------------------------------------------
 def test_the_shipped_best_of_4_set_is_scored_by_the_judge_and_a_pm(tmp_path, cli, tiny_backbone):
-    from cai.evaluation.data import read_pairs
+    from cai.commands.evaluation.data import read_pairs
 
     pairs = read_pairs(str(BESTOF4))
     groups = {p.group for p in pairs}
@@ -445,7 +445,7 @@ def test_the_shipped_best_of_4_set_is_scored_by_the_judge_and_a_pm(tmp_path, cli
     assert rb2["records"] == 20 and set(rb2["subsets"]) == {"Factuality", "Precise IF", "Math", "Safety", "Focus"}
     assert "Ties (4 records)" in rb2["unrated"]
 
-    from cai.pm import train
+    from cai.train import train
 
     train(
         str(ROOT / "data" / "eval" / "prefs.jsonl"),

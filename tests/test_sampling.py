@@ -2,8 +2,8 @@
 
 from collections import Counter
 
-from cai.constitution import Principle
-from cai.sampling import request_seed, sample_principles
+from cai.core.constitution import Principle
+from cai.core.sampling import request_seed, sample_principles
 
 PRINCIPLES = tuple(Principle(id=f"p{i}", critique="c", revision="r", weight=1.0) for i in range(6))
 

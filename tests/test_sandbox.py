@@ -8,8 +8,8 @@ import time
 import pytest
 from conftest import ROOT, write
 
-from cai import rules, sandbox
-from cai.constitution import load
+from cai.core import rules, sandbox
+from cai.core.constitution import load
 from cai.errors import CaiError
 
 STDIO = [{"input": "3\n", "output": "9"}]
@@ -92,7 +92,7 @@ def test_the_code_rule_reads_the_program_after_the_reasoning(tmp_path):
 
 
 def test_code_problems_read_their_tests_and_bad_tests_are_one_line(tmp_path):
-    from cai.inputs import load as load_prompts
+    from cai.core.inputs import load as load_prompts
 
     prompts, _ = load_prompts(str(ROOT / "data" / "prompts" / "code.jsonl"))
     assert len(prompts) == 8 and all(sandbox.parse_tests(p.reference) for p in prompts)

@@ -7,13 +7,14 @@ import math
 import pytest
 from conftest import RED_TEAM, write
 
-from cai import reads, selfeval
 from cai.backends.scripted import ScriptedBackend
+from cai.commands.evaluation.metrics import calibration
 from cai.config import RunConfig
+from cai.core.store import RunStore
 from cai.errors import CaiError
-from cai.evaluation.metrics import calibration
 from cai.generate import generate
-from cai.store import RunStore
+from cai.signals import p_true as selfeval
+from cai.signals import reads
 
 
 def test_both_option_orders_are_averaged():

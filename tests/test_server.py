@@ -14,8 +14,8 @@ import pytest
 from conftest import RED_TEAM, ROOT
 
 from cai.backends import Sampling
-from cai.inputs import load
-from cai.store import RunStore
+from cai.core.inputs import load
+from cai.core.store import RunStore
 
 pytestmark = pytest.mark.engine
 
@@ -30,7 +30,7 @@ class Server:
     """`vllm serve` on the embedded model, in its own process group so it can be killed whole."""
 
     def __init__(self, port: int, log: Path):
-        from cai.models import resolve
+        from cai.backends.models import resolve
 
         self.port, self.log, self.model = port, log, resolve("smollm2-135m")
         self.url = f"http://127.0.0.1:{port}"

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import RED_TEAM, ROOT
 
-from cai.store import RunStore
+from cai.core.store import RunStore
 
 TOY = ROOT / "tests" / "toy_plugin"
 ENV = {"PYTHONPATH": str(TOY)}

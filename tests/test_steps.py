@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_stage, write
 
-from cai import steps
 from cai.backends.scripted import ScriptedBackend
 from cai.config import RunConfig
 from cai.errors import CaiError
+from cai.signals import steps
 
 REASONING = ROOT / "constitution" / "reasoning.yaml"
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
@@ -69,11 +69,11 @@ def test_three_classes_from_the_neutral_band_and_labels_up_to_the_first_mistake(
 
 def test_step_votes_from_reads_both_orders_and_principles():
     """P(A) with Yes first is P(Yes); with No first it is P(No). Two principles: the step's p is their mean."""
-    from cai.inputs import Prompt
+    from cai.core.inputs import Prompt
+    from cai.core.records import Failure
+    from cai.judges.step import Solution, StepVerdict
     from cai.judges.step_logprob import StepQuestion, verdicts
-    from cai.reads import TwoOrders, from_asks
-    from cai.records import Failure
-    from cai.stepjudge import Solution, StepVerdict
+    from cai.signals.reads import TwoOrders, from_asks
 
     sol = Solution(Prompt("p1", ({"role": "user", "content": "q"},)), 0, "file", ("s1", "s2"))
     asked = [StepQuestion(0, step, pr, TwoOrders([], [])) for step in (0, 1) for pr in ("a", "b")]
@@ -99,7 +99,7 @@ def test_step_votes_from_reads_both_orders_and_principles():
 def test_soft_bce_against_hand_values_and_keeps_soft_labels():
     import torch
 
-    from cai.pm.loss import soft_bce
+    from cai.train.loss import soft_bce
 
     logits = torch.tensor([[0.0, 5.0, 2.0]])
     targets = torch.tensor([[0.7, -1.0, 0.2]])
@@ -115,7 +115,7 @@ def test_soft_bce_against_hand_values_and_keeps_soft_labels():
 
 
 def test_prm_metrics_by_hand():
-    from cai.rewardmodels import step_metrics as metrics
+    from cai.signals.rewardmodels import step_metrics as metrics
 
     m = metrics([[0.9, 0.2], [0.6]], [[1.0, 0.0], [0.4]])
     assert m["step_accuracy"] == pytest.approx(2 / 3)
@@ -127,8 +127,8 @@ def test_prm_metrics_by_hand():
 def test_step_encoder_puts_each_label_on_the_steps_last_token_and_counts_cuts():
     from transformers import AutoTokenizer
 
-    from cai.models import resolve_backbone
-    from cai.rewardmodels import StepEncoder
+    from cai.backends.models import resolve_backbone
+    from cai.signals.rewardmodels import StepEncoder
 
     tok = AutoTokenizer.from_pretrained(resolve_backbone("all-minilm-l6-v2"))
     enc = StepEncoder(tok, "\n", 512)
@@ -178,7 +178,7 @@ def test_stage_reads_every_step_in_one_call(tmp_path):
         ],
     )
     engine = ScriptedBackend()
-    from cai.inputs import load
+    from cai.core.inputs import load
 
     prompts, _ = load(str(data))
     result = run_stage("steps", _config(tmp_path, data, step_principles=2), engine, prompts, REASONING)
@@ -204,7 +204,7 @@ def test_stage_reads_every_step_in_one_call(tmp_path):
 
 def test_label_after_first_error_keeps_every_step_in_the_training_columns(tmp_path):
     data = _solutions_file(tmp_path, [{"prompt": "What is 2 + 3?", "solution": "Add.\nThat is 6.\nNo, 5.\nAnswer: 5"}])
-    from cai.inputs import load
+    from cai.core.inputs import load
 
     prompts, _ = load(str(data))
 
@@ -226,7 +226,7 @@ def test_label_after_first_error_keeps_every_step_in_the_training_columns(tmp_pa
 def test_a_persons_first_wrong_step_labels_up_to_it_and_leaves_the_rest_unlabelled():
     """The review page's "first wrong step" sends the steps before it right and it wrong; publish then labels the
     row by PRM800K's rule: nothing after the first mistake (unless the row was labelled past it)."""
-    from cai.views import StepsView
+    from cai.core.views import StepsView
 
     row = {
         "id": "a",
@@ -258,13 +258,13 @@ def test_a_persons_first_wrong_step_labels_up_to_it_and_leaves_the_rest_unlabell
 def test_step_reads_share_the_text_of_the_steps_before_them(tmp_path):
     """The read of step k starts with everything the read of step k+1 has up to its own step: the prefix the
     engine caches once per solution."""
-    from cai.constitution import load
-    from cai.inputs import Prompt
+    from cai.core.constitution import load
+    from cai.core.context import RunContext
+    from cai.core.inputs import Prompt
+    from cai.core.prompts import Templates
+    from cai.core.store import RunStore
+    from cai.judges.step import Solution
     from cai.judges.step_logprob import LogprobStepJudge
-    from cai.prompts import Templates
-    from cai.run import RunContext
-    from cai.stepjudge import Solution
-    from cai.store import RunStore
 
     config = RunConfig(constitution=str(REASONING), stage="steps", prompts="-", out=str(tmp_path))
     ctx = RunContext(config, load(REASONING), Templates(), RunStore(tmp_path))
@@ -285,7 +285,7 @@ def test_a_failed_or_too_long_step_loses_only_its_solution_with_the_reason(tmp_p
             {"prompt": "Second?", "solution": "word " * 400},
         ],
     )
-    from cai.inputs import load
+    from cai.core.inputs import load
 
     prompts, _ = load(str(data))
     engine = ScriptedBackend(fail_on="BROKEN", max_model_len=300)
@@ -301,7 +301,7 @@ def test_sampled_solutions_without_steps_are_on_record(tmp_path):
     def reply(chat, sampling, seed, index):
         return "   " if index == 1 else "Step one.\nStep two."
 
-    from cai.inputs import load
+    from cai.core.inputs import load
 
     prompts, _ = load(str(MATH), limit=2)
     config = RunConfig(
@@ -319,8 +319,8 @@ def test_sampled_solutions_without_steps_are_on_record(tmp_path):
 
 def test_solutions_from_an_sl_run(tmp_path):
     from cai import backends
+    from cai.core.store import RunStore
     from cai.generate import generate
-    from cai.store import RunStore
 
     out = tmp_path / "run"
     base = dict(constitution=str(REASONING), prompts=str(MATH), out=str(out), backend="scripted", limit=3)
@@ -388,7 +388,7 @@ def steps_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_prm(steps_file, tmp_path_factory):
-    from cai.pm import train
+    from cai.train import train
 
     out = tmp_path_factory.mktemp("prm") / "prm"
     metrics = train(str(steps_file), str(out), log=lambda *_: None, kind="prm", epochs=3, lr=1e-4, batch_size=4)
@@ -424,7 +424,7 @@ def test_score_a_prm_gives_step_scores_and_the_solution_score(trained_prm, steps
 
 def test_a_solution_longer_than_the_prm_reads_is_scored_to_its_last_step(trained_prm):
     """A product that left out the steps past max_length would only grow with them: every step is scored."""
-    from cai.rewardmodels import StepRow, solution_score, step_scores
+    from cai.signals.rewardmodels import StepRow, solution_score, step_scores
 
     out, _ = trained_prm
     long = [f"step {i} is wrong: it adds {i} to the running total" for i in range(12)]
@@ -439,7 +439,7 @@ def test_a_solution_longer_than_the_prm_reads_is_scored_to_its_last_step(trained
 
 
 def test_prm_data_from_a_steps_split_trains_the_labelled_steps_and_scores_all(tmp_path):
-    from cai.pm.prm import load_rows
+    from cai.train.prm import load_rows
 
     row = {"prompt": "q", "steps": ["a", "b", "c", "d"], "completions": ["a", "b"], "labels": [True, False],
            "step_p": [0.9, 0.2, 0.7, 0.1]}  # fmt: skip
@@ -495,7 +495,7 @@ import trl
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 from trl.experimental.prm import PRMConfig, PRMTrainer
 
-from cai.models import resolve_backbone
+from cai.backends.models import resolve_backbone
 
 path = resolve_backbone("all-minilm-l6-v2")
 ds = datasets.load_dataset("parquet", data_files=sys.argv[2:], split="train")
@@ -512,10 +512,10 @@ print(trl.__version__, result.global_step, result.training_loss)
 
 
 def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_path):
-    from cai import stats
+    from cai.commands import stats
+    from cai.core.store import RunStore
     from cai.generate import generate
-    from cai.pm import train
-    from cai.store import RunStore
+    from cai.train import train
 
     out = tmp_path / "run"
     config = RunConfig(
@@ -565,7 +565,7 @@ def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_pat
 
 
 def test_prm_data_errors_name_the_run(tmp_path):
-    from cai.pm.prm import load_rows
+    from cai.train.prm import load_rows
 
     with pytest.raises(CaiError, match="missing.jsonl: file not found"):
         load_rows(str(tmp_path / "missing.jsonl"))
@@ -573,9 +573,9 @@ def test_prm_data_errors_name_the_run(tmp_path):
 
 # -- cai eval steps -----------------------------------------------------------------------------------------------
 def test_eval_steps_figures_by_hand():
-    from cai.evaluation.data import LabelledSolution
-    from cai.evaluation.steps import report
-    from cai.inputs import Prompt
+    from cai.commands.evaluation.data import LabelledSolution
+    from cai.commands.evaluation.steps import report
+    from cai.core.inputs import Prompt
 
     def sol(i, labels, subset):
         return LabelledSolution(
@@ -601,7 +601,7 @@ def test_eval_steps_figures_by_hand():
     # the first mistake is the first step read negative: with a band of 0.65,0.65, 0.6 is solution 0's first
     narrow = report(records, [[0.8, 0.6], [0.9, 0.7, 0.2], None], [], (0.65, 0.65))
     assert narrow["first_error_accuracy"] == 0.5 and narrow["classes"]["neutral"]["steps"] == 0
-    from cai.evaluation.report import steps_lines
+    from cai.commands.evaluation.report import steps_lines
 
     shown = "\n".join(steps_lines({**r, "judge": "logprob", "model": "m"}))
     assert "read below 0.4 negative, above 0.6 positive" in shown and "neutral         1 steps" in shown
@@ -633,7 +633,7 @@ def test_eval_steps_bad_data_is_one_line(tmp_path, cli):
 
 
 def test_eval_steps_judge_on_the_real_engine(engine, tmp_path):
-    from cai.evaluation.steps import evaluate
+    from cai.commands.evaluation.steps import evaluate
 
     lines = (ROOT / "data" / "eval" / "steps.jsonl").read_text().splitlines()[:4]
     path = write(tmp_path / "four.jsonl", "\n".join(lines) + "\n")
@@ -674,8 +674,8 @@ def test_stats_review_and_card_cover_the_steps_split(tmp_path, cli):
     assert "token-classification" in card.data.task_categories and "process supervision" in card.text
     assert "PRMTrainer" in card.text
 
-    from cai.review.query import Filters, page, row
-    from cai.store import RunStore
+    from cai.commands.review.query import Filters, page, row
+    from cai.core.store import RunStore
 
     got = page(RunStore(out), Filters("steps", limit=5))
     assert got["total"] == 12 and len(got["rows"]) == 5 and len({r["id"] for r in got["rows"]}) == 5

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from cai.backends.base import Backend, Completion, Sampling, failed
 from cai.backends.load import Meter
+from cai.backends.retries import transient_status
 from cai.errors import CaiError
-from cai.retries import transient_status
 from cai.settings import setting
 
 if TYPE_CHECKING:

@@ -108,7 +108,7 @@ class VLLMBackend(Backend):
         speculative_config=None,
         progress=True,
     ):
-        from cai.models import resolve
+        from cai.backends.models import resolve
 
         self.model = model
         self.progress = progress

@@ -6,16 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from cai.records import Failure
+from cai.core.records import Failure
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from cai.config import RunConfig
-    from cai.inputs import Prompt
-    from cai.prompts import TemplateSpec
-    from cai.records import ChunkResult
-    from cai.run import RunContext
+    from cai.core.context import RunContext
+    from cai.core.inputs import Prompt
+    from cai.core.prompts import TemplateSpec
+    from cai.core.records import ChunkResult
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class Judge:
     settings        its settings groups (cai.settings); the CLI makes flags of them
     templates       the templates it renders, with sample values, checked before the engine starts
     evidence        the preference-split columns it fills beyond the shared ones: column name -> the row type
-                    (a dataclass) of each record in that list column (cai.columns)
+                    (a dataclass) of each record in that list column (cai.core.columns)
     """
 
     name: ClassVar[str]
@@ -124,7 +124,7 @@ class Judge:
         """The parquet fields of `evidence`."""
         import pyarrow as pa
 
-        from cai.columns import arrow_type
+        from cai.core.columns import arrow_type
 
         return tuple(pa.field(name, pa.list_(arrow_type(t))) for name, t in self.evidence.items())
 

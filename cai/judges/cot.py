@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from cai import reads
+from cai.core.context import RunContext
+from cai.core.prompts import SAMPLE_CONVERSATION, SAMPLE_PRINCIPLE, TemplateSpec
+from cai.core.records import ChunkResult, Failure, continued
 from cai.judges import reasoning
 from cai.judges.base import Description
 from cai.judges.pairwise import PairwiseJudge, PairwiseOptions, Question, Read, Reasoning
-from cai.prompts import SAMPLE_CONVERSATION, SAMPLE_PRINCIPLE, TemplateSpec
-from cai.records import ChunkResult, Failure, continued
-from cai.run import RunContext
 from cai.settings import setting
+from cai.signals import reads
 
 if TYPE_CHECKING:
     from cai.config import RunConfig

@@ -22,17 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from cai import answer
 from cai.backends import Sampling
 from cai.backends.base import option_probability
+from cai.core import answer
+from cai.core.context import RunContext
+from cai.core.inputs import Prompt
+from cai.core.prompts import SAMPLE_CONVERSATION, TemplateSpec
+from cai.core.records import ChunkResult, Failure, continued
+from cai.core.sampling import stable_int
 from cai.errors import CaiError
-from cai.inputs import Prompt
 from cai.judges import reasoning
 from cai.judges.base import Description, FailedRead, Judge, Pair, Verdict
-from cai.prompts import SAMPLE_CONVERSATION, TemplateSpec
-from cai.records import ChunkResult, Failure, continued
-from cai.run import RunContext
-from cai.sampling import stable_int
 from cai.settings import setting
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ class GrmJudge(Judge):
 
     def check(self, ctx: RunContext) -> None:
         if self.o.grm_meta_rm is not None:
-            from cai.rewardmodels import META, check_pm
+            from cai.signals.rewardmodels import META, check_pm
 
             check_pm(self.o.grm_meta_rm, "--grm-meta-rm", META)
         if self.o.grm_meta_rm is not None and self.o.grm_meta:
@@ -481,7 +481,7 @@ class GrmJudge(Judge):
         """Meta score from a trained meta reward model: P(the judgement's verdict is correct), read from the
         judgement as one exchange (the question with the answers, the judgement and its scores), the same text
         it was trained on."""
-        from cai.rewardmodels import meta_scores
+        from cai.signals.rewardmodels import meta_scores
 
         assert self.o.grm_meta_rm is not None
         probs = meta_scores(self.o.grm_meta_rm, [s.conversation(ctx.templates) for s in good])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from cai import reads
+from cai.core.context import RunContext
+from cai.core.prompts import SAMPLE_CONVERSATION, SAMPLE_PRINCIPLE, TemplateSpec
+from cai.core.records import ChunkResult, continued
 from cai.judges.base import Description
 from cai.judges.pairwise import PairwiseJudge, Question, Read
-from cai.prompts import SAMPLE_CONVERSATION, SAMPLE_PRINCIPLE, TemplateSpec
-from cai.records import ChunkResult, continued
-from cai.run import RunContext
+from cai.signals import reads
 
 _PAIR = {"conversation": SAMPLE_CONVERSATION, "principle": SAMPLE_PRINCIPLE, "response_a": "a", "response_b": "b"}
 

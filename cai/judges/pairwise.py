@@ -1,7 +1,7 @@
 """Pairwise multiple-choice judging: each pair under K sampled principles, in both orders, averaged.
 
 The shared half of the log-prob and CoT judges: which questions are asked, and how the two-order reads
-(cai.reads) become one soft label. Averaging the two orders cancels the judge's position bias (Lee et al.
+(cai.signals.reads) become one soft label. Averaging the two orders cancels the judge's position bias (Lee et al.
 2023); the mean over principles is the ensemble (Bai et al. 2022). A subclass says how a question is read in
 both orders (`read`).
 """
@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cai import answer
+from cai.core import answer
+from cai.core.context import RunContext
+from cai.core.records import ChunkResult, Failure
+from cai.core.sampling import sample_principles
 from cai.errors import CaiError
 from cai.judges.base import FailedRead, Judge, Pair, Verdict, Vote
-from cai.reads import TwoOrderRead
-from cai.records import ChunkResult, Failure
-from cai.run import RunContext
-from cai.sampling import sample_principles
 from cai.settings import setting
+from cai.signals.reads import TwoOrderRead
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cai.backends import Completion, Sampling
-from cai.records import ChunkResult
-from cai.run import RunContext
-from cai.sampling import request_seed
+from cai.core.context import RunContext
+from cai.core.records import ChunkResult
+from cai.core.sampling import request_seed
 from cai.settings import setting
 
 

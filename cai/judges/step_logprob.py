@@ -2,7 +2,7 @@
 
 For step k the model sees the problem, steps 1..k and then the principle's question about step k, with
 "(A) Yes (B) No" and then "(A) No (B) Yes"; P(Yes) is read from the option log-probs of the next token
-(cai.reads) and the two orders are averaged. The question comes after the steps, so every read of a solution
+(cai.signals.reads) and the two orders are averaged. The question comes after the steps, so every read of a solution
 (each step, principle and order) starts with the text of the steps before it: with vLLM's prefix cache the
 solution's steps are prefilled about once, not once per step (bench/steps.py measures it; sending each
 solution's longest read first computed exactly as many tokens as one call on vLLM's CPU build, so the reads go
@@ -14,15 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai import reads
-from cai import steps as steps_mod
+from cai.core.context import RunContext
+from cai.core.prompts import SAMPLE_CONVERSATION, TemplateSpec
+from cai.core.records import ChunkResult, Failure, continued
+from cai.core.sampling import sample_principles
 from cai.errors import CaiError
-from cai.prompts import SAMPLE_CONVERSATION, TemplateSpec
-from cai.records import ChunkResult, Failure, continued
-from cai.run import RunContext
-from cai.sampling import sample_principles
+from cai.judges.step import Solution, StepFailure, StepJudge, StepVerdict, StepVote
 from cai.settings import setting
-from cai.stepjudge import Solution, StepFailure, StepJudge, StepVerdict, StepVote
+from cai.signals import reads
+from cai.signals import steps as steps_mod
 
 if TYPE_CHECKING:
     from cai.config import RunConfig

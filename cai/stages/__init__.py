@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cai import plugins
+from cai.core.views import View
 from cai.errors import CaiError
 from cai.stages.base import Stage
 from cai.stages.report import Report
-from cai.views import View
 
 __all__ = ["Report", "Stage", "for_split", "get", "names", "ordered", "reading"]
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from cai import columns
+from cai.core import columns
+from cai.core.views import View
 from cai.stages.report import Report
-from cai.views import View
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from cai.config import RunConfig
-    from cai.inputs import Prompt
-    from cai.prompts import TemplateSpec
-    from cai.records import ChunkResult
-    from cai.run import RunContext
+    from cai.core.context import RunContext
+    from cai.core.inputs import Prompt
+    from cai.core.prompts import TemplateSpec
+    from cai.core.records import ChunkResult
 
 
 class Stage:
@@ -24,8 +24,8 @@ class Stage:
 
     name      the `--stage` value, and the `stage` field of its skips
     split     the folder its rows go to (one parquet shard per chunk)
-    row_type  the dataclass of one row: it makes the split's parquet schema too (cai.columns)
-    view      what readers of the split need to know of it (cai.views): its answer column, how a row is
+    row_type  the dataclass of one row: it makes the split's parquet schema too (cai.core.columns)
+    view      what readers of the split need to know of it (cai.core.views): its answer column, how a row is
               flipped, which trainer reads it
     inputs    the splits it may read; `--stage all` runs their writers first
     in_all    whether `--stage all` runs it (a stage for another kind of prompt runs only when named)
@@ -35,8 +35,8 @@ class Stage:
     settings  its settings groups (cai.settings); the CLI makes flags of them
     templates the templates it renders, with sample values to check them before the engine starts
 
-    The run (cai.lifecycle) calls `check` once before the engine starts, `begin` once it runs, then `run` for
-    the prompts not yet done (cai.executor: one prompt per call from many threads, or chunks), and writes the
+    The run (cai.run.lifecycle) calls `check` once before the engine starts, `begin` once it runs, then `run` for
+    the prompts not yet done (cai.run.executor: one prompt per call from many threads, or chunks), and writes the
     results. What it says of its split, in `cai stats`, the run summary and the dataset card, is its `report`.
     """
 

@@ -5,23 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai import candidates, columns
-from cai.candidates import Candidate, Candidates
-from cai.columns import Messages
+from cai.core import columns
+from cai.core.columns import Messages
+from cai.core.context import RunContext
+from cai.core.inputs import Prompt
+from cai.core.prompts import TemplateSpec
+from cai.core.records import ChunkResult, Failure, assistant
+from cai.core.rules import RuleResult
+from cai.core.views import PairView
 from cai.errors import CaiError
-from cai.inputs import Prompt
 from cai.judges import Pair
 from cai.judges.base import FailedRead, VoteRow
-from cai.labels import Judged, Labeller, LabelOptions
-from cai.prompts import TemplateSpec
-from cai.records import ChunkResult, Failure, assistant
-from cai.rules import RuleResult
-from cai.run import RunContext
+from cai.judges.labels import Judged, Labeller, LabelOptions
 from cai.settings import setting
+from cai.stages import candidates
 from cai.stages.base import Stage
+from cai.stages.candidates import Candidate, Candidates
 from cai.stages.rl_report import RLReport
 from cai.stages.sl import SLOptions
-from cai.views import PairView
 
 if TYPE_CHECKING:
     from cai.config import RunConfig
@@ -174,7 +175,7 @@ class RLStage(Stage):
         self.labeller.check(ctx)
 
     def run(self, ctx: RunContext, chunk: list[Prompt]) -> ChunkResult:
-        """Candidates, then one label per pair (cai.labels), as rows of TRL's preference format."""
+        """Candidates, then one label per pair (cai.judges.labels), as rows of TRL's preference format."""
         result = ChunkResult()
         named = self.pairs(ctx, chunk, result)
         ids = {id(pair): key for key, pair in named}

@@ -6,7 +6,7 @@ constitution's rules, by the model's own P(True) (`--self-eval`; with `--self-ev
 its other answers first, as Kadavath et al. do, at no extra sampling), by a trained preference model (`--pm`),
 by a process reward model (`--prm`, its step scores multiplied or their minimum) and by a DeepSeek-GRM judgement
 of the prompt's answers together (`--sample-grm`, each answer's 1-9 score read from token probabilities). The
-combined score is the weighted mean of those on [0, 1] (cai.ranking). Every sample and every score is kept in
+combined score is the weighted mean of those on [0, 1] (cai.signals.ranking). Every sample and every score is kept in
 the `samples/` split, with P(IK) per prompt (the share of its answers that pass the accuracy rules); a sample
 the engine failed and a signal that failed are on record with the reason. The `select` and `rank` stages turn
 the split into SFT rows and K-way preference pairs.
@@ -18,21 +18,24 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai import candidates, columns, ranking, selfeval
-from cai import steps as steps_mod
-from cai.candidates import Candidates
-from cai.columns import Messages
+from cai.core import columns
+from cai.core.columns import Messages
+from cai.core.context import RunContext
+from cai.core.inputs import Prompt
+from cai.core.prompts import TemplateSpec
+from cai.core.records import ChunkResult, Failure
+from cai.core.rules import RuleResult, check_all, mean_score
+from cai.core.views import View
 from cai.errors import CaiError
-from cai.inputs import Prompt
 from cai.judges.grm import GROUP_TEMPLATES, GrmJudge
-from cai.prompts import TemplateSpec
-from cai.records import ChunkResult, Failure
-from cai.rules import RuleResult, check_all, mean_score
-from cai.run import RunContext
 from cai.settings import setting
+from cai.signals import p_true as selfeval
+from cai.signals import ranking
+from cai.signals import steps as steps_mod
+from cai.stages import candidates
 from cai.stages.base import Stage
+from cai.stages.candidates import Candidates
 from cai.stages.sample_report import SampleReport
-from cai.views import View
 
 if TYPE_CHECKING:
     from cai.config import RunConfig
@@ -189,7 +192,7 @@ class SampleStage(Stage):
         return SampleReport(self.split, self.o.samples, self.signals(), self.o.weights)
 
     def check(self, ctx: RunContext) -> None:
-        from cai.rewardmodels import PM, PRM, check_pm
+        from cai.signals.rewardmodels import PM, PRM, check_pm
 
         if self.o.pm:
             check_pm(self.o.pm, "--pm", PM)
@@ -243,7 +246,7 @@ class SampleStage(Stage):
             d.p_true = read.p_true
 
     def score_pm(self, prompts: list[Prompt], drafts: list[list[Draft]]) -> None:
-        from cai.rewardmodels import rewards
+        from cai.signals.rewardmodels import rewards
 
         owners = [(p, d) for p, group in zip(prompts, drafts, strict=True) for d in group if d.text]
         if not owners:
@@ -260,7 +263,7 @@ class SampleStage(Stage):
             d.pm = z
 
     def score_prm(self, prompts: list[Prompt], drafts: list[list[Draft]]) -> None:
-        from cai.rewardmodels import StepRow, solution_score, step_scores
+        from cai.signals.rewardmodels import StepRow, solution_score, step_scores
 
         owners, rows = [], []
         for p, group in zip(prompts, drafts, strict=True):

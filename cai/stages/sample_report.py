@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cai import ranking
+from cai.signals import ranking
 from cai.stages.report import Report
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ select  SFT rows by rejection sampling (DeepSeek-R1): the samples that meet `--r
         constitution's hard rules), every one of them, the best, or the top k by the combined score. A prompt
         where none passes is skipped on record with the reason (how many failed which requirement).
 rank    K-way preference pairs (InstructGPT): every pair among a prompt's ranked samples, or the best against each
-        other, with a Bradley-Terry soft label from their score difference (cai.ranking) and the prompt as the
+        other, with a Bradley-Terry soft label from their score difference (cai.signals.ranking) and the prompt as the
         group, so `train-pm` puts a prompt's K-choose-2 comparisons in one batch element.
 
 Both run whenever the sample stage runs (`runs_with`), so `--stage sample` gives all three splits; each may be
@@ -17,16 +17,17 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from cai import columns, ranking
-from cai.columns import Messages
+from cai.core import columns
+from cai.core.columns import Messages
+from cai.core.context import RunContext
+from cai.core.inputs import Prompt
+from cai.core.records import ChunkResult, assistant
+from cai.core.views import PairView, View
 from cai.errors import CaiError
-from cai.inputs import Prompt
-from cai.records import ChunkResult, assistant
-from cai.run import RunContext
 from cai.settings import setting
+from cai.signals import ranking
 from cai.stages.base import Stage
 from cai.stages.selection_report import RankReport, SelectReport
-from cai.views import PairView, View
 
 if TYPE_CHECKING:
     import polars as pl

@@ -5,22 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from cai import columns, selfeval
 from cai.backends import Sampling
-from cai.columns import Messages
-from cai.constitution import Constitution, Principle
+from cai.core import columns
+from cai.core.columns import Messages
+from cai.core.constitution import Constitution, Principle
+from cai.core.context import RunContext
+from cai.core.inputs import Prompt
+from cai.core.prompts import SAMPLE_PRINCIPLE, Templates, TemplateSpec
+from cai.core.records import ChunkResult, assistant, with_system
+from cai.core.rules import Rule, RuleResult, check_all, total
+from cai.core.sampling import request_seed, sample_principles
+from cai.core.views import TraceView
 from cai.errors import CaiError
-from cai.inputs import Prompt
-from cai.prompts import SAMPLE_PRINCIPLE, Templates, TemplateSpec
-from cai.records import ChunkResult, assistant, with_system
-from cai.rules import Rule, RuleResult, check_all, total
-from cai.run import RunContext
-from cai.sampling import request_seed, sample_principles
-from cai.selfeval import SelfEvalRow, TrueRead
 from cai.settings import setting
+from cai.signals import p_true as selfeval
+from cai.signals.p_true import SelfEvalRow, TrueRead
 from cai.stages.base import Stage
 from cai.stages.sl_report import SLReport
-from cai.views import TraceView
 
 if TYPE_CHECKING:
     from cai.config import RunConfig

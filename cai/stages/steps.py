@@ -9,21 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai import candidates, columns, stepjudge
-from cai import steps as steps_mod
-from cai.candidates import Candidate, Candidates
-from cai.columns import Messages
+from cai.core import columns
+from cai.core.columns import Messages
+from cai.core.context import RunContext
+from cai.core.inputs import Prompt
+from cai.core.prompts import TemplateSpec
+from cai.core.records import ChunkResult, Failure
+from cai.core.rules import RuleResult, check_all
+from cai.core.views import StepsView
 from cai.errors import CaiError
-from cai.inputs import Prompt
-from cai.prompts import TemplateSpec
-from cai.records import ChunkResult, Failure
-from cai.rules import RuleResult, check_all
-from cai.run import RunContext
+from cai.judges import step as stepjudge
+from cai.judges.step import Solution, StepFailure, StepJudgingOptions, StepVerdict, StepVote
 from cai.settings import setting
+from cai.signals import steps as steps_mod
+from cai.stages import candidates
 from cai.stages.base import Stage
+from cai.stages.candidates import Candidate, Candidates
 from cai.stages.steps_report import StepsReport
-from cai.stepjudge import Solution, StepFailure, StepJudgingOptions, StepVerdict, StepVote
-from cai.views import StepsView
 
 if TYPE_CHECKING:
     from cai.config import RunConfig

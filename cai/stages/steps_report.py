@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cai.signals.steps import CLASSES
 from cai.stages.report import Report
-from cai.steps import CLASSES
 
 if TYPE_CHECKING:
     import polars as pl

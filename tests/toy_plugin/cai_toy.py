@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cai import columns
 from cai.backends import Sampling
-from cai.columns import Messages
-from cai.records import ChunkResult, with_system
+from cai.core import columns
+from cai.core.columns import Messages
+from cai.core.records import ChunkResult, with_system
+from cai.core.views import View
 from cai.settings import setting
 from cai.stages import Report, Stage
-from cai.views import View
 
 
 @dataclass(frozen=True)
