@@ -295,17 +295,18 @@ def test_steps_rows_in_a_real_browser_and_a_relabelled_step(browser, tmp_path):
         assert page.locator("#detail .role").count() == 1  # the prompt string is one message, not one per character
         first_id = page.get_attribute("#rows li >> nth=0", "data-id")
         before = RunStore(out).read("steps")
-        label = next(r for r in before if r["id"] == first_id)["labels"][1]
-        page.locator("#detail .step >> nth=1").locator("button.relabel").click()
+        mine = next(r for r in before if r["id"] == first_id)
+        label = mine["step_class"][0] == "positive"  # the first step is always labelled
+        page.locator("#detail .step >> nth=0").locator("button.relabel").click()
         page.wait_for_function("document.querySelector('#rows li.selected .badge').textContent !== 'new'")
     finally:
         page.close()
         server.stop()
     (decision,) = RunStore(out).reviews().values()
-    assert decision["id"] == first_id and decision["steps"] == {"1": not label}
+    assert decision["id"] == first_id and decision["steps"] == {"0": not label}
     table, done = decisions.apply(RunStore(out).table("steps"), "steps", StepsView(), RunStore(out).reviews())
     rows = {r["id"]: r for r in table.to_pylist()}
-    assert rows[first_id]["labels"][1] is (not label) and done["relabelled"] == 1
+    assert rows[first_id]["labels"][0] is (not label) and done["relabelled"] == 1
     others = [r for r in before if r["id"] != first_id and r["prompt_id"] == rows[first_id]["prompt_id"]]
     assert others and all(rows[o["id"]]["labels"] == o["labels"] for o in others)  # the other solution untouched
 
@@ -356,7 +357,11 @@ def test_convincing_wrong_queue_and_first_wrong_step_reach_publish_and_the_prm(b
         assert "final answer wrong" in page.inner_text("#detail")
         page.locator("#detail .step >> nth=0").locator("button.first-wrong").click()  # the first step is wrong
         page.wait_for_function("document.querySelector('#rows li.selected .badge').textContent !== 'new'")
-        page.wait_for_selector("#detail .step.bad >> nth=1")
+        page.wait_for_selector("#detail .step.bad")
+        # PRM800K: the steps after the first mistake are left unlabelled, not marked wrong
+        assert page.locator("#detail .step.bad").count() == 1
+        assert page.locator("#detail .step.unlabelled").count() == len(wrong[0]["steps"]) - 1
+        assert "unlabelled (after the first mistake)" in page.inner_text("#detail .step >> nth=1")
         # the queue filter is the page's too: choosing none lists every steps row
         page.select_option("#queue", "")
         page.wait_for_function(f"document.querySelectorAll('#rows li').length === {len(rows)}")
@@ -365,8 +370,8 @@ def test_convincing_wrong_queue_and_first_wrong_step_reach_publish_and_the_prm(b
         server.stop()
     top = wrong[0]
     (decision,) = store.reviews().values()
-    n = len(top["completions"])
-    assert decision["id"] == top["id"] and decision["steps"] == {str(i): False for i in range(n)}
+    n = len(top["steps"])
+    assert decision["id"] == top["id"] and decision["steps"] == {"0": False}  # that step, and nothing after it
     # publish: the person's labels, the labeller's soft labels kept beside them
     built = build(str(out), str(tmp_path / "hub"), test_fraction=0.0)
     assert built["reviewed"]["relabelled"] == 1
@@ -376,9 +381,11 @@ def test_convincing_wrong_queue_and_first_wrong_step_reach_publish_and_the_prm(b
         x["id"]: x for f in (tmp_path / "hub").rglob("*.parquet") for x in pq.read_table(f).to_pylist() if "labels" in x
     }
     mine = published[top["id"]]
-    assert mine["labels"] == [False] * n and mine["step_p"] == [0.0] * n and mine["first_error"] == 0
+    assert mine["labels"] == [False] and mine["completions"] == top["steps"][:1] and mine["first_error"] == 0
+    assert mine["step_class"] == ["negative"] + [None] * (n - 1) and mine["step_p"][0] == 0.0
     assert mine["ai_step_p"] == pytest.approx(top["step_p"]) and mine["human_label"] == "relabel"
-    # the PRM trainer reads the run with the decision applied: the person's targets for that solution only
+    # the PRM trainer reads the run with the decision applied: the person's targets for that solution only, and
+    # for every solution the labelled steps (up to the first mistake) only
     targets = {s.id: s.targets for s in prm.load_rows(str(out))}
-    assert targets[top["id"]] == [0.0] * n
-    assert all(targets[r["id"]] == pytest.approx(r["step_p"]) for r in rows if r["id"] != top["id"])
+    assert targets[top["id"]] == [0.0]
+    assert all(targets[r["id"]] == pytest.approx(r["step_p"][: len(r["labels"])]) for r in rows if r["id"] != top["id"])

@@ -42,6 +42,14 @@ def rule(**spec):
         ({"max_words": 3}, "Höflichkeit kostet nichts, wirklich.", False),
         ({"max_chars": 6}, "héllo👋", True),  # counted in characters, not bytes
         ({"max_chars": 5}, "héllo👋", False),
+        # DeepSeek-R1's SFT filters: the longest blank-line separated paragraph, and no fenced code block
+        ({"max_paragraph_words": 4}, "One two three four.\n\nFive six.\n  \nSeven.", True),
+        ({"max_paragraph_words": 4}, "One two.\n\nThree four\nfive six seven.", False),  # a line break is no paragraph
+        ({"max_paragraph_words": 1}, "", True),
+        ({"no_code_block": True}, "Use `x = 1` inline; that is not a block.", True),
+        ({"no_code_block": True}, "Run this:\n```python\nprint(1)\n```\nDone.", False),
+        ({"no_code_block": True}, "Run this:\n   ~~~\nls\n", False),  # unclosed, indented 3: still a block
+        ({"no_code_block": True, "scope": "answer"}, "<think>```\nx\n```</think>\nJust 4.", True),
     ],
 )
 def test_each_rule_kind_on_real_texts(spec, text, passed):
@@ -126,6 +134,8 @@ GOOD = "name: t\nprinciples:\n  - id: p\n    rules:\n"
         ("      - max_chars: 10\n        weight: -1\n", 5, "'weight' must be a positive number"),
         ("      - max_chars: 10\n        hard: maybe\n", 5, "'hard' must be true or false"),
         ("      - max_chars: 10\n        threshold: 0.5\n", 5, "unknown key 'threshold'"),
+        ("      - max_paragraph_words: 0\n", 5, "expected a whole number of at least 1"),
+        ("      - no_code_block: false\n", 5, "rule 'no_code_block': expected true"),
         ("      - just text\n", 5, "each rule must be a mapping"),
     ],
 )
@@ -280,3 +290,34 @@ def test_accuracy_rules_with_no_reference_anywhere_fail_before_the_engine(tmp_pa
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr and not out.exists()
     assert "accuracy rule correct-answer.accuracy needs a 'reference' in the prompt records" in r.stderr
+
+
+def test_r1_sft_filters_are_rules_that_require_keeps(tmp_path):
+    """Rejection sampling with --require naming the two filters keeps only the samples with no code block and no
+    paragraph over the limit (DeepSeek-R1 filtered its SFT data so)."""
+    from cai.backends.scripted import ScriptedBackend
+
+    const = write(
+        tmp_path / "c.yaml",
+        "name: c\nprinciples:\n  - id: plain\n    rules:\n      - no_code_block: true\n"
+        "  - id: short\n    rules:\n      - max_paragraph_words: 6\n",
+    )
+    texts = [
+        "Two plus two.\n\nIt is 4.",
+        "Compute it:\n```python\nprint(2 + 2)\n```\nIt is 4.",
+        "Two plus two is four, as anyone who has counted on their fingers knows.",
+        "Add.\n\nAnswer: 4",
+    ]
+
+    def reply(chat, sampling, seed, index):
+        return texts[index]
+
+    out = tmp_path / "run"
+    config = RunConfig(
+        constitution=str(const), prompts=str(MATH), out=str(out), stage="sample", samples=4, limit=2,
+        require="plain.no_code_block,short.max_paragraph_words",
+    )  # fmt: skip
+    generate(config, backend=ScriptedBackend(reply=reply), log=lambda *_: None)
+    kept = RunStore(out).read("selected")
+    assert sorted(r["sample"] for r in kept) == [0, 0, 3, 3]
+    assert {r["completion"][0]["content"] for r in kept} == {texts[0], texts[3]}

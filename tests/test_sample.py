@@ -109,9 +109,27 @@ def test_rewardbench2_credit_and_ties_rating_by_hand():
     assert ties["ref_accuracy"] == ties["tied_accuracy"] == 1.0
     assert ties["correctness_preferred"] == ties["correctness_preferred_hard"] == 1.0
     assert ties["accuracy"] == pytest.approx(0.3 + 0.3 + 0.2 + 0.2 + 0.01 * math.tanh(1))
-    assert out["score"] == pytest.approx((0.75 + 0.0 + ties["accuracy"]) / 3)
+    # RB2's overall is the mean of all six subsets: with three, there is none, only the mean of those present
+    assert out["score"] is None and out["missing"] == ["Factuality", "Precise IF", "Safety"]
+    assert out["subsets_mean"] == pytest.approx((0.75 + 0.0 + ties["accuracy"]) / 3)
     judged = best_of_n(rows, "m", scores=False)
     assert "Ties" not in judged["subsets"] and "Ties (2 records)" in judged["unrated"]
+    assert judged["score"] is None and "Ties" in judged["missing"]
+
+    from cai.commands.evaluation.report import pm_lines
+
+    def rb2_line(rb):
+        base = dict(pairs=0, pm="pm", truncated=0, accuracy=None, ties=0, mean_margin=None, ece=None, brier=None)
+        return next(line for line in pm_lines({**base, "subsets": {}, "rewardbench2": rb}) if line.startswith("R"))
+
+    line = rb2_line(out)
+    assert line.startswith("RB2 subsets") and "not RewardBench 2's overall" in line
+    assert "missing Factuality, Precise IF, Safety" in line and "RewardBench 2  " not in line
+    rows += [pair(s, s, 0, r, 1.0 if s != "Safety" else -1.0) for s in ("Factuality", "Precise IF", "Safety")
+             for r in range(3)]  # fmt: skip
+    six = best_of_n(rows, "m", scores=True)
+    assert six["missing"] == [] and six["score"] == pytest.approx((0.75 + 0.0 + ties["accuracy"] + 1 + 1 + 0) / 6)
+    assert rb2_line(six).startswith(f"RewardBench 2  {100 * six['score']:.1f} (mean of its six subsets")
 
 
 def test_bestofn_selectors_by_hand():

@@ -15,8 +15,8 @@ from conftest import ROOT, run_stage, write
 
 from cai.backends.scripted import ScriptedBackend
 from cai.config import RunConfig
+from cai.core import steps
 from cai.errors import CaiError
-from cai.signals import steps
 
 REASONING = ROOT / "constitution" / "reasoning.yaml"
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
@@ -45,6 +45,28 @@ def test_labels_first_error_and_solution_score_by_hand():
         steps.aggregate([], "product")
 
 
+def test_three_classes_from_the_neutral_band_and_labels_up_to_the_first_mistake():
+    band = steps.band("0.4,0.6")
+    assert band == (0.4, 0.6) and steps.band(" 0.5 , 0.5 ") == (0.5, 0.5)
+    assert [steps.classify(p, band) for p in (0.39, 0.4, 0.5, 0.6, 0.61)] == [
+        "negative", "neutral", "neutral", "neutral", "positive"
+    ]  # fmt: skip
+    # PRM800K: a neutral step does not stop the labels; the first negative one does, and nothing after it is labelled
+    got = steps.label([0.9, 0.5, 0.1, 0.8, 0.05], band)
+    assert got.classes == ["positive", "neutral", "negative", None, None]
+    assert got.labels == [True, False, False] and got.first_error == 2 and got.labelled == 3  # neutral: not positive
+    kept = steps.label([0.9, 0.5, 0.1, 0.8, 0.05], band, after_error=True)
+    assert kept.classes == ["positive", "neutral", "negative", "positive", "negative"]
+    assert kept.labels == [True, False, False, True, False] and kept.first_error == 2 and kept.labelled == 5
+    clean = steps.label([0.7, 0.45], band)
+    assert clean.first_error is None and clean.labelled == 2 and clean.labels == [True, False]
+    # a step nobody labelled ends the labels before it (a person marked the first mistake right, read no further)
+    assert steps.labelling(["positive", "positive", None, "negative"]).labelled == 2
+    for bad in ("1.2,0.3", "-0.1,0.5", "0.7,0.3", "0.5", "a,b", "0.1,0.2,0.3", "nan,0.5"):
+        with pytest.raises(ValueError):
+            steps.band(bad)
+
+
 def test_step_votes_from_reads_both_orders_and_principles():
     """P(A) with Yes first is P(Yes); with No first it is P(No). Two principles: the step's p is their mean."""
     from cai.core.inputs import Prompt
@@ -65,7 +87,8 @@ def test_step_votes_from_reads_both_orders_and_principles():
     (v,) = verdicts([sol], [("a", "b")], asked, answers)
     assert isinstance(v, StepVerdict)
     assert v.step_p == pytest.approx((0.625, 0.15))
-    assert v.labels == [True, False] and v.first_error == 1
+    got = v.labelled((0.4, 0.6))  # 0.625 above the neutral band: positive; 0.15 below: negative, the first mistake
+    assert got.classes == ["positive", "negative"] and got.labels == [True, False] and got.first_error == 1
     assert v.solution_p == pytest.approx(0.625 * 0.15)
     assert [(x.step, x.principle, x.reason) for x in v.failed] == [(1, "b", "engine: boom")]
     # A step that no principle read in both orders leaves the solution unlabelled, with the reason.
@@ -115,6 +138,18 @@ def test_step_encoder_puts_each_label_on_the_steps_last_token_and_counts_cuts():
     short = StepEncoder(tok, "\n", ends[0] + 1)
     ids2, ends2 = short("what is two plus two", ["two plus two", "is four"])
     assert ends2 == ends[:1] and len(ids2) == ends[0] + 1 and short.cut_steps == 1
+    # scoring reads a cut step in a window of its own: [CLS] prompt, the tail of the steps before it, up to its end
+    prompt = tok("what is two plus two", add_special_tokens=False)["input_ids"]
+    win = short.window("what is two plus two", ["two plus two", "is four"], 1)
+    assert (
+        len(win) <= short.max_length
+        and win[-1] == tok.sep_token_id
+        and win[: 1 + len(prompt)] == ids[: 1 + len(prompt)]
+    )
+    assert win[-3:] == ids[ends[1] - 2 : ends[1] + 1]
+    tiny = StepEncoder(tok, "\n", 4)  # a step too long to sit beside the prompt: the last tokens up to its end
+    alone = tiny.window("what is two plus two", ["two plus two", "is four"], 1)
+    assert len(alone) == 4 and alone[0] == tok.cls_token_id and alone[1:] == ids[ends[1] - 2 : ends[1] + 1]
 
 
 # -- the stage on the scripted engine (structure, batching, failures) -------------------------------------------
@@ -147,14 +182,17 @@ def test_stage_reads_every_step_in_one_call(tmp_path):
 
     prompts, _ = load(str(data))
     result = run_stage("steps", _config(tmp_path, data, step_principles=2), engine, prompts, REASONING)
-    assert [len(r["completions"]) for r in result.rows] == [3, 2, 1]
+    assert [len(r["steps"]) for r in result.rows] == [3, 2, 1]
     # one call for the chunk's reads: 6 steps x 2 principles x 2 orders
     assert [n for n, _ in engine.calls] == [6 * 2 * 2]
     for row in result.rows:
-        assert len(row["votes"]) == 2 * len(row["completions"]) and len(row["principles"]) == 2
-        assert row["labels"] == [p >= 0.5 for p in row["step_p"]]
-        assert row["first_error"] == steps.first_error(row["labels"])
-        assert row["solution_p"] == pytest.approx(math.prod(row["step_p"]))
+        assert len(row["votes"]) == 2 * len(row["steps"]) and len(row["principles"]) == 2
+        # PRM800K's labels: three classes by the neutral band, up to and including the first negative step
+        want = steps.label(row["step_p"], steps.band(steps.NEUTRAL_BAND))
+        assert row["step_class"] == want.classes and row["labels"] == want.labels
+        assert row["first_error"] == want.first_error and row["labelled_after_error"] is False
+        assert row["completions"] == row["steps"][: want.labelled]
+        assert row["solution_p"] == pytest.approx(math.prod(row["step_p"]))  # the judge's read of every step
         for k, p in enumerate(row["step_p"]):
             here = [(v["p_yes_ab"] + v["p_yes_ba"]) / 2 for v in row["votes"] if v["step"] == k]
             assert p == pytest.approx(sum(here) / len(here))
@@ -162,6 +200,59 @@ def test_stage_reads_every_step_in_one_call(tmp_path):
     assert first["prompt"] == "What is 2 + 3?" and first["messages"][0]["content"] == "What is 2 + 3?"
     assert first["correct"] is True and first["reference"] == "5"  # the accuracy rule on the final answer
     assert result.rows[1]["correct"] is None  # no reference: not graded
+
+
+def test_label_after_first_error_keeps_every_step_in_the_training_columns(tmp_path):
+    data = _solutions_file(tmp_path, [{"prompt": "What is 2 + 3?", "solution": "Add.\nThat is 6.\nNo, 5.\nAnswer: 5"}])
+    from cai.core.inputs import load
+
+    prompts, _ = load(str(data))
+
+    def run(**flags):
+        config = _config(tmp_path, data, neutral_band="0.5,0.5", **flags)
+        (row,) = run_stage("steps", config, ScriptedBackend(), prompts, REASONING).rows
+        return row
+
+    cut, kept = run(), run(label_after_first_error=True)
+    assert cut["step_p"] == kept["step_p"] and cut["steps"] == kept["steps"] and len(cut["steps"]) == 4
+    want = steps.label(cut["step_p"], (0.5, 0.5), after_error=True)
+    assert kept["completions"] == kept["steps"] and kept["step_class"] == want.classes and kept["labelled_after_error"]
+    assert kept["labels"] == want.labels and kept["first_error"] == want.first_error
+    n = steps.label(cut["step_p"], (0.5, 0.5)).labelled
+    assert cut["first_error"] is not None and n < 4  # the scripted judge finds a mistake before the last step
+    assert cut["completions"] == cut["steps"][:n] and cut["step_class"][n:] == [None] * (4 - n)
+
+
+def test_a_persons_first_wrong_step_labels_up_to_it_and_leaves_the_rest_unlabelled():
+    """The review page's "first wrong step" sends the steps before it right and it wrong; publish then labels the
+    row by PRM800K's rule: nothing after the first mistake (unless the row was labelled past it)."""
+    from cai.core.views import StepsView
+
+    row = {
+        "id": "a",
+        "steps": ["s1", "s2", "s3", "s4"],
+        "completions": ["s1", "s2", "s3"],
+        "labels": [True, False, False],
+        "step_class": ["positive", "neutral", "negative", None],
+        "step_p": [0.9, 0.5, 0.1, 0.8],
+        "first_error": 2,
+        "labelled_after_error": False,
+    }
+    first_wrong = StepsView().relabel(row, {0: True, 1: False})  # the person: step 2 is the first mistake
+    assert first_wrong["step_class"] == ["positive", "negative", None, None] and first_wrong["first_error"] == 1
+    assert first_wrong["completions"] == ["s1", "s2"] and first_wrong["labels"] == [True, False]
+    assert first_wrong["step_p"] == [1.0, 0.0, 0.1, 0.8] and first_wrong["ai_step_p"] == row["step_p"]
+    # the labeller's mistake marked right: the labels reach as far as someone labelled, no mistake found
+    right = StepsView().relabel(row, {2: True})
+    assert right["step_class"] == ["positive", "neutral", "positive", None] and right["first_error"] is None
+    assert right["completions"] == ["s1", "s2", "s3"] and right["labels"] == [True, False, True]
+    none_wrong = StepsView().relabel(row, {i: True for i in range(4)})
+    assert none_wrong["labels"] == [True] * 4 and none_wrong["completions"] == row["steps"]
+    # a row labelled past its first mistake keeps the labeller's labels after the person's first mistake
+    past = {**row, "step_class": ["positive", "neutral", "negative", "positive"], "labelled_after_error": True}
+    kept = StepsView().relabel(past, {0: False})
+    assert kept["step_class"] == ["negative", "neutral", "negative", "positive"] and kept["first_error"] == 0
+    assert kept["completions"] == row["steps"] and kept["labels"] == [False, False, False, True]
 
 
 def test_step_reads_share_the_text_of_the_steps_before_them(tmp_path):
@@ -253,6 +344,9 @@ def test_solutions_from_an_sl_run(tmp_path):
         ([{"solution": "a"}], [], r"solutions.jsonl:1: missing field 'prompt' or 'messages'"),
         ([{"prompt": "q", "solution": "a"}], ["--step-principles", "3"], r"--step-principles 3 but only 2 principles"),
         ([{"prompt": "q", "solution": "a"}], ["--solutions-per-prompt", "2"], r"--solutions-per-prompt applies to"),
+        ([{"prompt": "q", "solution": "a"}], ["--neutral-band", "1.2,0.3"], r"--neutral-band '1.2,0.3': both ends"),
+        ([{"prompt": "q", "solution": "a"}], ["--neutral-band", "0.7,0.3"], r"--neutral-band '0.7,0.3': LOW is above"),
+        ([{"prompt": "q", "solution": "a"}], ["--neutral-band", "half"], r"--neutral-band 'half': expected LOW,HIGH"),
     ],
 )
 def test_bad_steps_input_is_one_line_and_writes_nothing(tmp_path, cli, records, flags, message):
@@ -326,6 +420,34 @@ def test_score_a_prm_gives_step_scores_and_the_solution_score(trained_prm, steps
     r = cli("score", "--pm", out, "--data", text, "--out", tmp_path / "t.jsonl")
     assert r.returncode == 0, r.stderr
     assert len(json.loads((tmp_path / "t.jsonl").read_text())["step_scores"]) == 3
+
+
+def test_a_solution_longer_than_the_prm_reads_is_scored_to_its_last_step(trained_prm):
+    """A product that left out the steps past max_length would only grow with them: every step is scored."""
+    from cai.signals.rewardmodels import StepRow, solution_score, step_scores
+
+    out, _ = trained_prm
+    long = [f"step {i} is wrong: it adds {i} to the running total" for i in range(12)]
+    row = StepRow("p", "problem 3", long, None)
+    full, short = step_scores(str(out), [row], max_length=512), step_scores(str(out), [row], max_length=48)
+    assert full["windowed_steps"] == 0 and short["windowed_steps"] > 0
+    (ps,) = short["steps"]
+    n = len(long) - short["windowed_steps"]
+    assert len(ps) == len(long) and all(0 < p < 1 for p in ps) and n >= 1
+    score = solution_score(ps, "product")
+    assert score == pytest.approx(math.prod(ps)) and score < math.prod(ps[:n])
+
+
+def test_prm_data_from_a_steps_split_trains_the_labelled_steps_and_scores_all(tmp_path):
+    from cai.train.prm import load_rows
+
+    row = {"prompt": "q", "steps": ["a", "b", "c", "d"], "completions": ["a", "b"], "labels": [True, False],
+           "step_p": [0.9, 0.2, 0.7, 0.1]}  # fmt: skip
+    data = write(tmp_path / "s.jsonl", json.dumps(row) + "\n")
+    (train_row,) = load_rows(str(data))
+    assert train_row.steps == ["a", "b"] and train_row.targets == [0.9, 0.2]  # up to the first mistake
+    (score_row,) = load_rows(str(data), need_labels=False)
+    assert score_row.steps == ["a", "b", "c", "d"] and score_row.targets == [0.9, 0.2, 0.7, 0.1]
 
 
 def test_the_wrong_kind_of_model_is_one_line(trained_prm, steps_file, tiny_backbone, tmp_path, cli):
@@ -411,12 +533,15 @@ def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_pat
     assert rows and summary.rows["steps"] == len(rows)
     assert len(rows) + sum(r["reason"].count("solution ") for r in RunStore(out).skipped()) == 6
     for r in rows:
-        assert isinstance(r["prompt"], str) and len(r["completions"]) == len(r["labels"]) == len(r["step_p"])
+        assert isinstance(r["prompt"], str) and len(r["completions"]) == len(r["labels"])
+        assert len(r["steps"]) == len(r["step_p"]) == len(r["step_class"]) >= len(r["completions"])
+        assert r["completions"] == r["steps"][: len(r["labels"])]  # up to the first mistake
         assert all(isinstance(x, bool) for x in r["labels"]) and all(0 <= p <= 1 for p in r["step_p"])
         assert r["judge"] == "logprob" and r["model"] == "smollm2-135m" and r["correct"] in (True, False)
-        assert len(r["votes"]) == len(r["completions"])  # 1 principle per solution, both orders in each vote
+        assert len(r["votes"]) == len(r["steps"])  # 1 principle per solution, both orders in each vote
     s = stats.compute(out)["steps"]
-    assert s["solutions"] == len(rows) and s["steps"] == sum(len(r["completions"]) for r in rows)
+    assert s["solutions"] == len(rows) and s["steps"] == sum(len(r["steps"]) for r in rows)
+    assert s["labelled"] == sum(len(r["labels"]) for r in rows) == s["steps"] - s["classes"]["unlabelled"]
 
     # TRL's PRMTrainer reads the split as it is (it drops the evidence columns itself) and trains 2 steps. It
     # left TRL after 1.12: `make setup` puts that TRL in a folder of its own, imported here in a child process.
@@ -436,6 +561,7 @@ def test_real_engine_steps_split_trains_trl_prm_trainer_and_ours(engine, tmp_pat
 
     m = train(str(out), str(tmp_path / "prm"), log=lambda *_: None, kind="prm", epochs=1)
     assert m["solutions"] == len(rows) and m["train_steps"] >= 1
+    assert m["steps"] == sum(len(r["labels"]) for r in rows)  # the steps after a first mistake are not trained on
 
 
 def test_prm_data_errors_name_the_run(tmp_path):
@@ -464,6 +590,21 @@ def test_eval_steps_figures_by_hand():
     assert r["mean_p_good"] == pytest.approx((0.8 + 0.9 + 0.7 + 0.2) / 4) and r["mean_p_bad"] == pytest.approx(0.6)
     assert r["subsets"]["x"]["accuracy"] == 0.5 and r["subsets"]["y"]["accuracy"] == pytest.approx(2 / 3)
     assert r["failure_reasons"] == ["step 1: engine down"]
+    # per class of the default neutral band 0.4,0.6: 0.8, 0.9, 0.7 positive; 0.6 neutral; 0.2 negative
+    assert r["neutral_band"] == [0.4, 0.6]
+    assert r["classes"] == {
+        "positive": {"steps": 3, "share": pytest.approx(3 / 5), "good": 1.0},
+        "neutral": {"steps": 1, "share": pytest.approx(1 / 5), "good": 0.0},
+        "negative": {"steps": 1, "share": pytest.approx(1 / 5), "good": 1.0},
+    }
+    assert r["subsets"]["x"]["classes"]["neutral"]["steps"] == 1
+    # the first mistake is the first step read negative: with a band of 0.65,0.65, 0.6 is solution 0's first
+    narrow = report(records, [[0.8, 0.6], [0.9, 0.7, 0.2], None], [], (0.65, 0.65))
+    assert narrow["first_error_accuracy"] == 0.5 and narrow["classes"]["neutral"]["steps"] == 0
+    from cai.commands.evaluation.report import steps_lines
+
+    shown = "\n".join(steps_lines({**r, "judge": "logprob", "model": "m"}))
+    assert "read below 0.4 negative, above 0.6 positive" in shown and "neutral         1 steps" in shown
 
 
 def test_eval_steps_with_a_prm_on_the_shipped_set(trained_prm, tmp_path, cli):
@@ -485,6 +626,10 @@ def test_eval_steps_bad_data_is_one_line(tmp_path, cli):
     r = cli("eval", "steps", "--data", data, "--constitution", "reasoning")
     assert r.returncode == 2 and "s.jsonl:1: 2 steps but 1 labels" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    good = ROOT / "data" / "eval" / "steps.jsonl"
+    band = cli("eval", "steps", "--data", good, "--constitution", "reasoning", "--neutral-band", "0.2,1.5")
+    assert band.returncode == 2 and "--neutral-band '0.2,1.5': both ends must lie in [0, 1]" in band.stderr
+    assert len(band.stderr.strip().splitlines()) == 1
 
 
 def test_eval_steps_judge_on_the_real_engine(engine, tmp_path):
@@ -535,4 +680,6 @@ def test_stats_review_and_card_cover_the_steps_split(tmp_path, cli):
     got = page(RunStore(out), Filters("steps", limit=5))
     assert got["total"] == 12 and len(got["rows"]) == 5 and len({r["id"] for r in got["rows"]}) == 5
     full = row(RunStore(out), "steps", got["rows"][0]["id"])
-    assert full["completions"] == ["First.", "Second.", "Answer: 8"]
+    assert full["steps"] == ["First.", "Second.", "Answer: 8"]
+    labelled = 3 if full["first_error"] is None else full["first_error"] + 1  # up to the first mistake
+    assert full["completions"] == full["steps"][:labelled] and len(full["labels"]) == labelled

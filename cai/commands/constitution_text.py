@@ -22,7 +22,8 @@ principles:
     tags: [example]                # optional
     weight: 1.0                    # optional: relative chance of being sampled
 #   rules:                         # optional: checked by code (beside or instead of critique/revision)
-#     - max_words: 300             # also max_chars, must_match / must_not_match (regex, flags: [ignorecase]),
+#     - max_words: 300             # also max_chars, max_paragraph_words, no_code_block: true, must_match /
+#                                  #   must_not_match (regex, flags: [ignorecase]),
 #       weight: 1.0                #   format (think-answer, boxed-answer or a regex), language: en + threshold,
 #       hard: false                #   accuracy: math|exact (against the prompt record's `reference`)
 

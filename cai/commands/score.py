@@ -170,7 +170,7 @@ def score_steps(data: str, out: str, pm: str | None, const, aggregate: str, batc
             line["rules"] = [x.row() for x in results]
         lines.append(line)
     labelled = [(ps, r.targets[: len(ps)]) for r, ps in zip(rows, scored["steps"], strict=True) if r.targets]
-    report: dict = {"scored": len(rows), "out": out, "unit": "solutions", "cut_steps": scored["cut_steps"]}
+    report: dict = {"scored": len(rows), "out": out, "unit": "solutions", "windowed_steps": scored["windowed_steps"]}
     if labelled:
         m = rewardmodels.step_metrics([p for p, _ in labelled], [t for _, t in labelled])
         report.update({k: m[k] for k in ("step_accuracy", "first_error_accuracy", "step_ece")})
@@ -210,8 +210,8 @@ def lines(report: dict) -> list[str]:
             f"against the data's labels: step accuracy {num(report['step_accuracy'])}, first-error accuracy "
             f"{num(report['first_error_accuracy'])}, ece {num(report['step_ece'])}"
         )
-    if report.get("cut_steps"):
-        out.append(f"{report['cut_steps']} steps past the model's max length were not scored")
+    if report.get("windowed_steps"):
+        out.append(f"{report['windowed_steps']} steps past the model's max length were each read in a window")
     if report.get("accuracy") is not None:
         out.append(f"accuracy (chosen scores above rejected): {report['accuracy']:.3f}")
     for rule, share in (report.get("rules_passed") or {}).items():

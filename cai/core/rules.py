@@ -22,7 +22,17 @@ from typing import Any
 
 from cai.core import answer
 
-KINDS = ("must_match", "must_not_match", "format", "max_words", "max_chars", "language", "accuracy")
+KINDS = (
+    "must_match",
+    "must_not_match",
+    "format",
+    "max_words",
+    "max_chars",
+    "max_paragraph_words",
+    "no_code_block",
+    "language",
+    "accuracy",
+)
 # Named formats; any other `format` value is a regular expression the whole text must match (groups allowed).
 FORMATS = {
     # DeepSeek-R1: the reasoning inside <think>...</think>, then the answer.
@@ -68,6 +78,11 @@ COMMON_LANGUAGES = (
 SECONDS = 0.5  # the time one pattern may take on one text; one that backtracks past it is unknown
 MATH_SECONDS = 6.0  # a math-verify comparison, in a worker process killed at this deadline (cai.core.bounded)
 _SENTENCE = re.compile(r"(?<=[.!?。！？\n])\s+|(?<=[。！？])")
+# DeepSeek-R1 filtered its rejection-sampled SFT data for long paragraphs and code blocks: a paragraph is a
+# blank-line separated block; a code block opens with a Markdown fence (``` or ~~~, indented at most 3 spaces),
+# closed or not (an unclosed fence is still code the reader has to read as code).
+_PARAGRAPH = re.compile(r"\n[ \t]*\n")
+_CODE_FENCE = re.compile(r"^[ ]{0,3}(?:```|~~~)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -178,6 +193,12 @@ def _count(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) 
     return {}
 
 
+def _true(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
+    if value is not True:  # `no_code_block: false` would be a rule that checks nothing: say so instead
+        raise ValueError(f"rule {kind!r}: expected true (leave the rule out to allow code blocks), got {value!r}")
+    return {}
+
+
 def _language_rule(kind: str, value: Any, spec: dict[str, Any], flags: tuple[str, ...]) -> dict:
     among = tuple(spec.get("among", COMMON_LANGUAGES))
     for code in (value, *among):
@@ -214,6 +235,8 @@ CHECKS: dict[str, Callable[[str, Any, dict[str, Any], tuple[str, ...]], dict]] =
     "format": _format,
     "max_words": _count,
     "max_chars": _count,
+    "max_paragraph_words": _count,
+    "no_code_block": _true,
     "language": _language_rule,
     "accuracy": _accuracy,
 }
@@ -288,6 +311,10 @@ def _score(rule: Rule, text: str, reference: str | None) -> float:
         return float(len(text.split()) <= rule.value)
     if k == "max_chars":
         return float(len(text) <= rule.value)
+    if k == "max_paragraph_words":
+        return float(longest_paragraph(text) <= rule.value)
+    if k == "no_code_block":
+        return float(_CODE_FENCE.search(text) is None)
     if k == "language":
         return language_share(text, rule.value, rule.among)
     if k == "accuracy":
@@ -296,6 +323,11 @@ def _score(rule: Rule, text: str, reference: str | None) -> float:
             return code_score(text, reference, rule)
         return float(accurate(text, reference, rule.value))
     raise ValueError(f"unknown rule kind {k!r}")
+
+
+def longest_paragraph(text: str) -> int:
+    """The words in `text`'s longest paragraph (blank-line separated block); 0 for a text with none."""
+    return max((len(p.split()) for p in _PARAGRAPH.split(text)), default=0)
 
 
 # -- language ---------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cai.core import steps as steps_mod
 from cai.errors import CaiError
 
 if TYPE_CHECKING:
@@ -162,7 +163,11 @@ class StepsView(View):
     def relabel(self, row: dict, steps: dict[int, bool]) -> dict | None:
         """The row with a person's step labels, which outrank the labeller's: a relabelled step's soft label
         `step_p` becomes the person's 1 or 0 (the PRM trainer learns `step_p` first), the labeller's soft labels
-        stay in `ai_step_p`, and `first_error` follows the new labels. `solution_p` stays the labeller's."""
+        stay in `ai_step_p`, and `first_error` follows the new labels. `solution_p` stays the labeller's. A row
+        with step classes (cai's steps split) is labelled again by PRM800K's rule (cai.core.steps.labelling): a step
+        marked right is positive, one marked wrong negative, and the labels stop at the first mistake."""
+        if "step_class" in row and "steps" in row:
+            return _relabel_classes(row, steps)
         labels = list(row["labels"])
         soft = row.get("step_p")
         step_p = list(soft) if soft is not None else None
@@ -177,3 +182,25 @@ class StepsView(View):
         if "first_error" in row:
             out["first_error"] = next((i for i, ok in enumerate(labels) if not ok), None)
         return out
+
+
+def _relabel_classes(row: dict, marked: dict[int, bool]) -> dict:
+    classes = list(row["step_class"])
+    soft = row.get("step_p")
+    step_p = list(soft) if soft is not None else None
+    for k, v in marked.items():
+        if 0 <= int(k) < len(classes):
+            classes[int(k)] = steps_mod.POSITIVE if v else steps_mod.NEGATIVE
+            if step_p is not None:
+                step_p[int(k)] = 1.0 if v else 0.0
+    got = steps_mod.labelling(classes, bool(row.get("labelled_after_error")))
+    out = dict(
+        row,
+        step_class=got.classes,
+        labels=got.labels,
+        completions=list(row["steps"][: got.labelled]),
+        first_error=got.first_error,
+    )
+    if step_p is not None:
+        out.update(step_p=step_p, ai_step_p=list(soft or []))
+    return out

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from cai import plugins
+from cai.core import steps as steps_mod
 from cai.errors import CaiError
 from cai.settings import setting
-from cai.signals import steps as steps_mod
 
 if TYPE_CHECKING:
     from cai.config import RunConfig
@@ -34,6 +34,21 @@ class StepJudgingOptions:
         identity=True,
         selects="step_judge",
     )
+    neutral_band: str = setting(
+        steps_mod.NEUTRAL_BAND,
+        "The neutral band LOW,HIGH of P(good step): a step read below it is negative, above it positive, within it "
+        "neutral (PRM800K's three classes; the first negative step is the first mistake).",
+        identity=True,
+    )
+
+
+def neutral_band(config: RunConfig) -> tuple[float, float]:
+    """The declared neutral band; a bad one is CaiError naming the flag (checked before the engine starts)."""
+    text = config.options(StepJudgingOptions).neutral_band
+    try:
+        return steps_mod.band(text)
+    except ValueError as e:
+        raise CaiError(f"--neutral-band {e}") from None
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,8 @@ class StepFailure:
 
 @dataclass(frozen=True)
 class StepVerdict:
-    """A judged solution: `step_p[k]` is P(step k is correct and acceptable), the soft label."""
+    """A judged solution: `step_p[k]` is P(step k is correct and acceptable), the soft label of every step
+    (the steps after the first mistake are read too: a setting may label them)."""
 
     solution: Solution
     principles: tuple[str, ...]
@@ -84,13 +100,9 @@ class StepVerdict:
     votes: tuple[StepVote, ...]
     failed: tuple[StepFailure, ...]
 
-    @property
-    def labels(self) -> list[bool]:
-        return steps_mod.labels(self.step_p)
-
-    @property
-    def first_error(self) -> int | None:
-        return steps_mod.first_error(self.labels)
+    def labelled(self, neutral: tuple[float, float], after_error: bool = False) -> steps_mod.Labelling:
+        """Its steps' classes and labels under the neutral band, up to the first mistake (or every step)."""
+        return steps_mod.label(self.step_p, neutral, after_error)
 
     @property
     def solution_p(self) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cai.core import steps as steps_mod
 from cai.core.context import RunContext
 from cai.core.prompts import SAMPLE_CONVERSATION, TemplateSpec
 from cai.core.records import ChunkResult, Failure, continued
@@ -22,7 +23,6 @@ from cai.errors import CaiError
 from cai.judges.step import Solution, StepFailure, StepJudge, StepVerdict, StepVote
 from cai.settings import setting
 from cai.signals import reads
-from cai.signals import steps as steps_mod
 
 if TYPE_CHECKING:
     from cai.config import RunConfig

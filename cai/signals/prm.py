@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cai.core import answer
+from cai.core import answer, steps
 from cai.core.records import Failure
 from cai.settings import setting
-from cai.signals import rewardmodels, steps
+from cai.signals import rewardmodels
 from cai.signals.base import Item, Score, Signal
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cai.core import steps as steps_mod
 from cai.errors import CaiError
-from cai.signals import steps as steps_mod
 from cai.signals.calibration import calibration
 
 if TYPE_CHECKING:
@@ -275,7 +275,8 @@ class StepRow:
 class StepEncoder:
     """(prompt, steps) -> token ids and the position of each step's label, laid out as TRL's PRMTrainer does:
     [BOS] prompt, then each step followed by the separator, the label on the separator's last token. Long
-    texts are cut on the right; steps cut off lose their label and are counted."""
+    texts are cut on the right; steps cut off lose their label and are counted (training), or are read each in a
+    window of their own (`window`, scoring)."""
 
     def __init__(self, tokenizer, separator: str, max_length: int):
         self.tokenizer = tokenizer
@@ -299,6 +300,21 @@ class StepEncoder:
         kept = [e for e in ends if e < self.max_length]
         self.cut_steps += len(ends) - len(kept)
         return ids[: self.max_length], kept
+
+    def window(self, prompt: str, steps: list[str], k: int) -> list[int]:
+        """Step k read in at most max_length tokens that end at its label: [BOS] prompt and as many of the steps
+        just before it as fit; a step too long to sit beside the prompt gets the last max_length tokens up to
+        its end. (A solution's score is the product over all of its steps, so a step past max_length is read,
+        with less context, rather than left out: a product missing its last factors only grows.)"""
+        head = self.start + self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        body: list[int] = []
+        for step in steps[: k + 1]:
+            body += self.tokenizer(step, add_special_tokens=False)["input_ids"] + self.sep
+        last = len(self.tokenizer(steps[k], add_special_tokens=False)["input_ids"]) + len(self.sep)
+        room = self.max_length - len(head)
+        if room >= last:
+            return head + body[-room:]
+        return self.start + (head[len(self.start) :] + body)[-(self.max_length - len(self.start)) :]
 
 
 def step_features(rows: list[StepRow], encode: StepEncoder) -> list[dict]:
@@ -363,12 +379,23 @@ def step_metrics(predicted: list[list[float]], targets: list[list[float]]) -> di
 
 
 def step_scores(pm: str, rows: list[StepRow], batch_size: int = 16, max_length: int = 512) -> dict:
-    """P(step is good) of every step of every row from a trained PRM: {"steps": [[p, ...], ...], "cut_steps": n}
-    (steps past max_length get no score and are counted)."""
+    """P(step is good) of every step of every row from a trained PRM: {"steps": [[p, ...], ...],
+    "windowed_steps": n}. Every step is scored: one past max_length in a window of its own (StepEncoder.window),
+    counted in `windowed_steps`."""
     tokenizer, model = load(pm, PRM)
     encode = StepEncoder(tokenizer, getattr(model.config, "cai_step_separator", "\n"), max_length)
-    predicted = predict(model, step_features(rows, encode), StepCollator(tokenizer.pad_token_id), batch_size)
-    return {"steps": predicted, "cut_steps": encode.cut_steps}
+    collate = StepCollator(tokenizer.pad_token_id)
+    feats = step_features(rows, encode)
+    predicted = predict(model, feats, collate, batch_size)
+    windows, owners = [], []
+    for i, (r, f) in enumerate(zip(rows, feats, strict=True)):
+        for k in range(len(f["ends"]), len(r.steps)):  # in step order: appended after the steps read in full
+            ids = encode.window(r.prompt, r.steps, k)
+            windows.append({"input_ids": ids, "ends": [len(ids) - 1], "targets": [0.0]})
+            owners.append(i)
+    for i, (p,) in zip(owners, predict(model, windows, collate, batch_size), strict=True):
+        predicted[i].append(p)
+    return {"steps": predicted, "windowed_steps": len(windows)}
 
 
 def solution_score(step_p: list[float], how: str) -> float | None:

@@ -1,6 +1,8 @@
 """Process supervision: solutions split into steps, each step labelled by the step judge under the constitution.
 
-Rows are TRL's stepwise-supervision format with the soft labels and every read beside the boolean labels."""
+Rows are TRL's stepwise-supervision format with the soft labels and every read beside the boolean labels. As in
+PRM800K, a solution is labelled up to its first mistake: `completions` and `labels` (what a PRM trains on) stop
+at the first negative step unless --label-after-first-error; `steps` holds the whole solution."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cai.core import columns
+from cai.core import steps as steps_mod
 from cai.core.columns import Messages
 from cai.core.context import RunContext
 from cai.core.inputs import Prompt
@@ -19,7 +22,6 @@ from cai.errors import CaiError
 from cai.judges import step as stepjudge
 from cai.judges.step import Solution, StepFailure, StepJudgingOptions, StepVerdict, StepVote
 from cai.settings import setting
-from cai.signals import steps as steps_mod
 from cai.stages import candidates
 from cai.stages.base import Stage
 from cai.stages.candidates import Candidate, Candidates
@@ -66,12 +68,19 @@ class StepsOptions:
         when=("solutions", ("sampled",)),
         temperature=True,
     )
+    label_after_first_error: bool = setting(
+        False,
+        "Label and train on the steps after the first mistake too (PRM800K labels up to the first mistake, and "
+        "the steps after it, which build on a mistake, are left out of PRM training).",
+        identity=True,
+    )
 
 
 @dataclass(frozen=True)
 class StepsRow:
     """A row of the steps split: TRL's stepwise-supervision format (prompt: str, completions: list[str], labels:
-    list[bool]) and the evidence behind each label: the soft label it came from and every read."""
+    list[bool]) over the labelled steps, and the evidence: every step of the solution, its class and soft label,
+    and every read."""
 
     id: str  # the row: <prompt_id>-<solution>
     prompt_id: str
@@ -79,10 +88,13 @@ class StepsRow:
     source: str  # sampled, sl initial, sl revision N, file
     prompt: str
     messages: Messages  # the prompt as chat messages
-    completions: list[str]
-    labels: list[bool]
-    step_p: list[float]  # P(the step is correct and acceptable), the soft label
-    first_error: int | None  # index of the first step labelled bad; null if none
+    completions: list[str]  # the labelled steps: up to the first mistake, or all with label_after_first_error
+    labels: list[bool]  # per labelled step: positive (a neutral step counts as not positive, as in PRM800K)
+    steps: list[str]  # every step of the solution
+    step_class: list[str | None]  # per step: positive, neutral, negative; null where left unlabelled
+    step_p: list[float]  # per step: P(the step is correct and acceptable), the soft label
+    first_error: int | None  # index of the first negative step (the first mistake); null if none
+    labelled_after_error: bool  # whether the steps after the first mistake were labelled
     solution_p: float  # the product of step_p
     principles: list[str]
     votes: list[StepVote]
@@ -141,7 +153,7 @@ class StepsStage(Stage):
     split = "steps"
     row_type = StepsRow
     view = StepsView(
-        answer="completions", messages="messages", principles="votes", extra=("solution",), trains="prm", scores="steps"
+        answer="steps", messages="messages", principles="votes", extra=("solution",), trains="prm", scores="steps"
     )
     inputs = ("sft",)  # with --solutions sl
     in_all = False  # it wants problems whose solutions have checkable steps: run it by name
@@ -174,9 +186,12 @@ class StepsStage(Stage):
         return self.candidates.sampled or self.judge.needs_engine(ctx)
 
     def report(self) -> StepsReport:
-        return StepsReport(self.split, self.o.solutions, self.separator, self.judge.describe())
+        band = self.config.options(stepjudge.StepJudgingOptions).neutral_band
+        after = self.o.label_after_first_error
+        return StepsReport(self.split, self.o.solutions, self.separator, self.judge.describe(), band, after)
 
     def check(self, ctx: RunContext) -> None:
+        stepjudge.neutral_band(ctx.config)  # a bad band is one line before the engine starts
         self.judge.check(ctx)
         if not self.separator:
             raise CaiError("--step-separator: empty; use line, paragraph or a separator text")
@@ -194,16 +209,17 @@ class StepsStage(Stage):
         solutions = self.solutions(ctx, chunk, result, lost)
         verdicts = self.judge.judge(ctx, solutions, result)
         accuracy = {r.id for r in ctx.constitution.rules if r.kind == "accuracy"}
+        neutral = stepjudge.neutral_band(ctx.config)
         for s, v in zip(solutions, verdicts, strict=True):
             if isinstance(v, Failure):
                 lost.setdefault(s.prompt.id, []).append(f"solution {s.index}: {v.reason}")
             else:
-                result.rows.append(self._row(ctx, v, accuracy))
+                result.rows.append(self._row(ctx, v, v.labelled(neutral, self.o.label_after_first_error), accuracy))
         for pid, reasons in lost.items():
             result.skip(pid, "; ".join(reasons))
         return result
 
-    def _row(self, ctx: RunContext, v: StepVerdict, accuracy: set[str]) -> dict:
+    def _row(self, ctx: RunContext, v: StepVerdict, labelled: steps_mod.Labelling, accuracy: set[str]) -> dict:
         """One solution's row; `accuracy`: the ids of the constitution's accuracy rules (they grade `correct`)."""
         s = v.solution
         checked = check_all(ctx.constitution.rules, s.text, s.prompt.reference)
@@ -215,10 +231,13 @@ class StepsStage(Stage):
             source=s.source,
             prompt=steps_mod.prompt_text(s.prompt.messages),
             messages=list(s.prompt.messages),
-            completions=list(s.steps),
-            labels=v.labels,
+            completions=list(s.steps[: labelled.labelled]),
+            labels=labelled.labels,
+            steps=list(s.steps),
+            step_class=labelled.classes,
             step_p=list(v.step_p),
-            first_error=v.first_error,
+            first_error=labelled.first_error,
+            labelled_after_error=self.o.label_after_first_error,
             solution_p=v.solution_p,
             principles=list(v.principles),
             votes=list(v.votes),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cai.core.steps import CLASSES
 from cai.stages.report import Report, bars
 
 if TYPE_CHECKING:
@@ -13,17 +14,23 @@ FIRST_ERRORS = 8  # first-error histogram: step 1 .. 7, then "8+"
 
 
 class StepsReport(Report):
-    """What the steps stage says about its split: steps per solution, the share of steps labelled good, where
-    the first error falls, the judge's order consistency per principle, and final-answer accuracy where the
-    prompts had references. `judged`: the step judge's sentence of how it labelled each step."""
+    """What the steps stage says about its split: steps per solution, how many steps fell in each class (positive,
+    neutral, negative, unlabelled after the first mistake) and the share labelled good, where the first error
+    falls, the judge's order consistency per principle, and final-answer accuracy where the prompts had
+    references. `judged`: the step judge's sentence of how it labelled each step; `band`: the neutral band."""
 
     readers = "TRL's PRMTrainer reads prompt/completions/labels as is"
     plots = True
     task_categories = ("text-generation", "token-classification")
 
-    def __init__(self, split: str, solutions: str, separator: str, judged: str):
+    def __init__(self, split: str, solutions: str, separator: str, judged: str, band: str, after_error: bool):
         super().__init__(split)
-        self.solutions, self.separator, self.judged = solutions, separator, judged
+        self.solutions, self.separator, self.judged, self.band = solutions, separator, judged, band
+        self.after = (
+            "cover every step (labelled after the first mistake too)"
+            if after_error
+            else "stop at the first mistake: the steps after it are unlabelled and not trained on"
+        )
 
     def stats(self, rows: pl.LazyFrame) -> dict:
         import polars as pl
@@ -32,9 +39,10 @@ class StepsReport(Report):
             rows.select(
                 pl.len().alias("solutions"),
                 pl.col("prompt_id").n_unique().alias("prompts"),
-                pl.col("completions").list.len().mean().alias("steps_mean"),
-                pl.col("completions").list.len().max().alias("steps_max"),
-                pl.col("labels").list.len().sum().alias("steps"),
+                pl.col("steps").list.len().mean().alias("steps_mean"),
+                pl.col("steps").list.len().max().alias("steps_max"),
+                pl.col("steps").list.len().sum().alias("steps"),
+                pl.col("labels").list.len().sum().alias("labelled"),
                 pl.col("labels").list.sum().sum().alias("good_steps"),
                 pl.col("first_error").is_null().sum().alias("all_good"),
                 pl.col("solution_p").mean().alias("solution_p_mean"),
@@ -46,6 +54,13 @@ class StepsReport(Report):
             .row(0, named=True)
         )
         step_p = rows.select(pl.col("step_p").explode()).select(pl.col("step_p").mean()).collect().item()
+        classes = dict(
+            rows.select(pl.col("step_class").explode().fill_null("unlabelled"))
+            .group_by("step_class")
+            .len()
+            .collect()
+            .rows()
+        )
         first = (
             rows.filter(pl.col("first_error").is_not_null())
             .select(pl.col("first_error").clip(0, FIRST_ERRORS - 1).alias("step"))
@@ -72,7 +87,8 @@ class StepsReport(Report):
         return {
             "steps": {
                 **s,
-                "good_share": s["good_steps"] / s["steps"] if s["steps"] else None,
+                "good_share": s["good_steps"] / s["labelled"] if s["labelled"] else None,
+                "classes": {c: classes.get(c, 0) for c in (*CLASSES, "unlabelled")},
                 "step_p_mean": step_p,
                 "first_error_histogram": first,
                 "per_principle": per_principle,
@@ -81,10 +97,13 @@ class StepsReport(Report):
         }
 
     def _labels(self, s: dict) -> str:
+        c = s["classes"]
         good = "n/a" if s["good_share"] is None else f"{100 * s['good_share']:.1f}%"
         return (
-            f"{s['steps']} steps labelled, {good} good (mean step_p {s['step_p_mean']:.3f}), "
-            f"{s['all_good']} of {s['solutions']} solutions with no bad step, {s['failed_votes']} failed reads"
+            f"{s['labelled']} of {s['steps']} steps labelled ({c['positive']} positive, {c['neutral']} neutral, "
+            f"{c['negative']} negative; {c['unlabelled']} after a first mistake), {good} good (mean step_p "
+            f"{s['step_p_mean']:.3f}), {s['all_good']} of {s['solutions']} solutions with no negative step, "
+            f"{s['failed_votes']} failed reads"
         )
 
     def _first_errors(self, s: dict) -> str:
@@ -137,9 +156,11 @@ class StepsReport(Report):
         return [
             f"- **`{self.split}`**: process supervision (Lightman et al. 2023) with AI feedback: `{self.solutions}` "
             f"solutions split into steps by `{self.separator}`; {self.judged}. "
-            "`step_p` is P(good step) (the mean over the judge's reads), `labels` is `step_p >= 0.5` "
-            "(TRL's stepwise-supervision format), `first_error` the first bad step, `solution_p` the product of "
-            "`step_p`; `votes` holds every read."
+            f"`step_p` is P(good step) (the mean over the judge's reads); `step_class` is positive above the neutral "
+            f"band, negative below it, neutral within it ({self.band}); `first_error` is the first negative step "
+            "(the first mistake). As in PRM800K, `completions` and `labels` (TRL's stepwise-supervision format) "
+            f"{self.after}; a label is true for a positive step (a neutral one counts as not positive). `steps` "
+            "holds every step, `solution_p` the product of `step_p`; `votes` holds every read."
         ]
 
     def card_use(self) -> list[str]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cai.core import steps as steps_mod
 from cai.errors import CaiError
 from cai.settings import setting
-from cai.signals import steps as steps_mod
 from cai.signals.rewardmodels import PRM, StepCollator, StepEncoder, StepRow, predict, step_features, step_metrics
 from cai.train import training
 from cai.train.training import TrainOptions
@@ -55,6 +55,13 @@ def _row(where: str, r: dict, need_labels: bool) -> StepRow:
     if not isinstance(prompt, str) or not prompt.strip():
         raise CaiError(f"{where}: 'prompt' must be text (or chat messages)")
     steps = r.get("completions")
+    step_p = r.get("step_p")
+    whole = r.get("steps")  # cai's steps split: every step, where `completions` stops at the first mistake
+    if isinstance(whole, list) and isinstance(step_p, list) and len(step_p) == len(whole):
+        if need_labels:  # train on the labelled steps only: the soft labels of those, not of the steps after them
+            step_p = step_p[: len(steps)] if isinstance(steps, list) else step_p
+        else:  # scoring reads the whole solution
+            steps = whole
     text = next((r[k] for k in ("solution", "completion", "response") if isinstance(r.get(k), str)), None)
     if steps is None and text is not None and not need_labels:  # a whole solution to score: one step per line
         steps = steps_mod.split(text, "line")
@@ -63,8 +70,8 @@ def _row(where: str, r: dict, need_labels: bool) -> StepRow:
     if not isinstance(steps, list) or not steps or not all(isinstance(s, str) and s.strip() for s in steps):
         raise CaiError(f"{where}: 'completions' must be a non-empty list of non-empty step texts")
     targets: list[float] | None = None
-    if r.get("step_p") is not None:
-        targets = r["step_p"]
+    if step_p is not None:
+        targets = step_p
         what = "step_p"
     elif r.get("labels") is not None:
         if not all(isinstance(x, bool) or x in (0, 1) for x in r["labels"]):

@@ -235,7 +235,8 @@ def pm_report(rows: list[dict], bins: int = 10) -> dict:
 
 # RewardBench 2 (Malik et al. 2025): best-of-4 records (one chosen answer against three rejected) in five subsets,
 # and Ties (several correct answers against several incorrect), rated by its own rule; the score is the mean of
-# the six subsets' figures.
+# the six subsets' figures, so a run missing one (a pairwise judge cannot rate Ties) has no RB2 score: it has the
+# mean of the subsets it has, named as such, which is not comparable with the leaderboard's.
 RB2_SUBSETS = ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties")
 RB2_TIES = "Ties"
 
@@ -270,11 +271,15 @@ def best_of_n(rows: list[dict], advantage: str, scores: bool) -> dict | None:
     elif ties:
         unrated = f"{RB2_TIES} ({len(ties)} records): its rule needs each answer's own score, not a pairwise vote"
     every = [c for cs in credit.values() for c in cs]
+    missing = [s for s in RB2_SUBSETS if s not in subsets]
     return {
         "records": len(every),  # best-of-N records (Ties records are rated in their own subset)
         "accuracy": _mean(every) if every else None,  # their mean credit
         "subsets": subsets,
-        "score": _mean([g["accuracy"] for g in subsets.values()]) if subsets else None,
+        # RB2's overall: the mean of all six subsets, only when all six were rated
+        "score": None if missing else _mean([subsets[s]["accuracy"] for s in RB2_SUBSETS]),
+        "subsets_mean": _mean([g["accuracy"] for g in subsets.values()]) if subsets else None,
+        "missing": missing,
         "unrated": unrated,
     }
 

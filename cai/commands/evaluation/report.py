@@ -140,11 +140,18 @@ def steps_lines(r: dict) -> list[str]:
     lines = [
         f"solutions      {r['solutions']} ({r['failed']} could not be read), {r['steps']} steps, {who}",
         f"step accuracy  {_pct(r['accuracy'])}  (P(good) >= 0.5 agrees with the label)",
-        f"first error    {_pct(r['first_error_accuracy'])}  of solutions with the first bad step found exactly "
-        "(or none when none is bad)",
+        f"first error    {_pct(r['first_error_accuracy'])}  of solutions with the first bad step found exactly as the "
+        "first one read negative (or none when none is bad)",
         f"separation     mean P(good) {_num(r['mean_p_good'])} on good steps vs {_num(r['mean_p_bad'])} on bad ones",
         f"calibration    ECE {_num(r['ece'])}  Brier {_num(r['brier'])}",
     ]
+    if r.get("classes"):
+        low, high = r["neutral_band"]
+        lines.append(f"per class      read below {low:g} negative, above {high:g} positive, else neutral:")
+        lines += [
+            f"  {c:<12}{g['steps']:>5} steps {_pct(g['share'])} of them, {_pct(g['good'])} labelled good by people"
+            for c, g in r["classes"].items()
+        ]
     lines += _subsets(r, ("accuracy", "first_error_accuracy"), ("step acc", "1st error"), "solutions")
     if r.get("failure_reasons"):
         lines.append("why solutions failed: " + "; ".join(r["failure_reasons"]))
@@ -168,9 +175,16 @@ def _rb2(r: dict) -> list[str]:
         return []
     cells = ", ".join(f"{k} {100 * g['accuracy']:.1f} ({g['n']})" for k, g in rb["subsets"].items())
     lines = [
-        f"best-of-N      {_pct(rb['accuracy'])} of {rb['records']} records: the chosen answer beats every rejected one",
-        f"RewardBench 2  {_num(100 * rb['score'] if rb['score'] is not None else None, 1)} (mean of subsets: {cells})",
+        f"best-of-N      {_pct(rb['accuracy'])} of {rb['records']} records: the chosen answer beats every rejected one"
     ]
+    if rb["score"] is not None:
+        lines.append(f"RewardBench 2  {100 * rb['score']:.1f} (mean of its six subsets: {cells})")
+    else:  # RB2's overall is the mean of all six: a mean over fewer is named for what it is
+        mean = _num(100 * rb["subsets_mean"] if rb["subsets_mean"] is not None else None, 1)
+        lines.append(
+            f"RB2 subsets    {mean} (mean of the {len(rb['subsets'])} subsets present: {cells}; not RewardBench 2's "
+            f"overall, which needs all six: missing {', '.join(rb['missing'])})"
+        )
     if rb.get("unrated"):
         lines.append(f"  not rated    {rb['unrated']}")
     return lines

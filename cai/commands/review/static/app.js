@@ -207,35 +207,58 @@ function renderTrace(d, row) {
   }
 }
 
+// The class of each step once a person's marks are applied, by the rule the server publishes with
+// (cai.core.steps.labelling, PRM800K's): labels stop at the first negative step (unless the row was labelled past it)
+// and at a step nobody labelled; the steps after that are unlabelled (null).
+function stepClasses(row, changed) {
+  const steps = row.steps || row.completions || [];
+  const given = steps.map((_, i) => i in changed ? (changed[i] ? "positive" : "negative")
+    : row.step_class ? row.step_class[i]
+    : row.labels[i] == null ? null : row.labels[i] ? "positive" : "negative");
+  let stop = false;
+  return given.map((c) => {
+    if (stop || c == null) { stop = true; return null; }
+    if (c === "negative" && row.step_class && !row.labelled_after_error) stop = true;
+    return c;
+  });
+}
+
 function renderSteps(d, row) {
   const changed = (row.decision && row.decision.steps) || {};
   const action = () => (row.decision && row.decision.action) || "keep";
-  const n = (row.completions || []).length;
+  const steps = row.steps || row.completions || [];
+  const n = steps.length;
   if (row.solution_p != null) {
     const outcome = row.correct == null ? "" : row.correct ? " · final answer correct" : " · final answer wrong";
-    const first = row.first_error == null ? "no bad step" : `first bad step ${row.first_error + 1}`;
+    const first = row.first_error == null ? "no mistake found" : `first mistake at step ${row.first_error + 1}`;
     d.appendChild(el("h3", `solution ${row.solution} (${row.source}) · solution_p ${row.solution_p.toFixed(3)} · ${first}${outcome}`));
   }
-  // Let's Verify's labelling: a person marks the first wrong step; the steps before it are right, and the ones
-  // after it build on a mistake, so they are wrong too. "No wrong step" marks every step right.
-  const firstWrong = (i) => { const s = {}; for (let j = 0; j < n; j++) s[j] = i < 0 || j < i; return s; };
+  // Let's Verify's labelling (PRM800K): a person marks the first wrong step; the steps before it are right, and
+  // the ones after it are left unlabelled (they build on a mistake, and a PRM does not train on them).
+  // "No wrong step" marks every step right.
+  const firstWrong = (i) => { const s = {}; for (let j = 0; j < (i < 0 ? n : i + 1); j++) s[j] = i < 0 || j < i; return s; };
   const none = el("button", "no wrong step", "no-wrong");
   none.type = "button";
   none.addEventListener("click", () => decide(action(), firstWrong(-1)));
   d.appendChild(none);
-  (row.completions || []).forEach((text, i) => {
-    const label = i in changed ? changed[i] : row.labels[i];
-    const box = el("div", null, "step " + (label ? "good" : "bad"));
-    box.appendChild(el("div", `step ${i + 1}: ${label ? "correct" : "incorrect"}` + (row.step_p ? ` (p ${row.step_p[i].toFixed(2)})` : "")));
+  const classes = stepClasses(row, changed);
+  steps.forEach((text, i) => {
+    const cls = classes[i];
+    const look = { positive: "good", negative: "bad", neutral: "neutral" }[cls] || "unlabelled";
+    const box = el("div", null, "step " + look);
+    const said = cls == null ? "unlabelled (after the first mistake)" : cls;
+    box.appendChild(el("div", `step ${i + 1}: ${said}` + (row.step_p ? ` (p ${row.step_p[i].toFixed(2)})` : "")));
     box.appendChild(el("div", text, "text"));
     for (const v of (row.votes || []).filter((v) => v.step === i)) {
       const split = (v.p_yes_ab > 0.5) !== (v.p_yes_ba > 0.5);
       box.appendChild(el("div", `${v.principle}: P(yes) ${v.p_yes_ab.toFixed(2)} shown (A), ${v.p_yes_ba.toFixed(2)} shown (B)`, "hint" + (split ? " split" : "")));
     }
-    const b = el("button", "relabel", "relabel");
-    b.type = "button";
-    b.addEventListener("click", () => { changed[i] = !label; decide(action(), changed); });
-    box.appendChild(b);
+    if (cls != null) {  // a labelled step can be marked the other way; a neutral one is marked right
+      const b = el("button", "relabel", "relabel");
+      b.type = "button";
+      b.addEventListener("click", () => { changed[i] = cls !== "positive"; decide(action(), changed); });
+      box.appendChild(b);
+    }
     const w = el("button", "first wrong step", "first-wrong");
     w.type = "button";
     w.addEventListener("click", () => decide(action(), firstWrong(i)));

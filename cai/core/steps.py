@@ -6,6 +6,13 @@ log-probs of one token, with "Yes" shown as (A) and then as (B), averaged so tha
 (A) gives 0.5 (cai.judges.step); the mean over the sampled principles is the step's `step_p`. The solution's
 score is the product of its steps' probabilities (Lightman et al. §2.6: the probability that every step is correct),
 with the minimum as the stricter alternative.
+
+Labels are made as PRM800K's were: each step is positive, neutral or negative (`classify`: `step_p` below the
+declared neutral band is negative, above it positive, inside it neutral); the first negative step is the first
+mistake, and the steps after it are not labelled (PRM800K's labellers stopped there; a neutral step does not
+stop them). The boolean training label counts a neutral step as not positive, as PRM800K's PRM learned it: it
+predicts the rating token and scores a step by P(positive), and TRL's conversion of PRM800K to this format sets
+`label = rating == 1`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from dataclasses import dataclass
 
 from cai.settings import setting
 
+POSITIVE, NEUTRAL, NEGATIVE = "positive", "neutral", "negative"
+CLASSES = (POSITIVE, NEUTRAL, NEGATIVE)
+NEUTRAL_BAND = "0.4,0.6"  # the default: a read this close to a coin flip says the judge is unsure
 AGGREGATES = ("product", "min")
 
 
@@ -71,6 +81,60 @@ def labels(step_p: Sequence[float], threshold: float = 0.5) -> list[bool]:
 def first_error(step_labels: Sequence[bool]) -> int | None:
     """The index of the first bad step (PRM800K's "first mistake"), or None when every step is good."""
     return next((i for i, good in enumerate(step_labels) if not good), None)
+
+
+def band(text: str) -> tuple[float, float]:
+    """The neutral band `LOW,HIGH` as two probabilities, 0 <= LOW <= HIGH <= 1 (ValueError saying what is wrong)."""
+    try:
+        low, high = (float(x) for x in str(text).split(","))  # not two numbers: a ValueError either way
+    except ValueError:
+        raise ValueError(f"{text!r}: expected LOW,HIGH (two probabilities, such as {NEUTRAL_BAND})") from None
+    if not (0.0 <= low <= 1.0 and 0.0 <= high <= 1.0):
+        raise ValueError(f"{text!r}: both ends must lie in [0, 1]")
+    if low > high:
+        raise ValueError(f"{text!r}: LOW is above HIGH")
+    return low, high
+
+
+def classify(p: float, neutral: tuple[float, float]) -> str:
+    """A step's class from P(good step): negative below the band, positive above it, neutral within it (ends
+    included)."""
+    low, high = neutral
+    return NEGATIVE if p < low else POSITIVE if p > high else NEUTRAL
+
+
+@dataclass(frozen=True)
+class Labelling:
+    """A solution's step labels as PRM800K makes them. `classes` has one entry per step (None for a step left
+    unlabelled after the first mistake); `labels` covers the labelled steps, the first `labelled` of them (the
+    ones a PRM trains on): True for a positive step, False for a neutral or negative one."""
+
+    classes: list[str | None]
+    labels: list[bool]
+    first_error: int | None  # the first negative step; None when no step is negative
+    labelled: int
+
+
+def labelling(classes: Sequence[str | None], after_error: bool = False) -> Labelling:
+    """Labels from each step's class: up to and including the first negative step, or past it with
+    `after_error`. A step with no class ends the labels before it: nothing after a step nobody labelled is known
+    to follow from right steps (a person who marks the first mistake right has not read the steps after it)."""
+    n, first = 0, None
+    for c in classes:
+        if c is None:
+            break
+        n += 1
+        if c == NEGATIVE and first is None:
+            first = n - 1
+            if not after_error:
+                break
+    kept = list(classes[:n])
+    return Labelling(kept + [None] * (len(classes) - n), [c == POSITIVE for c in kept], first, n)
+
+
+def label(step_p: Sequence[float], neutral: tuple[float, float], after_error: bool = False) -> Labelling:
+    """The labels of a solution whose steps the judge read: each step classified by the neutral band."""
+    return labelling([classify(p, neutral) for p in step_p], after_error)
 
 
 def aggregate(step_scores: Sequence[float], how: str = "product") -> float:
