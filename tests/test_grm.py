@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from conftest import run_stage
+from conftest import ROOT, run_stage
 
 from cai import backends
 from cai.config import RunConfig
@@ -188,3 +188,38 @@ def test_read_scores_label_every_pair_whatever_the_model_writes(tmp_path):
     assert row["p_chosen"] == pytest.approx(soft_good / (soft_good + soft_bad))
     reads = [n for n, s in engine.calls if s.options == grm.SCALE]
     assert reads == [8]  # one engine call: 4 samples x 2 responses
+
+
+def test_rb2_ties_is_rated_for_the_grm_judge(cli):
+    """The GRM scores each answer, so RewardBench 2's Ties subset (which rates the answers' own scores) is rated for
+    it, an answer's score averaged over its pairs; with all six subsets rated, RB2's overall is their mean."""
+    import json
+
+    from cai.commands.evaluation.metrics import RB2_SUBSETS, _pointwise
+
+    pairs = [
+        {"id": "t/0-2", "raw_chosen": 7.0, "raw_rejected": 3.0},
+        {"id": "t/0-3", "raw_chosen": 6.0, "raw_rejected": 2.0},  # answer 0 judged afresh: its mean is 6.5
+        {"id": "t/1-2", "raw_chosen": None, "raw_rejected": None},  # a failed judgement gives no score
+    ]
+    assert _pointwise(pairs) == ([6.5], [3.0, 2.0])
+    r = cli(
+        "eval",
+        "judge",
+        "--judge",
+        "grm",
+        "--backend",
+        "scripted",
+        "--data",
+        "data/eval/bestof4.jsonl",
+        "--grm-samples",
+        "2",
+        "--constitution",
+        "harmless",
+        "--json",
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr
+    rb2 = json.loads(r.stdout)["rewardbench2"]
+    assert "Ties" in rb2["subsets"] and rb2["unrated"] is None and rb2["missing"] == []
+    assert rb2["score"] == pytest.approx(sum(rb2["subsets"][s]["accuracy"] for s in RB2_SUBSETS) / 6)

@@ -137,13 +137,15 @@ def evaluate(
     report = judge_report(done.rows, len(done.failures), stage.labeller.judge.describe().pairwise_votes)
     # RewardBench 2's records: a pair the judge could not label counts as a loss of its record
     failed = {pid for pid, _ in done.failures}
-    records = [dict(r, advantage=r["p_chosen"] - 0.5) for r in done.rows]
+    # a GRM scores each answer (pointwise), so RB2's Ties subset, which rates answers' own scores, is rated for it
+    pointwise = stage.labeller.name == "grm"
+    records = [dict(r, advantage=r["p_chosen"] - 0.5, **(_grm_scores(r) if pointwise else {})) for r in done.rows]
     records += [
         {"id": p.id, "group": p.group, "subset": p.subset, "advantage": -1.0}
         for p in pairs
         if p.id in failed and p.group is not None
     ]
-    report["rewardbench2"] = best_of_n(records, "advantage", scores=False)
+    report["rewardbench2"] = best_of_n(records, "advantage", scores=pointwise)
     if stage.labeller.name == "grm":
         from cai.judges.grm import GrmOptions
 
@@ -162,3 +164,15 @@ def evaluate(
     if done.store is not None:
         done.store.save_report("eval-judge", report)
     return report
+
+
+def _grm_scores(row: dict) -> dict[str, float | None]:
+    """A GRM-judged pair's pointwise scores of the preferred and the other answer: the mean over the judgements that
+    voted of each answer's score (the expected one where it was read, else the written one)."""
+    kept = [g for g in row.get("grm") or () if g["kept"]]
+
+    def mean(side: str) -> float | None:
+        got = [g[f"soft_{side}"] if g[f"soft_{side}"] is not None else g[f"score_{side}"] for g in kept]
+        return sum(got) / len(got) if got else None
+
+    return {"raw_chosen": mean("chosen"), "raw_rejected": mean("rejected")}

@@ -285,13 +285,18 @@ def best_of_n(rows: list[dict], advantage: str, scores: bool) -> dict | None:
 
 
 def _pointwise(pairs: list[dict]) -> tuple[list[float], list[float]]:
-    """A record's correct and incorrect answers' scores, each answer once (pair ids end in /<chosen>-<rejected>)."""
-    good: dict[str, float] = {}
-    bad: dict[str, float] = {}
+    """A record's correct and incorrect answers' scores, each answer once (pair ids end in /<chosen>-<rejected>): a
+    PM gives an answer one score in every pair, a GRM judges it afresh in each, so an answer's pairs are averaged. A
+    pair with no score (its judgement failed) gives none."""
+    good: dict[str, list[float]] = defaultdict(list)
+    bad: dict[str, list[float]] = defaultdict(list)
     for r in pairs:
+        if r.get("raw_chosen") is None or r.get("raw_rejected") is None:
+            continue
         c, b = r["id"].rsplit("/", 1)[1].split("-")
-        good[c], bad[b] = r["raw_chosen"], r["raw_rejected"]
-    return list(good.values()), list(bad.values())
+        good[c].append(r["raw_chosen"])
+        bad[b].append(r["raw_rejected"])
+    return [_mean(v) for v in good.values()], [_mean(v) for v in bad.values()]
 
 
 def ties_score(records: list[tuple[str, list[dict]]]) -> dict:
@@ -305,7 +310,9 @@ def ties_score(records: list[tuple[str, list[dict]]]) -> dict:
     for gid, pairs in records:
         kind, _, n = gid.partition(":")
         good, bad = _pointwise(pairs)
-        (ref if kind == "ref" else tied)[n] = (min(good) - max(bad), max(good) - min(good))
+        # a record whose answers were not all scored cannot show the correct ones above: it counts as wrong
+        rated = (min(good) - max(bad), max(good) - min(good)) if good and bad else (-math.inf, 0.0)
+        (ref if kind == "ref" else tied)[n] = rated
     ref_acc = _mean([float(gap > 0) for gap, _ in ref.values()]) if ref else 0.0
     tied_acc = _mean([float(gap > 0) for gap, _ in tied.values()]) if tied else 0.0
     shared = sorted(set(ref) & set(tied))
