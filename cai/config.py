@@ -197,7 +197,8 @@ class RunConfig:
             users = d.users[name]
             for kind, selected in chosen.items():
                 mine = [n for k, n in users if k == kind]
-                if mine and not [k for k, _ in users if k != kind] and selected not in mine:
+                others = [(k, n) for k, n in users if k != kind]  # a stage or a signal may share the group
+                if mine and selected not in mine and not any(self.in_use(k, n) for k, n in others):
                     flag = d.settings[d.selectors[kind]].flag
                     raise CaiError(
                         f"{where.get(name, '')}{s.flag} is a setting of the {' / '.join(mine)} "
@@ -221,14 +222,18 @@ class RunConfig:
         built: T = self._groups[group]
         return built
 
+    def in_use(self, kind: str, name: str) -> bool:
+        """Whether the run uses the plug-in: every stage (its settings are the folder's identity even when it runs
+        alone), a signal its settings turn on, and the judge, step judge or backend the run chose."""
+        if kind == "stage":
+            return True
+        if kind == "signal":
+            return bool(plugins.get("signal", name)(self).enabled())
+        return self.chosen().get(kind) == name
+
     def in_play(self) -> list[type]:
-        """The settings groups that shape the rows: the core, every stage's, and the chosen plug-ins'."""
-        chosen = self.chosen()
-        return [
-            g
-            for g, owners in catalogue().groups.items()
-            if not owners or any(k in ("stage", "signal") or chosen.get(k) == n for k, n in owners)
-        ]
+        """The settings groups that shape the rows: the core's, and those of the plug-ins the run uses."""
+        return [g for g, owners in catalogue().groups.items() if not owners or any(self.in_use(*o) for o in owners)]
 
     def temperatures(self, stages: list[str]) -> dict[str, float]:
         """The sampling temperatures (declared as such) that the core and the named stages sample at, by setting."""

@@ -64,7 +64,8 @@ def test_cli_refuses_a_misplaced_setting_before_anything_is_written(tmp_path, cl
 
 def test_help_text_comes_from_the_declarations(cli):
     r = cli("generate", "--help")
-    assert "[judge grm] Judgements sampled per pair" in " ".join(r.stdout.split())
+    # the GRM judge and the GRM signal share its settings: the flag names both owners
+    assert "[judge grm, signal grm] Judgements sampled per pair" in " ".join(r.stdout.split())
     assert "--pairs-from, --from" in r.stdout
     r = cli("train-pm", "--help")
     assert "--center-rewards" in r.stdout and "--group-by-prompt / --no-group-by-prompt" in r.stdout

@@ -337,7 +337,7 @@ def build(
         raise CaiError(f"judge-data samples DeepSeek-GRM judgements: --judge grm, not {judge}")
     pairs, sources = labelled_pairs(data)
     stage = JudgeData(chunked(config), pairs, sources, pointwise)
-    identity = f"{fingerprint(pairs)}:pointwise={pointwise}"
+    identity = f"{fingerprint(p.identity() for p in pairs)}:pointwise={pointwise}"
     done = run_evaluation(stage.config, stage, [p.prompt for p in pairs], identity, backend, log)
     assert done.store is not None
     sft = sft_rows(done.rows, keep_easy)
