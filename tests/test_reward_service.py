@@ -138,6 +138,18 @@ def local(response: str, reference: str | None) -> tuple[float | None, list]:
     return mean_score(results, {r.id: r for r in const.rules}), results
 
 
+def local_parts(response: str, reference: str | None) -> dict[str, float | None]:
+    """The two rule signals: the rules other than accuracy, and the accuracy rules (which read the reference)."""
+    from cai.core.constitution import load
+
+    const = load("reasoning")
+    out = {}
+    for name, graded in (("rules", False), ("accuracy", True)):
+        mine = tuple(r for r in const.rules if (r.kind == "accuracy") == graded)
+        out[name] = mean_score(check_all(mine, response, reference), {r.id: r for r in mine})
+    return out
+
+
 def test_native_and_openrlhf_rewards_equal_the_local_rules(server):
     items = [{"prompt": q, "response": a, "reference": ref} for q, a, ref in ANSWERS]
     got = httpx.post(server.url + "/v1/rewards", json={"items": items}, headers=AUTH)
@@ -145,7 +157,9 @@ def test_native_and_openrlhf_rewards_equal_the_local_rules(server):
     out = got.json()
     for (_q, a, ref), reward, item in zip(ANSWERS, out["rewards"], out["items"], strict=True):
         expected, results = local(a, ref)
-        assert reward == pytest.approx(expected) and item["components"] == {"rules": pytest.approx(expected)}
+        # the reward: every rule weighed as the constitution weighs it (the two rule signals by their share of it)
+        parts = local_parts(a, ref)
+        assert reward == pytest.approx(expected) and item["components"] == pytest.approx(parts)
         assert [(r["rule"], r["passed"]) for r in item["rules"]] == [(r.rule, r.passed) for r in results]
     assert out["rewards"][0] > out["rewards"][1]  # right and well-formed beats wrong
     # OpenRLHF's wire format: the query is prompt + response, the labels are the references
@@ -165,14 +179,21 @@ def test_native_and_openrlhf_rewards_equal_the_local_rules(server):
     assert httpx.post(server.url + "/get_reward?token=wrong", json=query).status_code == 401
     assert httpx.post(server.url + f"/v1/rewards?token={TOKEN}", json={"items": []}).status_code == 401
     assert r.json()["rewards"] == pytest.approx(out["rewards"]) and r.json()["scores"] == r.json()["rewards"]
-    assert r.json()["extra_logs"]["cai/rules"] == pytest.approx(out["rewards"])
+    assert r.json()["extra_logs"]["cai/rules"] == pytest.approx([local_parts(a, ref)["rules"] for _, a, ref in ANSWERS])
     # verl's custom reward function signature, calling the server
     from cai.commands.serve.client import verl_compute_score
 
     q, a, ref = ANSWERS[0]
     got = verl_compute_score("math", a, ref, {"question": q}, url=server.url, token=TOKEN)
     reward = pytest.approx(out["rewards"][0])
-    assert got == {"score": reward, "reward": reward, "rules": reward, "errors": 0.0}
+    parts = local_parts(a, ref)
+    assert got == {
+        "score": reward,
+        "reward": reward,
+        "rules": pytest.approx(parts["rules"]),
+        "accuracy": pytest.approx(parts["accuracy"]),
+        "errors": 0.0,
+    }
     metrics = httpx.get(server.url + "/metrics", headers=AUTH).text
     assert 'cai_serve_requests_total{code="200",endpoint="rewards"}' in metrics
     assert "cai_serve_request_seconds_bucket" in metrics and "cai_serve_queue_items 0.0" in metrics

@@ -45,7 +45,7 @@ def rule(**spec):
         # DeepSeek-R1's SFT filters: the longest blank-line separated paragraph, and no fenced code block
         ({"max_paragraph_words": 4}, "One two three four.\n\nFive six.\n  \nSeven.", True),
         ({"max_paragraph_words": 4}, "One two.\n\nThree four\nfive six seven.", False),  # a line break is no paragraph
-        ({"max_paragraph_words": 1}, "", True),
+        ({"max_paragraph_words": 1}, "", False),  # an empty answer earns nothing from any rule
         ({"no_code_block": True}, "Use `x = 1` inline; that is not a block.", True),
         ({"no_code_block": True}, "Run this:\n```python\nprint(1)\n```\nDone.", False),
         ({"no_code_block": True}, "Run this:\n   ~~~\nls\n", False),  # unclosed, indented 3: still a block

@@ -21,6 +21,16 @@ from cai.signals import ranking
 from tests.conftest import ROOT, write
 
 SIGNALS = signals.names()
+
+
+def _rules_share() -> float:
+    from cai.core.constitution import load
+
+    rules = load("reasoning").rules
+    return sum(r.weight for r in rules if r.kind != "accuracy") / sum(r.weight for r in rules)
+
+
+RULES_SHARE = _rules_share()
 MATH = ROOT / "data" / "prompts" / "math.jsonl"
 BESTOF4 = ROOT / "data" / "eval" / "bestof4.jsonl"
 
@@ -222,8 +232,11 @@ def test_sample_stage_scores_selects_and_ranks(tmp_path):
         for s in r["samples"]:
             assert s["correct"] == (s["text"].endswith(f"\\boxed{{{r['reference']}}}."))
             assert 0 <= s["p_true"] <= 1 and 1 <= s["grm"] <= 9 and not s["failures"]
-            # the combined score: the mean of the three signals on [0, 1] (a GRM score s on 1-9 is (s - 1) / 8)
-            assert s["score"] == pytest.approx((s["rules_score"] + s["p_true"] + (s["grm"] - 1) / 8) / 3)
+            # the reference-free score: the weighted mean of the signals that do not read the reference, on [0, 1]
+            # (a GRM score s on 1-9 is (s - 1) / 8); by default each weighs 1 and the rules their share of the
+            # constitution's rule weights (the accuracy rules, which read the reference, hold the rest)
+            w = RULES_SHARE
+            assert s["score"] == pytest.approx((w * s["rules_score"] + s["p_true"] + (s["grm"] - 1) / 8) / (w + 2))
     # select --select best: one row per prompt with a right sample, the best-scored of the right ones
     selected = store.read("selected")
     by_prompt = {r["id"]: r for r in rows}

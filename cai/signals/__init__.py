@@ -120,14 +120,21 @@ class SignalSet:
             given = parse_weights(text, [s.name for s in self.registered])
         except ValueError as e:
             raise CaiError(f"--weights {e}") from None
-        self.weights = given or {s.name: 1.0 for s in self.active}
+        self.given = given  # --weights as given; empty: each signal's default weight (`Signal.default_weight`)
 
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.active]
 
+    def weights(self, ctx: RunContext) -> dict[str, float]:
+        """Each signal's weight in the combined scores: --weights, else each active signal's default (the rules and
+        the accuracy rules by their share of the constitution's rule weights, together 1; any other signal 1)."""
+        return self.given or {s.name: s.default_weight(ctx.constitution) for s in self.active}
+
     def describe_weights(self) -> str:
-        return ",".join(f"{k}={w:g}" for k, w in self.weights.items())
+        if self.given:
+            return ",".join(f"{k}={w:g}" for k, w in self.given.items())
+        return "each signal 1, the rules' 1 shared by their weights in the constitution"
 
     def template_specs(self) -> tuple[TemplateSpec, ...]:
         return tuple(spec for s in self.active for spec in s.template_specs())
@@ -141,7 +148,7 @@ class SignalSet:
         for s in self.active:
             if ctx is not None:
                 s.check(ctx)
-        unused = [n for n, w in self.weights.items() if w > 0 and n not in self.names]
+        unused = [n for n, w in self.given.items() if w > 0 and n not in self.names]
         if unused:
             switch = self.by_name[unused[0]].switch
             how = f" (--{switch.replace('_', '-')})" if switch else ""
@@ -160,11 +167,12 @@ class SignalSet:
             if only is not None and s.name not in only:
                 continue
             self.fold(s.name, score_with(s, ctx, items, result), out)
+        weights = self.weights(ctx)
         for scored in out:
-            self.combine(scored)
+            self.combine(scored, weights)
         return out
 
-    def combine(self, scored: Scored, weights: dict[str, float] | None = None) -> None:
+    def combine(self, scored: Scored, weights: dict[str, float]) -> None:
         """Set both named scores of `scored` from its values."""
         scored.score = self.combined(scored.values, weights, graded=False)
         scored.graded = self.combined(scored.values, weights)
@@ -184,12 +192,9 @@ class SignalSet:
                     scored.details[name] = g.detail
                 scored.notes += g.notes
 
-    def combined(
-        self, values: dict[str, float | None], weights: dict[str, float] | None = None, graded: bool = True
-    ) -> float | None:
+    def combined(self, values: dict[str, float | None], weights: dict[str, float], graded: bool = True) -> float | None:
         """The weighted mean on [0, 1] of the signals present (with `graded` False, of those that do not read the
         reference); None when no weighted signal has a value."""
-        weights = self.weights if weights is None else weights
         present = [
             (weights[k], self.by_name[k].unit(v))
             for k, v in values.items()

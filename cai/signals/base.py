@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from cai.config import RunConfig
+    from cai.core.constitution import Constitution
     from cai.core.context import RunContext
     from cai.core.prompts import TemplateSpec
     from cai.core.records import ChunkResult, Failure
@@ -102,6 +103,10 @@ class Signal:
     def score(self, ctx: RunContext, items: list[Item], result: ChunkResult) -> list[Score | Failure]:
         """A Score or a Failure (with its reason) for every item, in order, in one batched pass."""
         raise NotImplementedError
+
+    def default_weight(self, constitution: Constitution) -> float:
+        """Its weight in the combined scores when --weights names none."""
+        return 1.0
 
     def unit(self, value: float) -> float:
         """The value on [0, 1], for the combined score."""

@@ -14,6 +14,7 @@ from cai.core.rules import RuleResult, check_all, mean_score
 from cai.signals.base import Item, Score, Signal
 
 if TYPE_CHECKING:
+    from cai.core.constitution import Constitution
     from cai.core.context import RunContext
     from cai.core.records import ChunkResult, Failure
 
@@ -26,6 +27,13 @@ class _Rules(Signal):
 
     def enabled(self) -> bool:
         return True  # a constitution without such rules gives every item None: nothing to say, not a failure
+
+    def default_weight(self, constitution: Constitution) -> float:
+        """Its rules' share of the constitution's rule weight: the two rule signals weigh 1 together, and where both
+        have a value their graded mean is the weighted mean of all the rules, as the constitution weighs them."""
+        total = sum(r.weight for r in constitution.rules)
+        mine = sum(r.weight for r in constitution.rules if (r.kind == ACCURACY) == self.graded)
+        return mine / total if total else 0.0
 
     def score(self, ctx: RunContext, items: list[Item], result: ChunkResult) -> list[Score | Failure]:
         mine = tuple(r for r in ctx.constitution.rules if (r.kind == ACCURACY) == self.graded)

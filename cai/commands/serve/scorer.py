@@ -34,8 +34,11 @@ class Reward:
         return {"reward": self.reward, "components": self.components, "rules": self.rules, "errors": self.errors}
 
     @classmethod
-    def of(cls, scored: Scored) -> Reward:
-        checked = scored.details.get("rules", []) + scored.details.get("accuracy", [])
+    def of(cls, scored: Scored, order: dict[str, int]) -> Reward:
+        """`order`: each rule's place in the constitution (the two rule signals' results, in that order)."""
+        checked = sorted(
+            scored.details.get("rules", []) + scored.details.get("accuracy", []), key=lambda r: order[r.rule]
+        )
         rules = [dict(r.row(), principle=r.rule.split(".")[0]) for r in checked]
         errors = [f"{f.signal}: {f.reason}" for f in scored.failures] + scored.notes
         # an RL reward grades with the reference the request gives: the graded score (the answer key counts)
@@ -49,7 +52,7 @@ class Scorer:
         self.ctx = ctx
         self.set = SignalSet(ctx.config)
         self.set.check(ctx)
-        self.weights = self.set.weights
+        self.weights = self.set.weights(ctx)
         self.batchers = {
             s.name: Batcher(functools.partial(self._run, s), max_batch, deadline) for s in self.set.active if s.batches
         }
@@ -89,7 +92,8 @@ class Scorer:
             SignalSet.fold(name, got, out)
         for s in out:
             self.set.combine(s, weights or self.weights)
-        return [Reward.of(s) for s in out]
+        order = {r.id: i for i, r in enumerate(self.ctx.constitution.rules)}
+        return [Reward.of(s, order) for s in out]
 
     async def close(self) -> None:
         for b in self.batchers.values():
