@@ -32,6 +32,7 @@ def cluster():
     import ray
 
     ray.init(
+        address="local",  # a cluster of its own, never one another process started on this machine
         num_cpus=2,
         object_store_memory=96 * 2**20,  # the tests move kilobytes; Ray's default would reserve 30% of RAM
         include_dashboard=False,
@@ -160,3 +161,21 @@ def test_without_ray_the_executor_says_how_to_get_it_before_anything_starts(tmp_
     check = "import sys; from cai.cli import main; main(['generate', '--help']); assert 'ray' not in sys.modules"
     got = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert got.returncode == 0 and "--ray-actors" in got.stdout, got.stderr[-2000:]
+
+
+@pytest.mark.engine
+def test_the_real_engine_in_one_actor_gives_the_in_process_rows(tmp_path, cluster, engine):
+    """The vLLM backend built inside one actor from the settings, against the session's engine in this process:
+    the same SL rows, id for id and text for text (every request seeded). Kept tiny: 3 prompts, 16 tokens."""
+    from cai.config import RunConfig
+
+    def config(out, **kw):
+        base = dict(constitution=str(ROOT / "constitution" / "harmless.yaml"), prompts=str(RED_TEAM), limit=3)
+        return RunConfig(
+            **base, out=str(out), stage="sl", rounds=1, max_tokens=16, max_model_len=2048, kv_cache_gb=2, **kw
+        )
+
+    generate(config(tmp_path / "one"), backend=engine, log=quiet)
+    summary = generate(config(tmp_path / "ray", executor="ray", max_num_seqs=64), log=quiet)
+    assert rows(tmp_path / "ray", "sft") == rows(tmp_path / "one", "sft") and len(rows(tmp_path / "one", "sft")) == 3
+    assert "vLLM scheduler stats" in "\n".join(summary.describe())  # the actor's engine load reached the summary

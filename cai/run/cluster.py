@@ -65,7 +65,9 @@ def connected(config: RunConfig) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=config.options(RayOptions).ray_address, logging_level=logging.WARNING)
+    # "local" starts a cluster of this run's own: Ray's default would join any `ray start` cluster on the machine
+    address = config.options(RayOptions).ray_address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, logging_level=logging.WARNING)
     try:
         yield
     finally:
