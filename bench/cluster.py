@@ -107,6 +107,8 @@ def main() -> None:
             prompts = prompts_file(tmp, a.prompts)
             one, t_one = run(tmp / "stream", prompts, **engine)
             print(f"stream_s: {t_one:.1f} ({one.output_tokens} output tokens)")
+            for stage, load in one.loads.items():
+                print(f"  load ({stage}) in process: {load.describe()}")
             pool, t_pool = run(tmp / "ray", prompts, executor="ray", ray_actors=1, **engine)
             print(f"ray_1_actor_s: {t_pool:.1f} ({pool.output_tokens} output tokens)")
             for line in pool.describe():

@@ -123,6 +123,13 @@ class Chains:
         if self.engine.meter is not None:
             self.engine.meter.start()
 
+    def __del__(self) -> None:
+        # Ray Data drops the UDF when it shuts the pool down gracefully: the engine's processes go with it
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                engine.close()
+
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
