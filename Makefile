@@ -65,6 +65,7 @@ bench: setup
 	$(PY) bench/sample.py --quick
 	$(PY) bench/serve.py --quick
 	$(PY) bench/bestofn.py --quick
+	$(PY) bench/cluster.py --quick
 
 clean:
 	rm -rf $(VENV) data/runs .pytest_cache build
