@@ -122,6 +122,7 @@ class Chains:
         self.name = f"{actor[:8]}@{socket.gethostname()}"
         if self.engine.meter is not None:
             self.engine.meter.start()
+        self.ready = time.time()  # the engine is up: the driver's generation time starts at the first actor's
 
     def __del__(self) -> None:
         # Ray Data drops the UDF when it shuts the pool down gracefully: the engine's processes go with it
@@ -158,6 +159,7 @@ class Chains:
                 "error": [None] * len(ids) + ([error] if error else []),
                 "actor": [self.name] * n,
                 "load": [load] * n,
+                "ready": [self.ready] * n,
             }
         )
 
@@ -217,12 +219,16 @@ def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], sink: executor.
     seen: set[str] = set()
     buffer, ids = ChunkResult(), set[str]()
     oldest = written = time.monotonic()
+    clock = time.time() - written  # wall clock minus monotonic, to place the actors' ready times
+    ready: float | None = None  # the first actor's engine up (monotonic), until the first shard
     redone = 0
 
     def flush() -> None:
         nonlocal buffer, ids, written
         if ids:
             now = time.monotonic()
+            if ready is not None and not tally.rows:  # the first shard's time leaves the actors' start out
+                written = max(written, min(ready, now))
             sink(buffer, ids, now - written)
             tally.add(buffer, now - written)
             buffer, ids, written = ChunkResult(), set(), now
@@ -234,6 +240,7 @@ def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], sink: executor.
             assert isinstance(table, pa.Table)
             for row in table.to_pylist():
                 a = actors.setdefault(row["actor"], _Actor())
+                ready = min(ready or float("inf"), row["ready"] - clock)
                 a.load = pickle.loads(row["load"])
                 if row["error"] is not None:
                     error = error or row["error"]
