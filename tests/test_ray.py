@@ -179,3 +179,17 @@ def test_the_real_engine_in_one_actor_gives_the_in_process_rows(tmp_path, cluste
     summary = generate(config(tmp_path / "ray", executor="ray", max_num_seqs=64), log=quiet)
     assert rows(tmp_path / "ray", "sft") == rows(tmp_path / "one", "sft") and len(rows(tmp_path / "one", "sft")) == 3
     assert "vLLM scheduler stats" in "\n".join(summary.describe())  # the actor's engine load reached the summary
+
+
+def test_ray_settings_are_checked_before_anything_starts(tmp_path):
+    """Their bounds, their executor, and an engine passed in (each actor builds its own): all refused by name."""
+    from cai import backends
+    from cai.errors import CaiError
+
+    with pytest.raises(CaiError, match="--ray-actors applies to --executor ray"):
+        scripted_config(tmp_path, ray_actors=2)
+    with pytest.raises(CaiError, match="'ray_actors' \\(--ray-actors\\): must be at least 1, got 0"):
+        scripted_config(tmp_path, executor="ray", ray_actors=0)
+    with pytest.raises(CaiError, match="builds an engine in each actor"):
+        generate(scripted_config(tmp_path, executor="ray", limit=2), backend=backends.get("scripted")(), log=quiet)
+    assert not (tmp_path / "run").exists()
