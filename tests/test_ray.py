@@ -193,3 +193,27 @@ def test_ray_settings_are_checked_before_anything_starts(tmp_path):
     with pytest.raises(CaiError, match="builds an engine in each actor"):
         generate(scripted_config(tmp_path, executor="ray", limit=2), backend=backends.get("scripted")(), log=quiet)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_chain_that_fails_in_an_actor_stops_the_run_with_its_error_and_keeps_what_finished(tmp_path, cluster):
+    """A user template that breaks for some principles only (so it passes the check before the run): the run
+    stops with the template's one-line error, as in one process; the prompts that finished are written, each
+    once, and none of them was critiqued under a principle that breaks it."""
+    from cai.core.prompts import SHIPPED
+    from cai.errors import CaiError
+
+    broken = ["child-safety", "de-escalate", "ethical-judgement", "honest-refusal", "medical-care"]
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    shipped = (SHIPPED / "critique.j2").read_text()
+    (folder / "critique.j2").write_text(
+        f"{{% if principle.id in {broken} %}}{{{{ no_such_value }}}}{{% endif %}}{shipped}"
+    )
+    config = scripted_config(
+        tmp_path, stage="sl", rounds=1, limit=24, templates=str(folder), executor="ray", ray_batch_size=4
+    )
+    with pytest.raises(CaiError, match="critique.j2: 'no_such_value' is undefined"):
+        generate(config, log=quiet)
+    done = RunStore(tmp_path / "run").read("sft")
+    assert 0 < len(done) < 24 and len({r["id"] for r in done}) == len(done)
+    assert not {rev["principle"] for r in done for rev in r["revisions"]} & set(broken)
