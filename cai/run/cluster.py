@@ -37,6 +37,7 @@ from cai.run import executor
 
 if TYPE_CHECKING:
     from cai.backends.load import Load
+    from cai.core.constitution import Constitution
     from cai.core.context import RunContext
     from cai.core.inputs import Prompt
     from cai.stages.base import Stage
@@ -80,7 +81,7 @@ class Spec:
 
     config: RunConfig
     stage: str
-    constitution: Any
+    constitution: Constitution
     templates: str | None  # the user's template folder (a loaded Jinja environment does not pickle)
     store: str | None  # the run folder, read by stages whose begin() reads an earlier split
     cwd: str  # relative paths in the settings mean what they meant to the driver
@@ -151,12 +152,15 @@ class Chains:
             error = traceback.format_exc()
         meter = self.engine.meter
         load = pickle.dumps(meter.read() if meter is not None else None)
-        n = len(ids) + (error is not None)
+        errors: list[str | None] = [None] * len(ids)
+        if error is not None:  # one more row, after the finished ones, carrying the error
+            ids, results, errors = [*ids, ""], [*results, b""], [*errors, error]
+        n = len(ids)
         return pa.table(
             {
-                "id": [*ids, ""][:n],
-                "result": [*results, b""][:n],
-                "error": [None] * len(ids) + ([error] if error else []),
+                "id": ids,
+                "result": results,
+                "error": errors,
                 "actor": [self.name] * n,
                 "load": [load] * n,
                 "ready": [self.ready] * n,
