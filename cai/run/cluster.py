@@ -202,7 +202,9 @@ def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], sink: executor.
     data = ray.data.DataContext.get_current()
     data.enable_progress_bars = False  # the driver draws one bar of prompts, as in one process
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset lines; the log file keeps them
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": by us, above
     blocks = -(-len(todo) // o.ray_batch_size)
+    width = min(o.ray_actors, blocks)  # an actor with no batch to run would start an engine for nothing
     ds = ray.data.from_items([{"prompt": pickle.dumps(p)} for p in todo], override_num_blocks=blocks)
     out = ds.map_batches(
         Chains,
@@ -210,7 +212,7 @@ def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], sink: executor.
         batch_size=o.ray_batch_size,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(
-            size=o.ray_actors,
+            size=width,
             max_tasks_in_flight_per_actor=calls,
             max_concurrent_calls_per_actor=calls,
             enable_true_multi_threading=calls > 1,
@@ -218,7 +220,7 @@ def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], sink: executor.
         num_cpus=o.ray_cpus,
         num_gpus=o.ray_gpus or None,
     )
-    ctx.log(f"{stage.name}: {len(todo)} prompts to do on {o.ray_actors} Ray actor(s), {blocks} batch(es)")
+    ctx.log(f"{stage.name}: {len(todo)} prompts to do on {width} Ray actor(s), {blocks} batch(es)")
     actors: dict[str, _Actor] = {}
     seen: set[str] = set()
     buffer, ids = ChunkResult(), set[str]()
