@@ -43,9 +43,10 @@ if TYPE_CHECKING:
     from cai.stages.base import Stage
 
 INSTALL = "--executor ray needs Ray Data: pip install 'cai[ray]' (or pip install 'ray[data]')"
-# Environment an actor takes from the driver: the engines' own settings (VLLM_*, the scripted engine's CAI_*).
-# An actor is started by a raylet that may have been started before the driver set them, or on another node.
-FORWARDED = ("CAI_", "VLLM_")
+# Environment an actor takes from the driver: the engines' own settings (VLLM_*, the scripted engine's, cai's
+# model cache). An actor is started by a raylet that may predate the driver's settings, or on another node.
+# Secrets (HF_TOKEN, CAI_SERVE_TOKEN) are not copied: a cluster gets them from Ray's runtime environment.
+FORWARDED = ("VLLM_", "CAI_SCRIPTED_", "CAI_CACHE")
 
 
 def require() -> None:
@@ -205,6 +206,8 @@ def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], sink: executor.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": by us, above
     blocks = -(-len(todo) // o.ray_batch_size)
     width = min(o.ray_actors, blocks)  # an actor with no batch to run would start an engine for nothing
+    # pickled both ways: exact Python values (a prompt's messages, a row's nested records) between the run's own
+    # processes; the model's text is only ever a string inside them
     ds = ray.data.from_items([{"prompt": pickle.dumps(p)} for p in todo], override_num_blocks=blocks)
     out = ds.map_batches(
         Chains,
