@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--max-num-seqs", type=int, default=32)
     ap.add_argument("--ceiling", type=int, default=2048, help="prompts for the scripted-engine ceiling")
     ap.add_argument("--skip-engine", action="store_true", help="only the scripted-engine ceiling")
+    ap.add_argument("--skip-ceiling", action="store_true", help="only the real-engine comparison")
+    ap.add_argument("--ray-first", action="store_true", help="the Ray run before the in-process one")
     a = ap.parse_args()
     if a.quick:
         a.prompts, a.max_tokens, a.max_num_seqs, a.ceiling = 16, 48, 16, 512
@@ -105,11 +107,15 @@ def main() -> None:
         if not a.skip_engine:
             engine = dict(max_tokens=a.max_tokens, max_num_seqs=a.max_num_seqs, kv_cache_gb=2, max_model_len=2048)
             prompts = prompts_file(tmp, a.prompts)
+            # the second run finds the model's files in the page cache: --ray-first swaps the order to see that
+            if a.ray_first:
+                pool, t_pool = run(tmp / "ray", prompts, executor="ray", ray_actors=1, **engine)
             one, t_one = run(tmp / "stream", prompts, **engine)
             print(f"stream_s: {t_one:.1f} ({one.output_tokens} output tokens)")
             for stage, load in one.loads.items():
                 print(f"  load ({stage}) in process: {load.describe()}")
-            pool, t_pool = run(tmp / "ray", prompts, executor="ray", ray_actors=1, **engine)
+            if not a.ray_first:
+                pool, t_pool = run(tmp / "ray", prompts, executor="ray", ray_actors=1, **engine)
             print(f"ray_1_actor_s: {t_pool:.1f} ({pool.output_tokens} output tokens)")
             for line in pool.describe():
                 if "actor" in line or "load" in line:
@@ -122,7 +128,7 @@ def main() -> None:
         _, t = run(tmp / "ceiling-stream", ceiling, **fast)
         base = a.ceiling / t
         print(f"scripted_stream_prompts_per_s: {base:.1f} (steady {steady(tmp / 'ceiling-stream'):.1f})")
-        for n in (1, 2, 4):
+        for n in () if a.skip_ceiling else (1, 2, 4):
             # half a CPU each: the pool's width, not Ray's CPU count, is what is measured
             _, t = run(tmp / f"ceiling-{n}", ceiling, executor="ray", ray_actors=n, ray_cpus=0.5, **fast)
             rate = f"{a.ceiling / t:.1f} (steady {steady(tmp / f'ceiling-{n}'):.1f})"
