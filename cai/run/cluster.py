@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from cai import backends, stages
 from cai.config import ExecutorOptions, RayOptions, RunConfig, catalogue
+from cai.core.context import RunContext
+from cai.core.prompts import Templates
 from cai.core.records import ChunkResult
 from cai.core.store import RunStore
 from cai.errors import CaiError
@@ -38,7 +40,6 @@ from cai.run import executor
 if TYPE_CHECKING:
     from cai.backends.load import Load
     from cai.core.constitution import Constitution
-    from cai.core.context import RunContext
     from cai.core.inputs import Prompt
     from cai.stages.base import Stage
 
@@ -107,9 +108,6 @@ class Chains:
         os.environ.update(spec.env)
         if os.path.isdir(spec.cwd):  # same machine or a shared filesystem mounted at the same path
             os.chdir(spec.cwd)
-        from cai.core.context import RunContext
-        from cai.core.prompts import Templates
-
         config = local_config(spec.config)
         self.engine = backends.get(config.run.backend).from_config(config)
         self.engine.progress = False  # the driver draws the one bar
