@@ -107,16 +107,19 @@ def main() -> None:
     try:
         if not a.skip_engine:
             engine = dict(max_tokens=a.max_tokens, max_num_seqs=a.max_num_seqs, kv_cache_gb=2, max_model_len=2048)
+            # the actor gets the machine's cores: Ray sets an actor's OMP_NUM_THREADS (the CPU engine's threads) to
+            # its CPUs, and the in-process engine uses them all
+            cores = float(os.cpu_count() or 2)
             prompts = prompts_file(tmp, a.prompts)
             # the second run finds the model's files in the page cache: --ray-first swaps the order to see that
             if a.ray_first:
-                pool, t_pool = run(tmp / "ray", prompts, executor="ray", ray_actors=1, **engine)
+                pool, t_pool = run(tmp / "ray", prompts, executor="ray", ray_actors=1, ray_cpus=cores, **engine)
             one, t_one = run(tmp / "stream", prompts, **engine)
             print(f"stream_s: {t_one:.1f} ({one.output_tokens} output tokens)")
             for stage, load in one.loads.items():
                 print(f"  load ({stage}) in process: {load.describe()}")
             if not a.ray_first:
-                pool, t_pool = run(tmp / "ray", prompts, executor="ray", ray_actors=1, **engine)
+                pool, t_pool = run(tmp / "ray", prompts, executor="ray", ray_actors=1, ray_cpus=cores, **engine)
             print(f"ray_1_actor_s: {t_pool:.1f} ({pool.output_tokens} output tokens)")
             for line in pool.describe():
                 if "actor" in line or "load" in line:
