@@ -121,7 +121,13 @@ class RayOptions:
         minimum=0,
         when=("executor", ("ray",)),
     )
-    ray_cpus: float = setting(1.0, "ray: CPUs per actor (for Ray's scheduler).", above=0, when=("executor", ("ray",)))
+    ray_cpus: float = setting(
+        1.0,
+        "ray: CPUs per actor. Ray also sets the actor's OMP_NUM_THREADS to it (at least 1): a CPU engine runs that "
+        "many threads, so on CPU nodes give it the cores the engine should use.",
+        above=0,
+        when=("executor", ("ray",)),
+    )
     ray_batch_size: int = setting(
         64,
         "ray: prompts per batch handed to an actor, the unit an actor that dies redoes (two batches run in an actor "
