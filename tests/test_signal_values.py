@@ -65,10 +65,18 @@ def test_every_entry_point_gives_the_same_value(tmp_path, models, scope):
     same = dict(rel=1e-3, abs=1e-3)
     for k, (_, _, _, sample) in enumerate(items):
         components = served[k]["components"]
-        for signal, column in (("rules", "rules_score"), ("p_true", "p_true"), ("pm", "pm"), ("prm", "prm")):
+        columns = (
+            ("rules", "rules_score"),
+            ("accuracy", "accuracy"),
+            ("p_true", "p_true"),
+            ("pm", "pm"),
+            ("prm", "prm"),
+        )
+        for signal, column in columns:
             assert sample[column] is not None, (signal, sample)
             why = (scope, signal, sample["rules"], served[k]["rules"], served[k]["errors"])
             assert components[signal] == pytest.approx(sample[column], **same), why
         assert trl["pm"][k] == pytest.approx(sample["pm"], **same)
         assert trl["prm"][k] == pytest.approx(sample["prm"], **same)
-        assert served[k]["reward"] == pytest.approx(sample["score"], **same)
+        # the served reward grades with the request's reference: the sample's graded score
+        assert served[k]["reward"] == pytest.approx(sample["graded_score"], **same)

@@ -125,7 +125,7 @@ def test_verls_reward_loop_gets_the_constitutions_rewards(verl_runs):
     """R1-style rules: every sample the same keys, right beats wrong, an empty rollout earns 0, and verl's
     per-sample scores (its worker's and compute_rm_score's) equal one batched request's rewards."""
     (out, _), expected = verl_runs[0], [it["reward"] for it in verl_runs[1]]
-    same_keys(out, {"score", "reward", "rules", "errors"})
+    same_keys(out, {"score", "reward", "rules", "accuracy", "errors"})
     for path in ("worker", "manager"):
         scores = out[path]["scores"]
         assert scores == pytest.approx(expected, abs=1e-6), path  # rm_scores are float32
@@ -139,7 +139,7 @@ def test_a_failed_signal_or_a_refused_sample_never_raises_inside_verl(verl_runs)
     answer too large for the server (413) is split off from its batch and earns nothing with one error; verl's
     compute_rm_score, which indexes every sample by the first one's keys, assembles the step."""
     (_, out), expected = verl_runs[0], verl_runs[2]
-    same_keys(out, {"score", "reward", "rules", "pm", "prm", "errors"})
+    same_keys(out, {"score", "reward", "rules", "accuracy", "pm", "prm", "errors"})
     for path in ("worker", "manager"):
         scores, extra = out[path]["scores"], out[path]["extra"]
         assert scores[:-1] == pytest.approx([it["reward"] for it in expected], abs=1e-6), path
@@ -163,7 +163,8 @@ def test_calls_that_arrive_together_go_as_one_request():
     server = Server("--constitution", "reasoning")
     try:
         samples = [*RIGHT_WRONG, EMPTY] * 40  # 280 samples: two batches at least (the cap is 256)
-        expected = [it["reward"] for it in batched(server, samples)]
+        items = batched(server, samples)
+        expected = [it["reward"] for it in items]
         coalescer = Coalescer(Servers(server.url, TOKEN))
 
         async def verl_like() -> list[dict]:
@@ -174,7 +175,7 @@ def test_calls_that_arrive_together_go_as_one_request():
         assert coalescer.samples == len(samples) and 2 <= coalescer.requests <= 4, coalescer.requests
         p, r, ref = samples[0]
         one = compute_score_sync("cai/math", r, ref, {"question": p}, url=server.url, token=TOKEN)
-        assert one == {"score": expected[0], "reward": expected[0], "rules": expected[0], "errors": 0.0}
+        assert one == {"score": expected[0], "reward": expected[0], **items[0]["components"], "errors": 0.0}
     finally:
         assert server.stop() == 0
 

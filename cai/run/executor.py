@@ -47,6 +47,7 @@ class Tally:
     truncated: int = 0
     seconds: float = 0.0
     load: Load | None = field(default=None)
+    notes: list[str] = field(default_factory=list)  # lines for the run summary (the Ray executor's actors)
 
     def add(self, result: ChunkResult, seconds: float) -> None:
         self.rows += len(result.rows)
@@ -75,7 +76,7 @@ def run_stage(ctx: RunContext, stage: Stage, todo: list[Prompt], sink: Sink) -> 
     if o.executor == "steps":
         _steps(ctx, stage, todo, write)
     else:
-        _stream(ctx, stage, todo, write, o)
+        stream(ctx, stage, todo, write, o)
     if meter is not None:
         tally.load = meter.read()
     return tally
@@ -105,7 +106,8 @@ class _OneAtATime:
             return self.inner.generate(chats, sampling, seeds)
 
 
-def _stream(ctx: RunContext, stage: Stage, todo: list[Prompt], write: Sink, o: ExecutorOptions) -> None:
+def stream(ctx: RunContext, stage: Stage, todo: list[Prompt], write: Sink, o: ExecutorOptions) -> None:
+    """Every prompt of `todo` as its own chain, up to the window in flight (also run inside each Ray actor)."""
     from tqdm.auto import tqdm
 
     engine = ctx.backend

@@ -9,15 +9,18 @@ evaluation without --out) keeps its rows in memory.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from cai import backends
+from cai.config import ExecutorOptions
 from cai.core.context import RunContext
 from cai.core.records import ChunkResult, Skip
-from cai.run import executor
+from cai.errors import CaiError
+from cai.run import cluster, executor
 
 if TYPE_CHECKING:
     from cai.backends.load import Load
@@ -81,6 +84,7 @@ class Summary:
         self.engine_seconds += tally.seconds
         if tally.load is not None:
             self.loads[stage.name] = tally.load
+        self.lines += tally.notes
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,11 @@ def execute(plan: Plan, backend: backends.Backend | None = None, log: Callable[[
     started = time.monotonic()
     ctx, config, store = plan.ctx, plan.ctx.config, plan.ctx.store
     o = config.run
+    remote = config.options(ExecutorOptions).executor == "ray"  # the engines are in the actors, not here
+    if remote:
+        cluster.require()
+        if backend is not None:
+            raise CaiError("--executor ray builds an engine in each actor from the settings; pass no backend")
     defaults = config.identity_defaults()
     if store is not None:
         store.check(plan.identity, force=o.force, defaults=defaults, free=plan.free)
@@ -121,7 +130,7 @@ def execute(plan: Plan, backend: backends.Backend | None = None, log: Callable[[
             _summarise(store, plan.counted, summary)
         summary.seconds = time.monotonic() - started
         return summary
-    own = backend is None and any(todo[s.name] and s.needs_engine(ctx) for s in plan.stages)
+    own = backend is None and not remote and any(todo[s.name] and s.needs_engine(ctx) for s in plan.stages)
     if own:  # before the folder is claimed: a failed start writes nothing
         backend = start_engine(config, log)
     ctx = replace(ctx, backend=backend)
@@ -131,8 +140,11 @@ def execute(plan: Plan, backend: backends.Backend | None = None, log: Callable[[
             store.open(plan.identity, config.to_dict(), splits=splits, force=o.force, defaults=defaults, free=plan.free)
             c = ctx.constitution
             store.record_source(o.model, o.seed, {"name": c.name, "path": c.path, "sha256": c.sha256})
-        for stage in plan.stages:
-            summary.add(stage, executor.run_stage(ctx, stage, todo[stage.name], _sink(store, stage, summary)))
+        with cluster.connected(config) if remote else contextlib.nullcontext():
+            for stage in plan.stages:
+                # a stage that needs no engine (select, rank: they read another split) runs here
+                run_stage = cluster.run_stage if remote and stage.needs_engine(ctx) else executor.run_stage
+                summary.add(stage, run_stage(ctx, stage, todo[stage.name], _sink(store, stage, summary)))
     finally:
         if own and backend is not None:
             backend.close()
