@@ -17,6 +17,7 @@ from conftest import HARMLESS, RED_TEAM, ROOT, trl_sft_step, write
 
 from cai.backends import Sampling
 from cai.config import RunConfig
+from cai.core.constitution import load as load_constitution
 from cai.core.inputs import load
 from cai.core.store import RunStore
 from cai.generate import generate
@@ -382,11 +383,15 @@ def test_sample_stage_on_the_real_engine_feeds_trl_and_train_pm(engine, tmp_path
     store = RunStore(out)
     rows = store.read("samples")
     assert len(rows) == 3 and summary.rows["samples"] == 3
+    # the reference-free score: the rules other than accuracy (weighing their share of the constitution's rule
+    # weights) and P(True) (weighing 1)
+    rules = load_constitution("reasoning").rules
+    w = sum(r.weight for r in rules if r.kind != "accuracy") / sum(r.weight for r in rules)
     for r in rows:
         assert len(r["samples"]) == 3 and r["graded"] + sum(s["error"] is not None for s in r["samples"]) == 3
         for s in r["samples"]:
             assert s["error"] is None and s["text"] and 0 < s["p_true"] < 1 and s["correct"] in (True, False)
-            assert s["score"] == pytest.approx((s["rules_score"] + s["p_true"]) / 2)
+            assert s["score"] == pytest.approx((w * s["rules_score"] + s["p_true"]) / (w + 1))
         assert r["p_ik"] == r["correct"] / r["graded"]
     selected = store.read("selected")
     assert len(selected) == 6 and {s["rank"] for s in selected} == {0, 1}
