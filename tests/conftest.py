@@ -45,12 +45,17 @@ def engine():
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory):
     """A tiny BERT built from a config (random weights) with the embedded MiniLM tokenizer."""
+    return tiny_bert(tmp_path_factory.mktemp("tiny"))
+
+
+def tiny_bert(folder: Path, tokens: bool = False) -> str:
+    """A tiny BERT (random weights) with the embedded MiniLM tokenizer in `folder`: a scalar head on the sequence,
+    or with `tokens` on every token (the kind `cai train-pm --kind prm` writes)."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertForTokenClassification
 
     from cai.backends.models import resolve_backbone
 
-    folder = tmp_path_factory.mktemp("tiny")
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("all-minilm-l6-v2"))
     torch.manual_seed(0)
     config = BertConfig(
@@ -61,7 +66,7 @@ def tiny_backbone(tmp_path_factory):
         intermediate_size=64,
         num_labels=1,
     )
-    BertForSequenceClassification(config).save_pretrained(folder)
+    (BertForTokenClassification if tokens else BertForSequenceClassification)(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_bert
 from tests.test_reward_service import TOKEN, Server, free_port
 
 # the venv `make verl` builds beside the main one; CAI_VERL_VENV names another (a checkout sharing a venv)
@@ -75,25 +75,7 @@ def batched(server: Server, samples: list) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_prm(tmp_path_factory):
     """A tiny BERT token classifier (random weights), the kind `cai train-pm --kind prm` writes."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
-
-    from cai.backends.models import resolve_backbone
-
-    folder = tmp_path_factory.mktemp("tiny-prm")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("all-minilm-l6-v2"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-    )
-    BertForTokenClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return tiny_bert(tmp_path_factory.mktemp("tiny-prm"), tokens=True)
 
 
 RULES = [*RIGHT_WRONG, EMPTY]
