@@ -132,9 +132,6 @@ class SampleStage(Stage):
     def template_specs(self) -> tuple[TemplateSpec, ...]:
         return self.signals.template_specs()
 
-    def needs_engine(self, ctx: RunContext) -> bool:
-        return True  # the answers are sampled
-
     def report(self) -> SampleReport:
         return SampleReport(self.split, self.o.samples, self.signals)
 
