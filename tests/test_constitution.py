@@ -41,6 +41,9 @@ MALFORMED = [
         "unknown principle id 'zz'",
     ),
     (GOOD + "few_shot:\n  - {prompt: p, answer: a}\n", 8, "missing required key 'principle'"),
+    (GOOD + "examples: {prompt: p}\n", 7, "'examples' must be a list"),
+    (GOOD + "examples:\n  - {prompt: p}\n", 8, "missing required key 'answer'"),
+    (GOOD + "examples:\n  - {prompt: p, answer: 7}\n", 8, "examples[0].answer must be text"),
     ("name: &n t\nprinciples: []\n", 1, "anchors"),
     ("name: t\nprinciples:\n  - id: a\n    critique: c\n    revision: r\n    compare: *x\n", 6, "aliases"),
     ("", None, "empty file"),
@@ -101,6 +104,21 @@ def test_fields_are_parsed(tmp_path):
     c = load(write(tmp_path / "c.yaml", text))
     p = c.principle("a")
     assert (p.tags, p.weight, p.compare, c.system) == (("x", "y"), 2.5, "Which is better?", "Be kind.")
+
+
+def test_answered_examples_go_between_the_system_prompt_and_every_answered_prompt(tmp_path):
+    from cai.core.records import with_system
+
+    text = GOOD + "system: Be brief.\nexamples:\n  - {prompt: 'What is 20 + 30?', answer: 'Answer: 50'}\n"
+    c = load(write(tmp_path / "c.yaml", text))
+    shown = [("user", "What is 20 + 30?"), ("assistant", "Answer: 50")]
+    asked = with_system(c, [{"role": "user", "content": "What is 2 + 2?"}])
+    assert [(m["role"], m["content"]) for m in asked] == [("system", "Be brief."), *shown, ("user", "What is 2 + 2?")]
+    # a prompt's own system message replaces the constitution's and still comes first
+    own = with_system(c, [{"role": "system", "content": "Mine."}, {"role": "user", "content": "Q"}])
+    assert [(m["role"], m["content"]) for m in own] == [("system", "Mine."), *shown, ("user", "Q")]
+    arith = load(ROOT / "constitution" / "arith.yaml")
+    assert len(arith.examples) == 3 and any(r.kind == "accuracy" for r in arith.rules)
 
 
 def test_cli_check_prints_summary_or_one_line_error(tmp_path, cli):

@@ -27,6 +27,10 @@ principles:
 #       weight: 1.0                #   format (think-answer, boxed-answer or a regex), language: en + threshold,
 #       hard: false                #   accuracy: math|exact (against the prompt record's `reference`)
 
+# examples:                        # optional answered questions shown before every prompt the model answers
+#   - prompt: What is 3 + 4?
+#     answer: "3 + 4 = 7.\nAnswer: 7"
+
 # few_shot:                        # optional demonstrations of one critique and revision
 #   - prompt: ...
 #     answer: ...
@@ -46,6 +50,7 @@ def summary(c: Constitution) -> list[str]:
         f"{len(c.comparable)} with a compare question for the RL stage, {len(c.steppable)} that can judge steps)",
         f"rules       {len(c.rules)} ({sum(r.hard for r in c.rules)} hard)",
         f"few-shot    {len(c.few_shot)} demonstration(s)",
+        f"examples    {len(c.examples)} answered question(s)",
         f"system      {'yes' if c.system else 'no'}",
         f"sha256      {c.sha256[:16]}",
     ]

@@ -63,12 +63,22 @@ class Demonstration:
 
 
 @dataclass(frozen=True)
+class Example:
+    """An answered question shown before every prompt the model answers (a few-shot demonstration of the answer
+    format: the embedded 135M model answers "What is 3 + 4?" right only when shown one, see data/prompts/arith.md)."""
+
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class Constitution:
     name: str
     principles: tuple[Principle, ...]
     description: str = ""
     system: str | None = None
     few_shot: tuple[Demonstration, ...] = ()
+    examples: tuple[Example, ...] = ()  # user/assistant turns between the system prompt and every answered prompt
     license: str | None = None
     scope: str = "all"  # what the judges, self-evaluation and the PM reward read: all, or the answer (cai.core.answer)
     path: str = ""
@@ -107,6 +117,7 @@ _TOP = {
     "description": False,
     "system": False,
     "few_shot": False,
+    "examples": False,
     "license": False,
     "scope": False,
 }
@@ -121,6 +132,7 @@ _PRINCIPLE = {
     "rules": False,
     "scope": False,
 }
+_EXAMPLE = {"prompt": True, "answer": True}
 _DEMO = {"prompt": True, "answer": True, "principle": True, "critique": True, "revision": True}
 
 
@@ -307,12 +319,20 @@ class _Builder:
                         f"few_shot[{i}]: principle {values['principle']!r} has no critique to demonstrate",
                     )
                 demos.append(Demonstration(**values))
+        examples = []
+        if "examples" in m:
+            if not isinstance(m["examples"], yaml.SequenceNode):
+                self.fail(m["examples"], f"'examples' must be a list, got {_kind(m['examples'])}")
+            for i, item in enumerate(m["examples"].value):
+                e = self.mapping(item, _EXAMPLE, f"examples[{i}]")
+                examples.append(Example(**{k: self.text(v, f"examples[{i}].{k}") for k, v in e.items()}))
         return Constitution(
             name=self.text(m["name"], "'name'"),
             principles=tuple(principles),
             description=self.text(m["description"], "'description'", blank_ok=True) if "description" in m else "",
             system=self.text(m["system"], "'system'") if "system" in m else None,
             few_shot=tuple(demos),
+            examples=tuple(examples),
             license=self.text(m["license"], "'license'") if "license" in m else None,
             scope=scope,
             path=self.path,

@@ -56,11 +56,19 @@ class ChunkResult:
 
 
 def with_system(constitution: Constitution, messages: Sequence[dict]) -> list[dict]:
-    """The prompt's own messages, behind the constitution's system prompt unless the prompt brings one."""
+    """The prompt's own messages as the model is asked to answer them: behind the constitution's system prompt
+    (unless the prompt brings one) and its answered examples (after the prompt's own system message, if any).
+    The rows keep the prompt as given: the examples are how it was asked, not what the data teaches."""
     out = [dict(m) for m in messages]
-    if constitution.system and out[0]["role"] != "system":
-        out.insert(0, {"role": "system", "content": constitution.system})
-    return out
+    system = [out.pop(0)] if out and out[0]["role"] == "system" else []
+    if not system and constitution.system:
+        system = [{"role": "system", "content": constitution.system}]
+    shown = [
+        {"role": role, "content": text}
+        for e in constitution.examples
+        for role, text in (("user", e.prompt), ("assistant", e.answer))
+    ]
+    return system + shown + out
 
 
 def continued(question: str, prefix: str) -> list[dict]:
