@@ -80,7 +80,8 @@ def trl_sft_step(shards: list[Path], out: Path, max_length: int):
     from cai.backends.models import resolve
 
     dataset = datasets.load_dataset("parquet", data_files=[str(p) for p in shards], split="train")
-    args = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no")
+    # bf16 off: TRL turns it on by default, and on a CPU without bf16 units every matmul takes the slow path
+    args = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, save_strategy="no", bf16=False)
     return SFTTrainer(
         model=resolve("smollm2-135m"),
         args=SFTConfig(output_dir=str(out), max_length=max_length, **args),
