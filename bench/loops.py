@@ -76,7 +76,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(samples=4, eval_samples=4, principles_per_pair=2, sl_max_tokens=96, harmless_limit=24)
+        return cls(samples=4, eval_samples=4, principles_per_pair=2, sl_max_tokens=96)
 
 
 Engine = Callable[[str], Any]  # a model spec -> a started backend (closed by the caller)
@@ -276,6 +276,22 @@ def held_out_problem(seed: int) -> Callable[[dict], bool]:
     return test
 
 
+def without_examples(constitution: str, out: Path) -> str | None:
+    """A copy of the constitution without its answered examples (None when it has none)."""
+    import yaml
+
+    from cai.core.constitution import load
+
+    const = load(constitution)
+    if not const.examples:
+        return None
+    data = yaml.safe_load(Path(const.path).read_text())
+    data.pop("examples")
+    data["name"] = f"{data['name']}-zero-shot"
+    out.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return str(out)
+
+
 def loop_sft(
     engine: Engine,
     folder: Path,
@@ -299,11 +315,18 @@ def loop_sft(
 
     unanswered: dict[str, int] = {}
 
-    def measure(spec: str, name: str, backend) -> dict:
-        config = RunConfig(**common, model=spec, samples=sizes.eval_samples, out=str(folder / f"eval-{name}"))
+    def measure(spec: str, name: str, backend, how: str = constitution) -> dict:
+        settings = {**common, "constitution": how}
+        config = RunConfig(**settings, model=spec, samples=sizes.eval_samples, out=str(folder / f"eval-{name}"))
         bestofn.evaluate(config, str(test), backend=backend, **quiet)
         rates, unanswered[name] = pass_rates(folder / f"eval-{name}", test, sizes.eval_samples)
         return rates
+
+    # The SFT rows keep the bare question (the examples are how it was asked, not what the data teaches), so
+    # every model is also measured without the constitution's answered examples: what the fine-tuning itself
+    # taught, with nothing in the prompt to copy the format from.
+    zero_shot = without_examples(constitution, folder / "zero-shot.yaml")
+    zero: dict[str, dict] = {}
 
     started = time.perf_counter()
     base = engine(model)
@@ -318,6 +341,8 @@ def loop_sft(
         )
         generate(sampled, backend=base, **quiet)
         before = measure(model, "before", base)
+        if zero_shot:
+            zero["before"] = measure(model, "before-zero-shot", base, zero_shot)
     finally:
         base.close()
     samples = rows_of(folder / "sampled", "samples")
@@ -353,6 +378,8 @@ def loop_sft(
         e = engine(spec)
         try:
             after[name] = measure(spec, name, e)
+            if zero_shot:
+                zero[name] = measure(spec, f"{name}-zero-shot", e, zero_shot)
         finally:
             e.close()
     ids = sorted(before)
@@ -362,6 +389,7 @@ def loop_sft(
         result[name] = {
             "pass_at_1": figure([rates[i][0] for i in ids], seed),
             "pass_at_n": figure([rates[i][1] for i in ids], seed),
+            "zero_shot_pass_at_1": figure([zero[name][i][0] for i in ids], seed) if zero_shot else None,
             "by_subset": {
                 s: statistics.fmean(rates[i][0] for i in ids if rates[i][2] == s)
                 for s in sorted({rates[i][2] for i in ids})
@@ -383,6 +411,14 @@ def loop_sft(
     ):
         g = result[key]
         log(f"  {label:<28} {g['mean']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]")
+    if zero_shot:
+        log("  without the constitution's answered examples in the prompt (what the fine-tuning itself taught):")
+        for name, label in (
+            ("before", "base model"),
+            ("selected", "SFT on right answers"),
+            ("random", "SFT on random"),
+        ):
+            log(f"  {label:<22} pass@1 {fmt(result[name]['zero_shot_pass_at_1'])}")
     if any(unanswered.values()):
         log(f"  samples failed or empty (counted wrong): {unanswered}")
     return result

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import loops  # noqa: E402
 
 from cai.backends.scripted import ScriptedBackend, default_reply  # noqa: E402
+from cai.core.constitution import load  # noqa: E402
 
 QUESTION = re.compile(r"What is (\d+) ([+x-]) (\d+)\?")
 
@@ -152,7 +153,10 @@ def test_sft_loop_selects_right_answers_fine_tunes_and_measures_before_and_after
     assert r["answers"] == 6 * SIZES.samples and r["train_problems"] == 6 == r["test_problems"]
     train, test = ([json.loads(x)["prompt"] for x in (tmp_path / f).read_text().splitlines()] for f in SPLITS)
     assert len(train) == len(test) == 6 and not set(train) & set(test)
-    assert r["unanswered_samples"] == {"before": 0, "selected": 0, "random": 0}
+    assert set(r["unanswered_samples"]) == {
+        f"{m}{z}" for m in ("before", "selected", "random") for z in ("", "-zero-shot")
+    }
+    assert not any(r["unanswered_samples"].values())
     # the figures are the rows': pass@1 the mean share of right samples per held-out problem
     for name in ("before", "selected", "random"):
         rows = loops.rows_of(tmp_path / f"eval-{name}", "samples")
@@ -160,6 +164,13 @@ def test_sft_loop_selects_right_answers_fine_tunes_and_measures_before_and_after
         assert r[name]["pass_at_n"]["mean"] == pytest.approx(statistics.fmean(x["correct"] > 0 for x in rows))
         lo, hi = r[name]["pass_at_1"]["ci"]
         assert lo <= r[name]["pass_at_1"]["mean"] <= hi
+    # and without the constitution's answered examples: a copy of it without them, measured the same way
+    zero_shot = load(tmp_path / "zero-shot.yaml")
+    assert not zero_shot.examples and zero_shot.rules == load(ROOT / "constitution" / "arith.yaml").rules
+    for name in ("before", "selected", "random"):
+        rows = loops.rows_of(tmp_path / f"eval-{name}-zero-shot", "samples")
+        share = statistics.fmean(x["correct"] / SIZES.eval_samples for x in rows)
+        assert r[name]["zero_shot_pass_at_1"]["mean"] == pytest.approx(share)
     gain = r["selected"]["pass_at_1"]["mean"] - r["before"]["pass_at_1"]["mean"]
     assert r["gain_selected"]["mean"] == pytest.approx(gain)
     json.dumps(r, allow_nan=False)  # the RESULT line
