@@ -573,12 +573,13 @@ def constitution_new(name, out):
 @click.argument("a")
 @click.argument("b")
 def constitution_diff(a, b):
-    """Principles added, removed and changed from A to B (exit 1 if they differ)."""
+    """Principles added, removed and changed from A to B, and a changed system prompt, demonstrations, answered
+    examples or scope (exit 1 if they differ)."""
     from cai.commands.constitution_text import differences
     from cai.core.constitution import load
 
     changes = differences(load(a), load(b))
-    click.echo("\n".join(changes) if changes else "no differences in principles")
+    click.echo("\n".join(changes) if changes else "no differences")
     sys.exit(1 if changes else 0)
 
 

@@ -121,6 +121,15 @@ def test_answered_examples_go_between_the_system_prompt_and_every_answered_promp
     assert len(arith.examples) == 3 and any(r.kind == "accuracy" for r in arith.rules)
 
 
+def test_diff_names_changed_principles_and_what_every_request_carries(tmp_path, cli):
+    a = write(tmp_path / "a.yaml", GOOD + "examples:\n  - {prompt: q, answer: x}\n")
+    b = write(tmp_path / "b.yaml", GOOD.replace("Fix them.", "Fix all of them.") + "system: Be brief.\n")
+    r = cli("constitution", "diff", a, b)
+    assert r.returncode == 1 and r.stdout.split("\n")[:3] == ["~ a (revision)", "~ system", "~ examples (1 -> 0)"]
+    same = cli("constitution", "diff", a, a)
+    assert same.returncode == 0 and same.stdout.strip() == "no differences"
+
+
 def test_cli_check_prints_summary_or_one_line_error(tmp_path, cli):
     ok = cli("constitution", "check", HARMLESS)
     assert ok.returncode == 0 and "principles  14" in ok.stdout

@@ -89,4 +89,10 @@ def differences(a: Constitution, b: Constitution) -> list[str]:
             if getattr(old[i], f) != getattr(new[i], f)
         ]
         changes.append(f"~ {i} ({', '.join(fields)})")
+    # what every request carries, beside the principles: a changed example changes every answer
+    for f in ("system", "few_shot", "examples", "scope"):
+        before, after = getattr(a, f), getattr(b, f)
+        if before != after:
+            counts = f" ({len(before)} -> {len(after)})" if isinstance(before, tuple) else ""
+            changes.append(f"~ {f}{counts}")
     return changes
