@@ -428,6 +428,27 @@ def loop_sft(
 # Loop 2: RLAIF -> PM -> agreement with people
 
 
+def judge_pairs(backend, pairs: Path, constitution: str, out: Path, model: str, sizes: Sizes, seed: int) -> list[dict]:
+    """`cai generate --stage rl --pairs file`: the log-prob judge labels every pair of the file afresh, both orders,
+    a principle ensemble. Returns the prefs rows (`chosen` is the answer the judge preferred)."""
+    from cai.config import RunConfig
+    from cai.generate import generate
+
+    config = RunConfig(
+        constitution=constitution,
+        model=model,
+        prompts=str(pairs),
+        stage="rl",
+        pairs="file",
+        pairs_from=str(pairs),
+        principles_per_pair=sizes.principles_per_pair,
+        seed=seed,
+        out=str(out),
+    )
+    generate(config, backend=backend, log=lambda *_: None)
+    return rows_of(out, "prefs")
+
+
 def prefs_split(seed: int) -> Callable[[dict], bool]:
     from cai.core.sampling import stable_unit
 
@@ -438,9 +459,7 @@ def loop_pm(engine: Engine, folder: Path, model: str, sizes: Sizes, seed: int = 
     import polars as pl
 
     from cai.commands.evaluation import pm as eval_pm
-    from cai.config import RunConfig
     from cai.core.columns import text_of
-    from cai.generate import generate
     from cai.train import train
 
     prefs = ROOT / "data" / "eval" / "prefs.jsonl"
@@ -463,19 +482,7 @@ def loop_pm(engine: Engine, folder: Path, model: str, sizes: Sizes, seed: int = 
             )
             if not part.read_text().strip():
                 continue
-            config = RunConfig(
-                constitution=constitution,
-                model=model,
-                prompts=str(part),
-                stage="rl",
-                pairs="file",
-                pairs_from=str(part),
-                principles_per_pair=sizes.principles_per_pair,
-                seed=seed,
-                out=str(folder / f"rlaif-{constitution}"),
-            )
-            generate(config, backend=e, log=lambda *_: None)
-            labelled += rows_of(folder / f"rlaif-{constitution}", "prefs")
+            labelled += judge_pairs(e, part, constitution, folder / f"rlaif-{constitution}", model, sizes, seed)
     finally:
         e.close()
     # The AI's labels against the people's, on the pairs it labelled: the agreement of Lee et al.'s Table 1 (a tie
@@ -632,22 +639,12 @@ def loop_harmless(
     # revision-trained model's answer). It is the base model, which also wrote the SL data: not independent of it.
     e = engine(model)
     try:
-        config = RunConfig(
-            **common,
-            model=model,
-            prompts=str(pairs_file),
-            stage="rl",
-            pairs="file",
-            pairs_from=str(pairs_file),
-            principles_per_pair=sizes.principles_per_pair,
-            out=str(folder / "harmless-judged"),
-        )
-        generate(config, backend=e, log=lambda *_: None)
+        judged = judge_pairs(e, pairs_file, "harmless", folder / "harmless-judged", model, sizes, seed)
     finally:
         e.close()
     revised_text = {pid: answers["revised"][pid][1] for pid in both}
     p_judge, wins_judge = [], []
-    for row in rows_of(folder / "harmless-judged", "prefs"):
+    for row in judged:
         pid = row["id"].split("/")[0]
         if pid in revised_text:
             revised_chosen = text_of(row["chosen"]) == revised_text[pid]
