@@ -86,6 +86,7 @@ bench: setup sandbox verl
 	$(PY) bench/verl_rewards.py --quick
 	$(PY) bench/bestofn.py --quick
 	$(PY) bench/cluster.py --quick
+	$(PY) bench/loops.py --quick
 
 clean:
 	rm -rf $(VENV) data/runs .pytest_cache build

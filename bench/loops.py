@@ -21,7 +21,7 @@ the trained model, with bootstrap confidence intervals (95%, over problems or pa
             and the log-prob judge reading both orders (`--stage rl --pairs file`).
 
 Prints each loop's figures and one `RESULT {json}` line per loop. With the embedded 135M model the loops run in
-about half an hour with --quick on 2 CPU cores; docs/loops.md has the measured figures and the command for a real
+about 45 minutes with --quick on 2 CPU cores; docs/loops.md has the measured figures and the command for a real
 model on a GPU (--model, full sizes without --quick).
 """
 
@@ -691,7 +691,7 @@ def vllm_engines(seed: int, max_model_len: int = 2048) -> Engine:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="sizes for 2 CPU cores (about half an hour)")
+    ap.add_argument("--quick", action="store_true", help="sizes for 2 CPU cores (about 45 minutes)")
     ap.add_argument("--loops", default=",".join(LOOPS), help=f"comma-separated, of {', '.join(LOOPS)}")
     ap.add_argument("--model", default="smollm2-135m", help="the model to train: the embedded one, a folder, a Hub id")
     ap.add_argument("--backbone", help="the PMs' backbone (default: train-pm's)")
