@@ -86,40 +86,45 @@ Engine = Callable[[str], Any]  # a model spec -> a started backend (closed by th
 # Statistics: percentile bootstrap over the units measured (problems, pairs), paired where two models share them
 
 
+def _interval(columns: Sequence[Sequence[float]], stat: Callable[..., float], seed: int, reps: int) -> list:
+    """The 95% percentile interval of stat(mean of each column), the same units resampled for every column. A draw
+    with a zero denominator (a ratio's, when a model is never right in it) is left out; none left: [None, None]."""
+    rng = random.Random(seed)
+    n = len(columns[0])
+    draws = []
+    for _ in range(reps):
+        idx = [rng.randrange(n) for _ in range(n)]
+        try:
+            draws.append(stat(*(sum(c[i] for i in idx) / n for c in columns)))
+        except ZeroDivisionError:
+            continue
+    draws.sort()
+    k = len(draws)
+    return [draws[int(0.025 * k)], draws[max(int(0.975 * k) - 1, 0)]] if k else [None, None]
+
+
 def bootstrap(values: Sequence[float], seed: int = 0, reps: int = 2000) -> tuple[float, float]:
     """95% percentile interval of the mean of `values`, resampled with replacement."""
-    if not values:
-        return (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
-    return (means[int(0.025 * reps)], means[int(0.975 * reps) - 1])
+    lo, hi = _interval([values], lambda m: m, seed, reps)
+    return (lo, hi)
 
 
 def paired(
     a: Sequence[float], b: Sequence[float], stat: Callable[[float, float], float], seed: int = 0, reps: int = 2000
-) -> tuple[float | None, float | None, float | None]:
-    """stat(mean a, mean b) and its 95% interval, the same units resampled for both (a difference or a ratio)."""
-    rng = random.Random(seed)
+) -> dict:
+    """stat(mean a, mean b) and its 95% interval, the same units resampled for both (a difference or a ratio):
+    {"mean", "ci"}, None where a denominator is zero."""
     n = len(a)
-    draws = []
-    for _ in range(reps):
-        idx = [rng.randrange(n) for _ in range(n)]
-        ma, mb = sum(a[i] for i in idx) / n, sum(b[i] for i in idx) / n
-        try:
-            draws.append(stat(ma, mb))
-        except ZeroDivisionError:
-            continue
-    draws.sort()
-    k = len(draws)  # a ratio's draws with a zero denominator are left out (none unless a model is never right)
-    point: float | None
     try:
-        point = stat(sum(a) / n, sum(b) / n)
+        point: float | None = stat(sum(a) / n, sum(b) / n)
     except ZeroDivisionError:
         point = None
-    if not k:
-        return (point, None, None)
-    return (point, draws[int(0.025 * k)], draws[max(int(0.975 * k) - 1, 0)])
+    return {"mean": point, "ci": _interval([a, b], stat, seed, reps)}
+
+
+def minus(a: float, b: float) -> float:
+    """b - a: the gain of the second model over the first."""
+    return b - a
 
 
 def figure(values: Sequence[float], seed: int = 0) -> dict:
@@ -130,10 +135,12 @@ def figure(values: Sequence[float], seed: int = 0) -> dict:
     return {"mean": statistics.fmean(values), "ci": [lo, hi], "n": len(values)}
 
 
-def fmt(f: dict) -> str:
-    if f["mean"] is None:
+def fmt(f: dict, signed: bool = False) -> str:
+    """A figure as `mean [low, high]` (`signed`: a difference, +0.240)."""
+    if f["mean"] is None or f["ci"][0] is None:
         return "none measured"
-    return f"{f['mean']:.3f} [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]"
+    v = "{:+.3f}" if signed else "{:.3f}"
+    return f"{v.format(f['mean'])} [{v.format(f['ci'][0])}, {v.format(f['ci'][1])}]"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -164,11 +171,10 @@ def digest(path: Path) -> str:
 
 
 def rows_of(folder: Path, split: str) -> list[dict]:
-    """A run's split, as rows (every shard)."""
-    import polars as pl
+    """A run's split, as rows: the run store's own reader (its shards, never a half-written file)."""
+    from cai.core.store import RunStore
 
-    shards = sorted((folder / split).glob("*.parquet"))
-    return pl.read_parquet(shards).to_dicts() if shards else []
+    return RunStore(folder).read(split)
 
 
 def sft(rows: list[dict], model: str, out: Path, sizes: Sizes, seed: int, log=print) -> str:
@@ -396,10 +402,10 @@ def loop_sft(
             },
         }
     for name in after:
-        d = paired([before[i][0] for i in ids], [after[name][i][0] for i in ids], lambda a, b: b - a, seed)
-        result[f"gain_{name}"] = {"mean": d[0], "ci": [d[1], d[2]]}
-    d = paired([after["random"][i][0] for i in ids], [after["selected"][i][0] for i in ids], lambda a, b: b - a, seed)
-    result["selection_gain"] = {"mean": d[0], "ci": [d[1], d[2]]}
+        result[f"gain_{name}"] = paired([before[i][0] for i in ids], [after[name][i][0] for i in ids], minus, seed)
+    result["selection_gain"] = paired(
+        [after["random"][i][0] for i in ids], [after["selected"][i][0] for i in ids], minus, seed
+    )
     n = sizes.eval_samples
     log(f"held-out pass@1 (pass@{n}) over {len(ids)} problems, {n} answers each, 95% bootstrap intervals:")
     for name, label in (("before", "base model"), ("selected", "SFT on right answers"), ("random", "SFT on random")):
@@ -409,8 +415,7 @@ def loop_sft(
         ("gain_random", "gain, SFT on random answers"),
         ("selection_gain", "selection's own gain"),
     ):
-        g = result[key]
-        log(f"  {label:<28} {g['mean']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]")
+        log(f"  {label:<28} {fmt(result[key], signed=True)}")
     if zero_shot:
         log("  without the constitution's answered examples in the prompt (what the fine-tuning itself taught):")
         for name, label in (
@@ -504,12 +509,9 @@ def loop_pm(engine: Engine, folder: Path, model: str, sizes: Sizes, seed: int = 
     settings = dict(log=lambda *_: None, epochs=sizes.pm_epochs, seed=seed, eval_fraction=0.0)
     if backbone:
         settings["backbone"] = backbone
-    models = {
-        "human": train(str(same_pairs), str(folder / "pm-human"), **settings),
-        "ai": train(str(ai_file), str(folder / "pm-ai"), **settings),
-    }
     right = {}
-    for name in models:
+    for name, source in (("human", same_pairs), ("ai", ai_file)):
+        train(str(source), str(folder / f"pm-{name}"), **settings)
         out = folder / f"eval-pm-{name}.jsonl"
         eval_pm.evaluate(str(folder / f"pm-{name}"), str(test_file), seed=seed, out=str(out))
         scored = [json.loads(line) for line in out.read_text().splitlines()]
@@ -528,21 +530,15 @@ def loop_pm(engine: Engine, folder: Path, model: str, sizes: Sizes, seed: int = 
         "seconds": round(time.perf_counter() - started, 1),
     }
 
-    def share(h: float, a: float) -> float:
-        return a / h
-
-    r = paired([right["human"][i] for i in ids], [right["ai"][i] for i in ids], share, seed)
-    result["ai_share_of_human"] = {"mean": r[0], "ci": [r[1], r[2]]}
-    r = paired([right["human"][i] for i in ids], [right["ai"][i] for i in ids], lambda h, a: a - h, seed)
-    result["ai_minus_human"] = {"mean": r[0], "ci": [r[1], r[2]]}
+    human_right, ai_right = [right["human"][i] for i in ids], [right["ai"][i] for i in ids]
+    result["ai_share_of_human"] = paired(human_right, ai_right, lambda h, a: a / h, seed)
+    result["ai_minus_human"] = paired(human_right, ai_right, minus, seed)
     log(f"AI labels of {len(labelled)} train pairs agree with the people's on {fmt(result['ai_agreement_train'])}")
     log(f"held-out accuracy over {len(ids)} human-labelled pairs, 95% bootstrap intervals:")
     log(f"  PM on human labels  {fmt(result['accuracy_human_pm'])}")
     log(f"  PM on AI labels     {fmt(result['accuracy_ai_pm'])}")
-    s = result["ai_share_of_human"]
-    log(f"  AI-label PM as a share of the human-label PM: {s['mean']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]")
-    d = result["ai_minus_human"]
-    log(f"  AI-label PM minus human-label PM: {d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]")
+    log(f"  AI-label PM as a share of the human-label PM: {fmt(result['ai_share_of_human'])}")
+    log(f"  AI-label PM minus human-label PM: {fmt(result['ai_minus_human'], signed=True)}")
     return result
 
 
@@ -663,10 +659,8 @@ def loop_harmless(
     if pm:
         out = folder / "harmless-pm.jsonl"
         eval_pm.evaluate(pm, str(pairs_file), seed=seed, out=str(out))
-        import math
-
         scored = [json.loads(line) for line in out.read_text().splitlines()]
-        result["pm_p_revised_better"] = figure([1 / (1 + math.exp(-r["margin"])) for r in scored], seed)
+        result["pm_p_revised_better"] = figure([r["p"] for r in scored], seed)  # sigmoid of the reward margin
         result["pm_revised_wins"] = figure([float(r["margin"] > 0) for r in scored], seed)
         log(
             f"  human-label PM of the pm loop: revision-trained answer wins {fmt(result['pm_revised_wins'])}, "

@@ -120,7 +120,8 @@ def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_data():
     lo2, hi2 = loops.bootstrap(many)
     assert lo < lo2 < 0.5 < hi2 < hi
     assert loops.bootstrap([0.7] * 8) == pytest.approx((0.7, 0.7))
-    point, lo, hi = loops.paired([0.5, 0.5, 1.0, 0.0], [1.0, 0.5, 1.0, 1.0], lambda a, b: b - a)
+    gain = loops.paired([0.5, 0.5, 1.0, 0.0], [1.0, 0.5, 1.0, 1.0], lambda a, b: b - a)
+    point, (lo, hi) = gain["mean"], gain["ci"]
     assert point == pytest.approx(0.375) and lo <= point <= hi
 
 

@@ -216,6 +216,19 @@ class _Builder:
                 self.fail(node, f"{where}: missing required key {key!r}")
         return out
 
+    def text_records(self, m, key, spec) -> list[tuple[dict, dict[str, str]]]:
+        """The optional top-level list `key` of mappings whose values are all text: (nodes, texts) for each item,
+        the nodes kept for errors that name a line."""
+        if key not in m:
+            return []
+        if not isinstance(m[key], yaml.SequenceNode):
+            self.fail(m[key], f"'{key}' must be a list, got {_kind(m[key])}")
+        out = []
+        for i, item in enumerate(m[key].value):
+            d = self.mapping(item, spec, f"{key}[{i}]")
+            out.append((d, {k: self.text(v, f"{key}[{i}].{k}") for k, v in d.items()}))
+        return out
+
     def text(self, node, where, *, blank_ok=False):
         if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:str":
             self.fail(node, f"{where} must be text, got {_kind(node)}")
@@ -305,27 +318,16 @@ class _Builder:
             seen[p.id] = item.start_mark.line + 1
             principles.append(p)
         demos = []
-        if "few_shot" in m:
-            if not isinstance(m["few_shot"], yaml.SequenceNode):
-                self.fail(m["few_shot"], f"'few_shot' must be a list, got {_kind(m['few_shot'])}")
-            for i, item in enumerate(m["few_shot"].value):
-                d = self.mapping(item, _DEMO, f"few_shot[{i}]")
-                values = {k: self.text(v, f"few_shot[{i}].{k}") for k, v in d.items()}
-                if values["principle"] not in seen:
-                    self.fail(d["principle"], f"few_shot[{i}]: unknown principle id {values['principle']!r}")
-                if not next(p for p in principles if p.id == values["principle"]).critique:
-                    self.fail(
-                        d["principle"],
-                        f"few_shot[{i}]: principle {values['principle']!r} has no critique to demonstrate",
-                    )
-                demos.append(Demonstration(**values))
-        examples = []
-        if "examples" in m:
-            if not isinstance(m["examples"], yaml.SequenceNode):
-                self.fail(m["examples"], f"'examples' must be a list, got {_kind(m['examples'])}")
-            for i, item in enumerate(m["examples"].value):
-                e = self.mapping(item, _EXAMPLE, f"examples[{i}]")
-                examples.append(Example(**{k: self.text(v, f"examples[{i}].{k}") for k, v in e.items()}))
+        for i, (d, values) in enumerate(self.text_records(m, "few_shot", _DEMO)):
+            if values["principle"] not in seen:
+                self.fail(d["principle"], f"few_shot[{i}]: unknown principle id {values['principle']!r}")
+            if not next(p for p in principles if p.id == values["principle"]).critique:
+                self.fail(
+                    d["principle"],
+                    f"few_shot[{i}]: principle {values['principle']!r} has no critique to demonstrate",
+                )
+            demos.append(Demonstration(**values))
+        examples = [Example(**values) for _, values in self.text_records(m, "examples", _EXAMPLE)]
         return Constitution(
             name=self.text(m["name"], "'name'"),
             principles=tuple(principles),
